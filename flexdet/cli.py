@@ -1,0 +1,54 @@
+"""The `flexdet` command: one verb per job (info, synth, train, eval, export, bench, demo, quickstart, ...).
+
+Each verb lives in `flexdet/commands/<verb>.py` with `add_arguments(parser)` and `run(args) -> int`.
+Command modules import only light things at module level so `flexdet --help` stays fast; the heavy
+work (torch, Numba) loads inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from flexdet import __version__
+from flexdet.errors import FlexdetError
+
+# verb -> (module, one-line help). Order is the order `flexdet --help` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("flexdet.commands.info", "describe an event recording (format, size, duration, rate)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every sub-command attached."""
+    parser = argparse.ArgumentParser(
+        prog="flexdet", description="Event + RGB object detection at any rate: data, training, export, demo.")
+    parser.add_argument("--version", action="version", version=f"flexdet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for verb, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        verb_parser = sub.add_parser(verb, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(verb_parser)
+        verb_parser.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `flexdet` console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except FlexdetError as exc:
+        print(f"flexdet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"flexdet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Configuration as dataclasses backed by YAML files, with strict key and type checking.
+
+Every configurable part of flexdet (model presets, training recipes, simulator scenes) is a dataclass;
+this module turns YAML mappings into those dataclasses (nested ones included) and back, and applies
+`key=value` overrides from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Type, TypeVar
+
+import yaml
+
+from flexdet.atomic import atomic_write_text
+from flexdet.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: Type[T], data: Mapping[str, Any], source: str = "config") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _convert(hints[name], value, f"{source}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict:
+    """Turn a dataclass (nested ones included) into plain YAML-friendly Python values."""
+    return _plain(dataclasses.asdict(obj))
+
+
+def load_yaml(cls: Type[T], path: "os.PathLike[str] | str") -> T:
+    """Read a YAML file into dataclass `cls`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return from_dict(cls, data, source=str(path))
+
+
+def save_yaml(obj: Any, path: "os.PathLike[str] | str") -> None:
+    """Write a dataclass to a YAML file atomically."""
+    atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def apply_overrides(obj: T, overrides: "list[str] | Mapping[str, Any]") -> T:
+    """Return a copy of dataclass `obj` with `key=value` (dotted keys reach nested dataclasses) applied."""
+    data = to_dict(obj)
+    items = overrides.items() if isinstance(overrides, Mapping) else (_split(o) for o in overrides)
+    for key, value in items:
+        target = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+            target = target[part]
+        if parts[-1] not in target:
+            raise ConfigError(f"override {key!r}: unknown key; known: {sorted(target)}")
+        target[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    return from_dict(type(obj), data, source="overrides")
+
+
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, value = item.split("=", 1)
+    return key.strip(), value
+
+
+def _convert(hint: Any, value: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, source)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{source}: {value!r} matches none of {args}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{source}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(a, v, source) for a, v in zip(args, value))
+        inner = args[0] if args else Any
+        items = [_convert(inner, v, source) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{source}: expected {hint.__name__}, got {value!r}")
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{source}: expected int, got {value!r}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,39 @@
+"""Event data: the event array, readers and writers for every format, representations, datasets, simulator.
+
+Names are imported lazily (PEP 562) so `import flexdet.data` stays cheap: Numba kernels, h5py and the
+simulator load only when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EVENT_DTYPE": "flexdet.data.events",
+    "make_events": "flexdet.data.events",
+    "check_events": "flexdet.data.events",
+    "time_slice": "flexdet.data.events",
+    "BOX_DTYPE": "flexdet.data.boxes",
+    "clip_boxes": "flexdet.data.boxes",
+    "read_events": "flexdet.data.readers",
+    "open_recording": "flexdet.data.readers",
+    "read_boxes": "flexdet.data.labels",
+    "write_dsec_h5": "flexdet.data.writers",
+    "write_dat": "flexdet.data.writers",
+    "write_npz": "flexdet.data.writers",
+    "write_boxes": "flexdet.data.writers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flexdet.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
