@@ -1,0 +1,82 @@
+"""Plain event containers: npz with arrays t, x, y, p (flexdet's write_npz) and HDF5 files holding the
+same columns at the top level or under /events (without DSEC's ms_to_idx). Read whole into memory."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from flexdet.data.readers.arrays import ArrayRecording, events_from_columns
+from flexdet.errors import FormatError
+
+_COLUMNS = ("t", "x", "y", "p")
+
+
+def _sensor_size(stored: tuple, width: Optional[int], height: Optional[int]) -> tuple:
+    """(width, height, source): the override wins, then what the file stores, else unknown."""
+    if width is not None or height is not None:
+        return (width if width is not None else stored[0], height if height is not None else stored[1],
+                "override")
+    if stored[0] is not None and stored[1] is not None:
+        return stored[0], stored[1], "file"
+    return None, None, "unknown"
+
+
+def open_npz(path: Path, width: Optional[int] = None, height: Optional[int] = None) -> ArrayRecording:
+    """Open an npz holding t, x, y, p (and optionally width, height)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in _COLUMNS if k not in data.files]
+            if missing:
+                raise FormatError(path, f"npz lacks array(s) {missing} (needs t, x, y, p)")
+            columns = [data[k] for k in _COLUMNS]
+            stored = tuple(_scalar(path, data[k], k) if k in data.files else None for k in ("width", "height"))
+    except FormatError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+        raise FormatError(path, f"not a readable npz file ({exc})") from None
+    events, fixes = events_from_columns(path, *columns)
+    w, h, source = _sensor_size(stored, width, height)
+    recording = ArrayRecording(path, "npz", events, w, h, source)
+    recording.time_corrections = fixes
+    return recording
+
+
+def open_h5(path: Path, width: Optional[int] = None, height: Optional[int] = None) -> ArrayRecording:
+    """Open an HDF5 file with t, x, y, p datasets at the top level or under /events."""
+    import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["events"] if "events" in f and isinstance(f["events"], h5py.Group) else f
+            missing = [k for k in _COLUMNS if k not in group]
+            if missing:
+                raise FormatError(path, f"HDF5 file lacks dataset(s) {missing} (top level or under /events)")
+            columns = [group[k][()] for k in _COLUMNS]
+            stored = tuple(_attr(path, group, f, k) for k in ("width", "height"))
+    except FormatError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise FormatError(path, f"not a readable HDF5 event file ({exc})") from None
+    events, fixes = events_from_columns(path, *columns)
+    w, h, source = _sensor_size(stored, width, height)
+    recording = ArrayRecording(path, "h5", events, w, h, source)
+    recording.time_corrections = fixes
+    return recording
+
+
+def _attr(path: Path, group, root, key: str) -> Optional[int]:
+    for holder in (group, root):
+        if key in holder.attrs:
+            return _scalar(path, np.asarray(holder.attrs[key]), key)
+    return None
+
+
+def _scalar(path: Path, value: np.ndarray, key: str) -> int:
+    if value.size != 1 or value.dtype.kind not in "iu" or int(value.reshape(-1)[0]) <= 0:
+        raise FormatError(path, f"'{key}' must be one positive integer, got {value!r}")
+    return int(value.reshape(-1)[0])

@@ -1,0 +1,99 @@
+"""RVT preprocessed sequences (`<split>/<sequence>/`): stacked event histograms and labels, no raw events.
+
+Layout: `event_representations_v2/stacked_histogram_dt=<ms>_nbins=<n>/event_representations*.h5`
+(dataset 'data', (N, 2*nbins, H, W) uint8), `timestamps_us.npy` (END time of each window),
+`objframe_idx_2_repr_idx.npy`; labels in `labels_v2/labels.npz`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from flexdet.data.readers.base import Recording
+from flexdet.errors import FlexdetError, FormatError
+
+REPRESENTATIONS_DIR = "event_representations_v2"
+LABELS_RELATIVE = Path("labels_v2") / "labels.npz"
+
+
+def is_rvt_sequence(path: Path) -> bool:
+    """Whether `path` is an RVT sequence folder."""
+    return (path / REPRESENTATIONS_DIR).is_dir()
+
+
+class RvtSequence(Recording):
+    """One RVT sequence: `histograms(start, stop)`, `window_end_times`, `labels()`; `read()` raises."""
+
+    format = "rvt"
+
+    def __init__(self, sequence_dir: Path, width: Optional[int] = None, height: Optional[int] = None) -> None:
+        import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
+        import h5py
+
+        sequence_dir = Path(sequence_dir)
+        representation = _representation_dir(sequence_dir)
+        files = sorted(representation.glob("event_representations*.h5"))
+        if not files:
+            raise FormatError(representation, "no event_representations*.h5 in this RVT folder")
+        try:
+            self._file = h5py.File(files[0], "r")
+            self._data = self._file["data"]
+        except (OSError, KeyError) as exc:
+            raise FormatError(files[0], f"not an RVT representation file ({exc})") from None
+        if self._data.ndim != 4:
+            self._file.close()
+            raise FormatError(files[0], f"'data' has shape {self._data.shape}; expected (N, C, H, W)")
+        stored_h, stored_w = int(self._data.shape[2]), int(self._data.shape[3])
+        overridden = width is not None or height is not None
+        super().__init__(sequence_dir, width if width is not None else stored_w,
+                         height if height is not None else stored_h, "override" if overridden else "file")
+        try:
+            self.window_end_times = np.load(representation / "timestamps_us.npy", allow_pickle=False).astype(
+                np.int64)
+        except (OSError, ValueError) as exc:
+            self._file.close()
+            raise FormatError(representation / "timestamps_us.npy", f"unreadable ({exc})") from None
+        if len(self.window_end_times) != self._data.shape[0]:
+            self._file.close()
+            raise FormatError(representation, f"{len(self.window_end_times)} window times for "
+                                              f"{self._data.shape[0]} histograms")
+        match = re.search(r"dt=(\d+)", representation.name)
+        self.window_us = int(match.group(1)) * 1000 if match else 50_000
+        self.representation_file = files[0]
+        self.num_events = None
+        if len(self.window_end_times):
+            self.t_start = int(self.window_end_times[0]) - self.window_us
+            self.t_end = int(self.window_end_times[-1])
+
+    @property
+    def num_windows(self) -> int:
+        """Number of stacked histograms."""
+        return int(self._data.shape[0])
+
+    def histograms(self, start: int, stop: int) -> np.ndarray:
+        """Histograms [start, stop) as a (stop - start, C, H, W) uint8 array."""
+        return np.asarray(self._data[start:stop])
+
+    def read(self, t_start: Optional[int] = None, t_end: Optional[int] = None) -> np.ndarray:
+        """Always raises: the raw events were discarded when RVT preprocessed this sequence."""
+        raise FlexdetError(f"{self.path}: RVT preprocessed data has no raw events, only stacked histograms "
+                           f"(use histograms(start, stop))")
+
+    def _label_path(self) -> Optional[Path]:
+        path = self.path / LABELS_RELATIVE
+        return path if path.is_file() else None
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _representation_dir(sequence_dir: Path) -> Path:
+    candidates = sorted(p for p in (sequence_dir / REPRESENTATIONS_DIR).iterdir() if p.is_dir())
+    if not candidates:
+        raise FormatError(sequence_dir / REPRESENTATIONS_DIR, "no representation folder inside")
+    stacked = [p for p in candidates if p.name.startswith("stacked_histogram")]
+    return (stacked or candidates)[0]
