@@ -1,0 +1,44 @@
+"""Event representations (stacked histogram, voxel grid, time surface, event frame), windowing at any rate,
+a batched builder for dataset preprocessing, 2x integrate-and-fire downsampling, and torch versions.
+
+Every function takes a time-sorted event array (or a mapping of t, x, y, p columns), validates the
+events it uses, and runs a Numba kernel; names load lazily so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "stacked_histogram": "flexdet.data.representations.histogram",
+    "event_frame": "flexdet.data.representations.histogram",
+    "voxel_grid": "flexdet.data.representations.voxel",
+    "time_surface": "flexdet.data.representations.surface",
+    "RepresentationConfig": "flexdet.data.representations.batch",
+    "build_windows": "flexdet.data.representations.batch",
+    "make_representation": "flexdet.data.representations.batch",
+    "Window": "flexdet.data.representations.windows",
+    "iter_windows": "flexdet.data.representations.windows",
+    "window_bounds": "flexdet.data.representations.windows",
+    "downsample_events": "flexdet.data.representations.downsample",
+    "downsampled_size": "flexdet.data.representations.downsample",
+    "events_to_tensors": "flexdet.data.representations.torch_ops",
+    "stacked_histogram_torch": "flexdet.data.representations.torch_ops",
+    "voxel_grid_torch": "flexdet.data.representations.torch_ops",
+    "time_surface_torch": "flexdet.data.representations.torch_ops",
+    "event_frame_torch": "flexdet.data.representations.torch_ops",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flexdet.data.representations' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

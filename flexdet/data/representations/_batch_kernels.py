@@ -1,0 +1,56 @@
+"""Numba kernels that build many windows at once (dataset preprocessing): one window per parallel task,
+each with the serial kernel, so every window equals what the single-window functions return."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from flexdet.data.representations._count_kernels import count_serial
+from flexdet.data.representations._segments import search_left, window_starts
+from flexdet.data.representations._surface_kernels import NEVER, decay, latest_range
+from flexdet.data.representations._voxel_kernels import voxel_finish, voxel_serial
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_range(t, t_start, t_end):
+    lo = search_left(t, 0, len(t), t_start)
+    return lo, search_left(t, lo, len(t), t_end)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def counts_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, plane, clip):
+    """out[i] (flat) = saturating counts of window i ([starts_us[i], ends_us[i]))."""
+    for i in numba.prange(len(ends_us)):
+        lo, hi = _window_range(t, starts_us[i], ends_us[i])
+        starts, _, _ = window_starts(t, lo, hi, starts_us[i], ends_us[i], use_events_span, bins, bins)
+        count_serial(x, y, p, starts, out[i], width, plane, clip)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def voxels_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, plane, split):
+    """out[i] (flat) = voxel grid of window i, exact integer accumulation then one division."""
+    for i in numba.prange(len(ends_us)):
+        lo, hi = _window_range(t, starts_us[i], ends_us[i])
+        starts, t_base, span = window_starts(t, lo, hi, starts_us[i], ends_us[i], use_events_span, bins,
+                                             max(bins - 1, 1))
+        acc = np.zeros(bins * plane, np.int64)
+        voxel_serial(t, x, y, p, starts, t_base, span, acc, width, plane, split)
+        voxel_finish(acc, span, out[i])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def surfaces_batch(t, x, y, p, starts_us, ends_us, use_events_span, tau_us, out, width, plane):
+    """out[i] (flat) = time surface of window i (tau_us <= 0 means half the window or events' span)."""
+    for i in numba.prange(len(ends_us)):
+        lo, hi = _window_range(t, starts_us[i], ends_us[i])
+        if use_events_span:
+            t_ref = t[hi - 1] if hi > lo else 0
+            span = t[hi - 1] - t[lo] if hi > lo else 0
+        else:
+            t_ref = ends_us[i]
+            span = ends_us[i] - starts_us[i]
+        tau = tau_us if tau_us > 0 else max(span, 1) / 2
+        last = np.full(2 * plane, NEVER, np.int64)
+        latest_range(t, x, y, p, lo, hi, last, plane, width)
+        decay(last, t_ref, tau, out[i])

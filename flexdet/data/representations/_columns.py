@@ -1,0 +1,135 @@
+"""The four event columns the kernels read, taken from a structured array or a mapping, and checked.
+
+Numba kernels index their outputs without bounds checks, so every public entry point passes its columns
+through `validate_columns` first: coordinates inside the sensor, polarity 0/1, time non-decreasing.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Tuple, Union
+
+import numba
+import numpy as np
+
+from flexdet.errors import ConfigError, FlexdetError
+
+EventsLike = Union[np.ndarray, Mapping[str, np.ndarray]]
+Columns = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+_NO_LIMIT = np.int64(2**62)
+_PROBLEMS = {1: "x", 2: "y", 3: "polarity", 4: "t"}
+
+
+def event_columns(events: EventsLike, source: str = "events") -> Columns:
+    """Return (t, x, y, p) as 1-D integer arrays without copying (field views of a structured array)."""
+    if isinstance(events, np.ndarray) and events.dtype.names is not None:
+        missing = [f for f in ("t", "x", "y", "p") if f not in events.dtype.names]
+        if missing:
+            raise FlexdetError(f"{source}: event array lacks field(s) {missing}")
+        columns = tuple(events[f] for f in ("t", "x", "y", "p"))
+    elif isinstance(events, Mapping):
+        missing = [f for f in ("t", "x", "y", "p") if f not in events]
+        if missing:
+            raise FlexdetError(f"{source}: event mapping lacks key(s) {missing}")
+        columns = tuple(np.asarray(events[f]) for f in ("t", "x", "y", "p"))
+    else:
+        raise FlexdetError(f"{source}: expected a structured event array or a mapping of t, x, y, p arrays, "
+                           f"got {type(events).__name__}")
+    n = len(columns[0])
+    for name, column in zip("txyp", columns):
+        if column.ndim != 1 or len(column) != n:
+            raise FlexdetError(f"{source}: column '{name}' has shape {column.shape}, expected ({n},)")
+        if not np.issubdtype(column.dtype, np.integer) and column.dtype != np.bool_:
+            raise FlexdetError(f"{source}: column '{name}' has dtype {column.dtype}, expected integers")
+    t, x, y, p = columns
+    return t, x, y, p.view(np.uint8) if p.dtype == np.bool_ else p
+
+
+@numba.njit(cache=True, nogil=True)
+def _problem_at(t, x, y, p, i, first, width, height):
+    """0 if event i is valid, else the code of its first problem (1 x, 2 y, 3 polarity, 4 time order)."""
+    if x[i] < 0 or x[i] >= width:
+        return 1
+    if y[i] < 0 or y[i] >= height:
+        return 2
+    if p[i] < 0 or p[i] > 1:
+        return 3
+    if i > first and t[i] < t[i - 1]:
+        return 4
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_invalid_in(t, x, y, p, start, stop, first, width, height):
+    """Index of the first invalid event in [start, stop) or -1; a branch-free scan per block, exact on hits."""
+    block = 2048
+    for b0 in range(start, stop, block):
+        b1 = min(b0 + block, stop)
+        bad = False
+        for i in range(b0, b1):
+            bad |= (x[i] < 0) | (x[i] >= width) | (y[i] < 0) | (y[i] >= height) | (p[i] < 0) | (p[i] > 1)
+        for i in range(max(b0, first + 1), b1):
+            bad |= t[i] < t[i - 1]
+        if bad:
+            for i in range(b0, b1):
+                if _problem_at(t, x, y, p, i, first, width, height) != 0:
+                    return i
+    return -1
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _first_invalid_parallel(t, x, y, p, start, stop, width, height, chunks):
+    found = np.full(chunks, -1, np.int64)
+    n = stop - start
+    for k in numba.prange(chunks):
+        found[k] = _first_invalid_in(t, x, y, p, start + n * k // chunks, start + n * (k + 1) // chunks,
+                                     start, width, height)
+    for k in range(chunks):
+        if found[k] >= 0:
+            return found[k]
+    return -1
+
+
+def validate_columns(columns: Columns, width: Optional[int], height: Optional[int], start: int = 0,
+                     stop: Optional[int] = None, source: str = "events", parallel: bool = False) -> None:
+    """Raise FlexdetError naming the first event in [start, stop) that is outside the sensor, has a
+    polarity other than 0/1, or is earlier than the event before it."""
+    t, x, y, p = columns
+    stop = len(t) if stop is None else stop
+    if stop <= start:
+        return
+    w = _NO_LIMIT if width is None else np.int64(width)
+    h = _NO_LIMIT if height is None else np.int64(height)
+    chunks = numba.get_num_threads()
+    if parallel and chunks > 1:
+        bad = _first_invalid_parallel(t, x, y, p, start, stop, w, h, chunks)
+    else:
+        bad = _first_invalid_in(t, x, y, p, start, stop, start, w, h)
+    if bad < 0:
+        return
+    i = int(bad)
+    problem = _PROBLEMS[int(_problem_at(t, x, y, p, i, start, w, h))]
+    if problem == "x":
+        detail = f"x={int(x[i])} outside the sensor (x must be < {width})"
+    elif problem == "y":
+        detail = f"y={int(y[i])} outside the sensor (y must be < {height})"
+    elif problem == "polarity":
+        detail = f"polarity {int(p[i])}, expected 0 or 1"
+    else:
+        detail = f"t={int(t[i])} earlier than event {i - 1} (t={int(t[i - 1])}); events must be time-sorted"
+    raise FlexdetError(f"{source}: event {i} has {detail}")
+
+
+def check_sensor_size(height: int, width: int) -> None:
+    """Sensor sizes must be positive integers (they size the output arrays)."""
+    if int(height) < 1 or int(width) < 1:
+        raise ConfigError(f"sensor size must be positive, got height={height}, width={width}")
+
+
+def resolve_span(t_start: Optional[int], t_end: Optional[int]) -> Tuple[Optional[int], Optional[int]]:
+    """Both bounds or neither: a half-given window is ambiguous, a reversed one is an error."""
+    if (t_start is None) != (t_end is None):
+        raise ConfigError("give both t_start and t_end, or neither (then the events' own span is used)")
+    if t_start is not None and int(t_end) < int(t_start):
+        raise ConfigError(f"window ends before it starts: t_start={t_start}, t_end={t_end}")
+    return (None, None) if t_start is None else (int(t_start), int(t_end))

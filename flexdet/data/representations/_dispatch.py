@@ -1,0 +1,64 @@
+"""What every representation entry point does before and after its kernel: pick the events of the window,
+validate them, choose serial or parallel, and hand back numpy or torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numba
+import numpy as np
+
+from flexdet.data.representations._columns import (Columns, EventsLike, check_sensor_size, event_columns,
+                                                   resolve_span, validate_columns)
+from flexdet.data.representations._segments import search_left
+
+PARALLEL_MIN_EVENTS = 1 << 17
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The validated events [lo, hi) of a window; t_start/t_end are None when the events' own span is used."""
+
+    columns: Columns
+    lo: int
+    hi: int
+    t_start: Optional[int]
+    t_end: Optional[int]
+
+    @property
+    def use_events_span(self) -> bool:
+        return self.t_start is None
+
+
+def select(events: EventsLike, height: int, width: int, t_start: Optional[int], t_end: Optional[int],
+           source: str = "events") -> Selection:
+    """Binary-search the window in the time-sorted events and validate exactly the events it holds."""
+    check_sensor_size(height, width)
+    columns = event_columns(events, source)
+    t = columns[0]
+    t_start, t_end = resolve_span(t_start, t_end)
+    if t_start is None:
+        lo, hi = 0, len(t)
+    else:
+        lo = int(search_left(t, 0, len(t), t_start))
+        hi = int(search_left(t, lo, len(t), t_end))
+    validate_columns(columns, width, height, lo, hi, source, parallel=hi - lo >= PARALLEL_MIN_EVENTS)
+    return Selection(columns, lo, hi, t_start, t_end)
+
+
+def thread_chunks(parallel: Optional[bool], n_events: int) -> int:
+    """How many event chunks to process concurrently: 1 (serial) or the Numba thread count."""
+    threads = numba.get_num_threads()
+    if parallel is None:
+        parallel = n_events >= PARALLEL_MIN_EVENTS
+    return threads if parallel and threads > 1 else 1
+
+
+def deliver(array: np.ndarray, as_tensor: bool):
+    """Return the array itself, or a torch tensor sharing its memory."""
+    if not as_tensor:
+        return array
+    import torch
+
+    return torch.from_numpy(array)

@@ -1,0 +1,102 @@
+"""Numba kernels for the voxel grid, accumulated exactly in integers.
+
+An event in bin j (floor of tn = (t - t0) * (bins - 1) / span) has tn - j = num / span with an integer
+num in [0, span): it adds sign * (span - num) to plane j and sign * num to plane j + 1 of an int64
+accumulator, and the grid is accumulator / span at the end. Integer sums do not depend on the order of
+addition, so the parallel kernel (contiguous event chunks; a chunk's planes shared with the previous
+chunk go to a private two-plane buffer) equals the serial one bit for bit, and both are the correctly
+rounded value of the exact sum rather than of a float32 running sum. When two int64 planes outgrow the
+cache (SPLIT_BYTES), each bin is swept twice, once per plane, which measured ~3x faster at 1280x720.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from flexdet.data.representations._segments import chunk_bounds, segment_of
+
+SPLIT_BYTES = 8 << 20
+
+
+def split_planes(plane: int) -> bool:
+    """Whether to sweep a bin once per plane: the two int64 planes an event touches exceed SPLIT_BYTES."""
+    return 2 * 8 * plane > SPLIT_BYTES
+
+
+@numba.njit(cache=True, nogil=True)
+def voxel_range(t, x, y, p, i0, i1, t_base, scale, num_base, span, lo_dest, lo_off, hi_dest, hi_off, has_hi,
+                width, split):
+    """Split events i0..i1 (all in one bin) between their lower plane and, if `has_hi`, the upper one
+    (in one sweep, or with `split` in two sweeps that each touch a single plane)."""
+    if has_hi and not split:
+        for i in range(i0, i1):
+            num = (t[i] - t_base) * scale - num_base
+            sign = 2 * np.int64(p[i]) - 1
+            pixel = np.int64(y[i]) * width + np.int64(x[i])
+            lo_dest[lo_off + pixel] += sign * (span - num)
+            hi_dest[hi_off + pixel] += sign * num
+        return
+    for i in range(i0, i1):
+        num = (t[i] - t_base) * scale - num_base
+        lo_dest[lo_off + np.int64(y[i]) * width + np.int64(x[i])] += (2 * np.int64(p[i]) - 1) * (span - num)
+    if has_hi:
+        for i in range(i0, i1):
+            num = (t[i] - t_base) * scale - num_base
+            hi_dest[hi_off + np.int64(y[i]) * width + np.int64(x[i])] += (2 * np.int64(p[i]) - 1) * num
+
+
+@numba.njit(cache=True, nogil=True)
+def voxel_serial(t, x, y, p, starts, t_base, span, acc, width, plane, split):
+    """Accumulate every bin of events into the flat int64 (bins * plane) accumulator."""
+    bins = len(starts) - 1
+    scale = bins - 1
+    for j in range(bins):
+        voxel_range(t, x, y, p, starts[j], starts[j + 1], t_base, scale, j * span, span,
+                    acc, j * plane, acc, (j + 1) * plane, j + 1 < bins, width, split)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, plane, split):
+    """Same result as voxel_serial, with `private.shape[0]` chunks of events accumulated concurrently."""
+    bins = len(starts) - 1
+    scale = bins - 1
+    chunks = private.shape[0]
+    first_plane = np.zeros(chunks, np.int64)
+    last_shared = np.full(chunks, -1, np.int64)
+    for k in numba.prange(chunks):
+        a, b = chunk_bounds(starts, k, chunks)
+        if a >= b:
+            continue
+        jf = segment_of(starts, a)
+        first_plane[k] = jf
+        limit = segment_of(starts, a - 1) + 1 if a > starts[0] else -1
+        last_shared[k] = limit
+        mine = private[k]
+        for j in range(jf, bins):
+            s = max(a, starts[j])
+            e = min(b, starts[j + 1])
+            if s >= e:
+                continue
+            if j <= limit:
+                lo_dest, lo_off = mine, (j - jf) * plane
+            else:
+                lo_dest, lo_off = acc, j * plane
+            if j + 1 <= limit:
+                hi_dest, hi_off = mine, (j + 1 - jf) * plane
+            else:
+                hi_dest, hi_off = acc, (j + 1) * plane
+            voxel_range(t, x, y, p, s, e, t_base, scale, j * span, span, lo_dest, lo_off, hi_dest, hi_off,
+                        j + 1 < bins, width, split)
+    for k in range(1, chunks):
+        for q in range(first_plane[k], min(last_shared[k], bins - 1) + 1):
+            src = (q - first_plane[k]) * plane
+            for c in numba.prange(plane):
+                acc[q * plane + c] += private[k, src + c]
+
+
+@numba.njit(cache=True, nogil=True)
+def voxel_finish(acc, span, out):
+    """out = acc / span as float32 (one correctly rounded float64 division per cell, then a cast)."""
+    for c in range(len(acc)):
+        out[c] = np.float32(acc[c] / span)

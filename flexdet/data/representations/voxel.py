@@ -1,0 +1,47 @@
+"""Voxel grid: each event's polarity (+1 / -1) split linearly between its two nearest time bins."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from flexdet.data.representations._columns import EventsLike
+from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
+from flexdet.data.representations._segments import window_starts
+from flexdet.data.representations._voxel_kernels import split_planes, voxel_finish, voxel_parallel, voxel_serial
+from flexdet.errors import ConfigError
+
+
+def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_start: Optional[int] = None,
+               t_end: Optional[int] = None, *, as_tensor: bool = False, parallel: Optional[bool] = None):
+    """float32 (bins, H, W): an event at tn = (t - t_start) / (t_end - t_start) * (bins - 1) adds
+    p * (1 - (tn - floor(tn))) to bin floor(tn) and p * (tn - floor(tn)) to the next, p = +1 ON / -1 OFF.
+
+    With t_start/t_end only events in [t_start, t_end) count; without them the first and last event
+    bound the span (at least 1 µs). Sums are exact (integer accumulation), rounded once to float32.
+    """
+    if int(bins) < 1:
+        raise ConfigError(f"bins must be >= 1, got {bins}")
+    chosen = select(events, height, width, t_start, t_end)
+    acc, span = accumulate_voxels(chosen, height, width, bins, parallel)
+    out = np.empty(bins * height * width, np.float32)
+    voxel_finish(acc, span, out)
+    return deliver(out.reshape(bins, height, width), as_tensor)
+
+
+def accumulate_voxels(chosen: Selection, height: int, width: int, bins: int,
+                      parallel: Optional[bool]) -> tuple[np.ndarray, int]:
+    """The flat int64 accumulator (value * span) of validated events and the span it is scaled by."""
+    t, x, y, p = chosen.columns
+    plane = height * width
+    starts, t_base, span = window_starts(t, chosen.lo, chosen.hi, chosen.t_start or 0, chosen.t_end or 0,
+                                         chosen.use_events_span, bins, max(bins - 1, 1))
+    acc = np.zeros(bins * plane, np.int64)
+    chunks = thread_chunks(parallel, chosen.hi - chosen.lo)
+    if chunks > 1:
+        private = np.zeros((chunks, 2 * plane), np.int64)
+        voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, plane, split_planes(plane))
+    else:
+        voxel_serial(t, x, y, p, starts, t_base, span, acc, width, plane, split_planes(plane))
+    return acc, int(span)

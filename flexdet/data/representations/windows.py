@@ -1,0 +1,133 @@
+"""Cutting a recording or an event array into windows of any length and stride, in one pass.
+
+Window k (k = 1, 2, ...) ends at t0 + k * stride exactly, in integer microseconds. Given `rate_hz`,
+the stride is the exact rational 1e6 / rate (from the decimal text of the rate), and window k ends at
+t0 + floor(k * 1e6 / rate + 1/2), so 180 Hz steps of 5555.5... µs never drift. A window is [end -
+window_us, end); without window_us, consecutive windows tile time: [end_{k-1}, end_k).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Optional, Protocol, Tuple, Union
+
+import numpy as np
+
+from flexdet.data.representations._columns import event_columns, validate_columns
+from flexdet.data.representations._segments import search_left
+from flexdet.data.events import empty_events
+from flexdet.errors import ConfigError, FlexdetError
+
+
+class Recording(Protocol):
+    """What the windowing needs from a reader: a time range, a sensor size and `read(t0, t1)`."""
+
+    t_start: int
+    t_end: int
+    width: int
+    height: int
+
+    def read(self, t0: int, t1: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """Window `index` covers [t_start, t_end) µs; `events` are its events (a view for in-memory arrays)."""
+
+    index: int
+    t_start: int
+    t_end: int
+    events: np.ndarray
+
+
+def window_bounds(t_first: int, t_last: int, *, rate_hz: Union[float, str, Fraction, None] = None,
+                  window_us: Optional[int] = None, stride_us: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) int64 of every window ending in (t_first, t_last]: end_k = t_first + round(k * stride).
+
+    Give `rate_hz` or `stride_us` (or only `window_us`, meaning stride = window). A window may start
+    before t_first when window_us > stride (the first windows of a stream are then partly empty).
+    """
+    stride = _stride(rate_hz, window_us, stride_us)
+    if window_us is not None and (int(window_us) != window_us or int(window_us) < 1):
+        raise ConfigError(f"window_us must be a positive whole number of µs, got {window_us}")
+    t_first, t_last = int(t_first), int(t_last)
+    num, den = stride.numerator, stride.denominator
+    count = max(-((-(2 * (t_last - t_first) + 1) * den) // (2 * num)) - 1, 0)
+    ends = np.array([t_first + (2 * k * num + den) // (2 * den) for k in range(1, count + 1)], dtype=np.int64)
+    if window_us is not None:
+        starts = ends - int(window_us)
+    else:
+        starts = np.concatenate((np.array([t_first], np.int64), ends[:-1]))[: len(ends)]
+    return starts, ends
+
+
+def iter_windows(source: Union[np.ndarray, Recording], *, rate_hz: Union[float, str, Fraction, None] = None,
+                 window_us: Optional[int] = None, stride_us: Optional[int] = None, t_start: Optional[int] = None,
+                 t_end: Optional[int] = None, width: Optional[int] = None,
+                 height: Optional[int] = None) -> Iterator[Window]:
+    """Yield the windows of a time-sorted event array or of a recording, reading each event once.
+
+    Windows end at t_start + k * stride (t_start defaults to the recording's start or the first event;
+    t_end, exclusive, to the recording's end or one past the last event). Events are validated as they
+    are read (sensor bounds when width/height are known, polarity, time order).
+    """
+    if isinstance(source, np.ndarray):
+        return _array_windows(source, rate_hz, window_us, stride_us, t_start, t_end, width, height)
+    return _recording_windows(source, rate_hz, window_us, stride_us, t_start, t_end)
+
+
+def _array_windows(events, rate_hz, window_us, stride_us, t_start, t_end, width, height) -> Iterator[Window]:
+    columns = event_columns(events)
+    validate_columns(columns, width, height, source="events", parallel=len(events) > 1 << 17)
+    t = columns[0]
+    if len(t) == 0 and (t_start is None or t_end is None):
+        return
+    t0 = int(t[0]) if t_start is None else int(t_start)
+    t1 = int(t[-1]) + 1 if t_end is None else int(t_end)
+    starts, ends = window_bounds(t0, t1, rate_hz=rate_hz, window_us=window_us, stride_us=stride_us)
+    lo = 0
+    for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        lo = int(search_left(t, lo, len(t), a))
+        hi = int(search_left(t, lo, len(t), b))
+        yield Window(k, a, b, events[lo:hi])
+
+
+def _recording_windows(recording, rate_hz, window_us, stride_us, t_start, t_end) -> Iterator[Window]:
+    t0 = int(recording.t_start) if t_start is None else int(t_start)
+    t1 = int(recording.t_end) if t_end is None else int(t_end)
+    starts, ends = window_bounds(t0, t1, rate_hz=rate_hz, window_us=window_us, stride_us=stride_us)
+    source = f"recording {getattr(recording, 'path', type(recording).__name__)}"
+    buffered = empty_events(0)
+    read_until = None
+    for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        begin = a if read_until is None else max(a, read_until)
+        if b > begin:
+            fresh = recording.read(begin, b)
+            validate_columns(event_columns(fresh, source), recording.width, recording.height, source=source)
+            if len(fresh) and len(buffered) and fresh["t"][0] < buffered["t"][-1]:
+                raise FlexdetError(f"{source}: read({begin}, {b}) returned events earlier than the previous read")
+            buffered = np.concatenate((buffered, fresh)) if len(buffered) else fresh
+            read_until = b
+        t = buffered["t"]
+        lo = int(search_left(t, 0, len(t), a))
+        hi = int(search_left(t, lo, len(t), b))
+        yield Window(k, a, b, buffered[lo:hi])
+        if k + 1 < len(starts):
+            buffered = buffered[int(search_left(t, 0, len(t), int(starts[k + 1]))):]
+
+
+def _stride(rate_hz, window_us, stride_us) -> Fraction:
+    if rate_hz is not None and stride_us is not None:
+        raise ConfigError("give rate_hz or stride_us, not both")
+    if rate_hz is not None:
+        rate = Fraction(str(rate_hz)) if not isinstance(rate_hz, Fraction) else rate_hz
+        if rate <= 0:
+            raise ConfigError(f"rate_hz must be positive, got {rate_hz}")
+        return Fraction(1_000_000) / rate
+    step = stride_us if stride_us is not None else window_us
+    if step is None:
+        raise ConfigError("give rate_hz, stride_us or window_us")
+    if int(step) != step or int(step) < 1:
+        raise ConfigError(f"stride must be a positive whole number of µs, got {step}")
+    return Fraction(int(step))
