@@ -18,6 +18,7 @@ from flexdet.errors import FlexdetError
 # verb -> (module, one-line help). Order is the order `flexdet --help` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("flexdet.commands.info", "describe an event recording (format, size, duration, rate)"),
+    "synth": ("flexdet.commands.synth", "generate a synthetic event + RGB detection dataset (DSEC or Gen1 layout)"),
 }
 
 
