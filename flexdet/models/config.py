@@ -1,0 +1,109 @@
+"""Model configuration: one dataclass for every option of the detector, presets as packaged YAML files."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from flexdet.config import apply_overrides, load_yaml
+from flexdet.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
+PRESETS = ("nano", "tiny", "small", "base")
+FRAME_BACKBONES = ("resnet18", "resnet34", "resnet50")
+SPECTRAL_IMPLS = ("fft", "matmul")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a FlexDetector; `build_model(config)` reproduces the same architecture.
+
+    Per-stage lists have 4 entries for the strides 4/8/16/32. The neck reads strides 8/16/32 only, so the
+    stride-4 stage can be neither fused nor read by the head.
+    """
+
+    preset: str = "custom"
+    num_classes: int = 2
+    use_frames: bool = True
+    # False: a frames-only detector (ResNet + FPN -> PAFPN -> head), the baseline fusion is compared with.
+    use_events: bool = True
+    in_channels: int = 20
+    # Event backbone (RVT-style): widths, which stages have a window+grid attention block.
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    attention_stages: list[bool] = field(default_factory=lambda: [True, True, True, True])
+    head_dim: int = 32
+    mlp_ratio: int = 4
+    # Window = (padded H / 32, padded W / 32) / partition_split; the input is padded to 32 * partition_split.
+    partition_split: int = 1
+    stem_kernel: int = 7
+    # Frequency-adaptive filter (AFF-style) after the attention block of the stages marked here.
+    spectral_stages: list[bool] = field(default_factory=lambda: [False, False, True, True])
+    spectral_impl: str = "fft"
+    spectral_groups: int = 4
+    spectral_shrink: float = 0.01
+    # Frame branch (ResNet + FPN) and FlexFuser gates.
+    frame_backbone: str = "resnet18"
+    frame_fpn_width: int = 64
+    frame_weights: Optional[str] = None
+    fuse_stages: list[bool] = field(default_factory=lambda: [False, True, True, True])
+    fuser_noise: bool = True
+    balance_loss_weight: float = 0.01
+    # Second event view of half the window, same backbone weights, separate LSTM states.
+    dual_windows: bool = False
+    # YOLOX PAFPN + decoupled head.
+    neck_depth: int = 1
+    head_width: int = 64
+    iou_weight: float = 5.0
+    use_l1: bool = False
+    center_radius: float = 2.5
+    conf_thresh: float = 0.01
+    nms_thresh: float = 0.45
+    max_detections: int = 300
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def pad_multiple(self) -> int:
+        """Inputs are zero-padded bottom/right to a multiple of this."""
+        return 32 * self.partition_split
+
+    def validate(self) -> None:
+        """Raise ConfigError for values no network can be built from."""
+        for name in ("widths", "attention_stages", "spectral_stages", "fuse_stages"):
+            if len(getattr(self, name)) != 4:
+                raise ConfigError(f"model.{name}: expected 4 entries (strides 4/8/16/32), got {getattr(self, name)}")
+        if self.num_classes < 1:
+            raise ConfigError(f"model.num_classes: must be >= 1, got {self.num_classes}")
+        if self.in_channels < 1:
+            raise ConfigError(f"model.in_channels: must be >= 1, got {self.in_channels}")
+        if any(w < 1 for w in self.widths):
+            raise ConfigError(f"model.widths: must be positive, got {self.widths}")
+        if not self.use_events and not (self.use_frames and all(self.fuse_stages[1:])):
+            raise ConfigError("model.use_events=false needs use_frames=true and fuse_stages true at strides 8/16/32")
+        if self.fuse_stages[0]:
+            raise ConfigError("model.fuse_stages: the neck does not read stride 4, so stage 0 cannot be fused")
+        if self.spectral_impl not in SPECTRAL_IMPLS:
+            raise ConfigError(f"model.spectral_impl: expected one of {SPECTRAL_IMPLS}, got {self.spectral_impl!r}")
+        if self.frame_backbone not in FRAME_BACKBONES:
+            raise ConfigError(f"model.frame_backbone: expected one of {FRAME_BACKBONES}, got {self.frame_backbone!r}")
+        if self.partition_split < 1:
+            raise ConfigError(f"model.partition_split: must be >= 1, got {self.partition_split}")
+        for width, spectral in zip(self.widths, self.spectral_stages):
+            if spectral and width % self.spectral_groups:
+                raise ConfigError(f"model.spectral_groups={self.spectral_groups} does not divide width {width}")
+
+
+def load_model_config(preset: str, **overrides: Any) -> ModelConfig:
+    """Read a preset by name (nano/tiny/small/base) or from a YAML path, then apply keyword overrides."""
+    path = PRESET_DIR / f"{preset}.yaml" if preset in PRESETS else Path(preset)
+    if preset not in PRESETS and path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"unknown model preset {preset!r}; use one of {PRESETS} or a path to a YAML file")
+    config = load_yaml(ModelConfig, path)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
+    return apply_overrides(config, overrides) if overrides else config

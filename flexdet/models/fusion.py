@@ -1,0 +1,43 @@
+"""FlexFuser: a per-sample, per-stage soft gate that mixes the RGB map and the event map.
+
+Gate = linear layer on the global-average-pooled [rgb, event] features, zero-initialised (starts at 50/50),
+with learned input-dependent noise during training (noisy gating of mixture-of-experts), plus a
+load-balancing loss (squared coefficient of variation of the expert importance) that keeps it from collapsing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def load_balancing_loss(weights: torch.Tensor) -> torch.Tensor:
+    """CV^2 of the importance (batch sum of gate weights) over the experts; weights: (B, experts)."""
+    importance = weights.sum(dim=0)
+    return importance.var(unbiased=False) / (importance.mean() ** 2 + 1e-10)
+
+
+class FlexFuser(nn.Module):
+    """fused = w_rgb * proj(rgb) + w_ev * ev with (w_rgb, w_ev) = softmax(gate(GAP([proj(rgb), ev])))."""
+
+    def __init__(self, frame_dim: int, dim: int, noise: bool = True) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(frame_dim, dim, 1)
+        self.gate = nn.Linear(2 * dim, 2)
+        self.noise = nn.Linear(2 * dim, 2) if noise else None
+        for layer in (self.gate, self.noise):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, rgb: torch.Tensor, ev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """rgb: (B, frame_dim, H, W), ev: (B, dim, H, W) -> (fused (B, dim, H, W), weights (B, 2) [rgb, ev])."""
+        rgb = self.project(rgb)
+        pooled = torch.cat([rgb, ev], dim=1).mean(dim=(2, 3))
+        logits = self.gate(pooled)
+        if self.training and self.noise is not None:
+            logits = logits + torch.randn_like(logits) * F.softplus(self.noise(pooled))
+        weights = logits.softmax(dim=1)
+        fused = weights[:, 0, None, None, None] * rgb + weights[:, 1, None, None, None] * ev
+        return fused, weights
