@@ -1,0 +1,71 @@
+"""Benchmark the streaming runtime: steps/s and p50/p99 latency of representation, inference,
+post-processing and end to end, on synthetic uniform events at a given rate or on a recording."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `flexdet bench`."""
+    parser.add_argument("--model", required=True, help="export folder, .onnx, .pt, .engine or a preset name")
+    parser.add_argument("--backend", default="auto", choices=("torch", "onnxruntime", "tensorrt", "auto"))
+    parser.add_argument("--steps", type=int, default=200, help="timed steps (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--height", type=int, help="input height for a preset / bare checkpoint (default 240)")
+    parser.add_argument("--width", type=int, help="input width for a preset / bare checkpoint (default 304)")
+    parser.add_argument("--frames", action=argparse.BooleanOptionalAction, default=False,
+                        help="preset with the RGB branch (a frame every --frame-every steps)")
+    parser.add_argument("--frame-every", type=int, default=50, help="steps between new frames (fused models)")
+    parser.add_argument("--step-us", type=int, default=1000, help="time between steps (1000 us = 1 kHz)")
+    parser.add_argument("--event-rate", type=float, default=1e6, help="synthetic event rate, events/s")
+    parser.add_argument("--events-per-step", type=int, help="events per window (overrides --event-rate)")
+    parser.add_argument("--recording", help="take the events from this recording instead")
+    parser.add_argument("--device", default=None, help="torch / tensorrt device (default: cuda if available)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--compile", action="store_true", help="torch backend: torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="torch backend: CUDA graphs")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the runtime, stream the events through it, print the figures."""
+    from flexdet.export.benchmark import benchmark, recording_events, uniform_events
+    from flexdet.export.runtime import load_runtime
+
+    opts = {"use_frames": args.frames}
+    if args.backend == "onnxruntime" and args.threads:
+        opts["intra_op_num_threads"] = args.threads
+    if args.backend == "torch":
+        opts.update(compile=args.compile, cuda_graphs=args.cuda_graphs)
+    events = height = width = None
+    if args.recording:
+        events, height, width = recording_events(args.recording, 0)  # size first, events once the window is known
+    if args.height and args.width:
+        height, width = args.height, args.width
+    if height and width:
+        opts.update(height=height, width=width)
+    runtime = load_runtime(args.model, backend=args.backend, device=args.device, **opts)
+    try:
+        window_us = runtime.metadata.window_us
+        duration = window_us + (args.warmup + args.steps) * args.step_us
+        if args.recording:
+            events, _, _ = recording_events(args.recording, duration)
+        else:
+            rate = args.event_rate if args.events_per_step is None else args.events_per_step * 1e6 / window_us
+            events = uniform_events(*runtime.sensor_size, rate, duration)
+        report = benchmark(runtime, events, args.steps, args.step_us, args.warmup, args.frame_every)
+    finally:
+        runtime.close()
+    report["model"] = args.model
+    report["height"], report["width"] = runtime.sensor_size
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{args.model} on {report['backend']} at {report['height']}x{report['width']}, "
+          f"{report['events_per_step']:.0f} events/step: {report['steps_per_s']:.1f} steps/s")
+    print(f"{'stage':<16}{'p50 ms':>10}{'p99 ms':>10}")
+    for stage in ("representation", "inference", "postprocess", "total"):
+        print(f"{stage:<16}{report[stage + '_ms_p50']:>10.3f}{report[stage + '_ms_p99']:>10.3f}")
+    return 0

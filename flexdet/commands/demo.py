@@ -1,0 +1,60 @@
+"""Live detection demo: an event recording (replayed in real time), a video file or webcam (turned into
+events), or an iniVation / Prophesee camera, with boxes drawn at the chosen detection rate.
+
+Keys in the window: + / - change the rate, o toggles the event overlay, space pauses, s saves a snapshot,
+q or Esc quits.
+Headless (--headless --out demo.mp4 --log detections.jsonl) writes one video frame and one JSON line per
+detection step.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `flexdet demo`."""
+    parser.add_argument("--source", required=True,
+                        help="recording path (.dat/.raw/.h5/.aedat4/.npz or DSEC sequence folder), video file, "
+                             "webcam:N, dv:[NAME] (iniVation) or prophesee:[SERIAL]")
+    parser.add_argument("--model", required=True,
+                        help="directory written by flexdet export, .onnx, .pt checkpoint, or preset name "
+                             "(random weights)")
+    parser.add_argument("--rate", default="20", help="detection rate in Hz (default 20)")
+    parser.add_argument("--backend", default="auto", help="runtime backend: auto | torch | onnxruntime | tensorrt")
+    parser.add_argument("--device", help="torch device for the torch backend, e.g. cuda")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="replay speed of recordings and video files (1 = real time; 0 = as fast as possible, "
+                             "every window processed)")
+    parser.add_argument("--headless", action="store_true", help="no window; write --out and/or --log")
+    parser.add_argument("--out", help="write an MP4 video with one frame per detection step")
+    parser.add_argument("--log", help="write one JSON line of detections per step")
+    parser.add_argument("--score-thresh", type=float, default=0.3, help="minimum score of a drawn box")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds of stream time")
+    parser.add_argument("--width", type=int, help="sensor width when the file does not say; resize width for videos")
+    parser.add_argument("--height", type=int, help="sensor height when the file does not say; resize height for videos")
+    parser.add_argument("--queue", type=int, default=2, help="windows waiting for the model at most (default 2)")
+    parser.add_argument("--on-overload", choices=["drop", "merge"], default="drop",
+                        help="when the model falls behind: drop the oldest window or merge it into the next")
+    parser.add_argument("--max-boxes", type=int, default=50, help="draw at most this many boxes (highest scores)")
+    parser.add_argument("--snapshot", help="save the last rendered frame as PNG (the s key saves one any time)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from flexdet.demo import DemoConfig, load_detector, open_source, print_summary, run_demo
+
+    config = DemoConfig(source=args.source, model=args.model, rate_hz=args.rate, backend=args.backend,
+                        device=args.device, speed=args.speed, headless=args.headless, out=args.out, log=args.log,
+                        score_thresh=args.score_thresh, duration_s=args.duration, width=args.width,
+                        height=args.height, queue_size=args.queue, overload=args.on_overload,
+                        max_boxes=args.max_boxes, snapshot=args.snapshot)
+    config.validate()
+    source = open_source(config.source, config.width, config.height)
+    try:
+        detector = load_detector(config.model, config.backend, source.width, source.height, config.score_thresh,
+                                 config.device)
+    except BaseException:
+        source.close()
+        raise
+    print_summary(run_demo(config, source, detector))
+    return 0

@@ -1,0 +1,75 @@
+"""The model side of the demo: a streaming runtime (`flexdet.export.load_runtime`) stepped once per window,
+state carried, the step's frame handed over only when a new one arrives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from flexdet.demo.pipeline import StepInput
+from flexdet.errors import ConfigError
+
+
+@dataclass
+class Detections:
+    """One step's detections: boxes (N, 4) xyxy sensor px, scores (N,), labels (N,) int."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+class StepDetector:
+    """Feeds each StepInput to a StreamingRuntime: events of the step's window, t_end, and the model frame
+    (latest at or before the window start, resized to the exported size) when it changed."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.metadata = runtime.metadata
+        self._last_frame_time: Optional[int] = None
+
+    @property
+    def window_us(self) -> int:
+        return int(self.metadata.window_us)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata.classes)
+
+    def reset(self) -> None:
+        """Start a new sequence (zero recurrent state, no frame yet)."""
+        self.runtime.reset()
+        self._last_frame_time = None
+
+    def __call__(self, step: StepInput) -> Detections:
+        out = self.runtime.step(step.events, t_end=step.t_end, frame=self._new_frame(step))
+        return Detections(np.asarray(out["boxes"], np.float32), np.asarray(out["scores"], np.float32),
+                          np.asarray(out["labels"], np.int64))
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def _new_frame(self, step: StepInput) -> Optional[np.ndarray]:
+        if not self.metadata.use_frames or step.model_frame is None or step.model_frame[0] == self._last_frame_time:
+            return None
+        self._last_frame_time, frame = step.model_frame
+        size = (int(self.metadata.width), int(self.metadata.height))
+        if frame.shape[:2] != size[::-1]:
+            import cv2
+
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(frame, np.uint8)
+
+
+def load_detector(model: str, backend: str, width: int, height: int, score_thresh: float,
+                  device: Optional[str] = None) -> StepDetector:
+    """A StepDetector for a width x height sensor over `load_runtime(model, backend)`, keeping detections with
+    score > score_thresh (0 shows every box the network proposes)."""
+    from flexdet.export import load_runtime
+
+    if not 0 <= score_thresh <= 1:
+        raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
+    return StepDetector(load_runtime(model, backend=backend, device=device, height=height, width=width,
+                                     conf_thresh=score_thresh))

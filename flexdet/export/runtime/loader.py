@@ -1,0 +1,207 @@
+"""`load_runtime(path, backend)`: find the artifacts behind a path (export folder, .onnx, .pt, .engine or a
+preset name), produce the ones the backend needs that are missing, and wrap the backend in a StreamingRuntime."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from flexdet.errors import CheckpointError, ConfigError, FormatError
+from flexdet.export.bundle import CHECKPOINT_NAME, ENGINE_SUFFIX, METADATA_NAME, ONNX_NAME
+from flexdet.export.metadata import DeployMetadata, read_onnx_metadata
+from flexdet.export.runtime.streaming import StreamingRuntime
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "auto")
+_MODEL_OPTS = ("height", "width", "num_classes", "use_frames", "seed", "window_us", "classes")
+_RUNTIME_OPTS = ("conf_thresh", "nms_thresh", "max_detections")
+
+
+@dataclass
+class Artifacts:
+    """What a path gives: deploy metadata and whichever of model / checkpoint / ONNX / engine exist."""
+
+    metadata: Optional[DeployMetadata] = None
+    model: Any = None
+    onnx: Optional[Path] = None
+    engine: Optional[Path] = None
+    checkpoint: Optional[Path] = None
+
+    def sibling(self, base: Optional[Path], suffix: str) -> Optional[Path]:
+        """The frame encoder beside `base` (fused models only), with `suffix`."""
+        if base is None or self.metadata is None or not self.metadata.frame_encoder:
+            return None
+        return base.with_name(Path(self.metadata.frame_encoder).stem + suffix)
+
+
+def load_runtime(path: "os.PathLike[str] | str", backend: str = "auto", device: "str | None" = None,
+                 **opts: Any) -> StreamingRuntime:
+    """A StreamingRuntime for `path` on `backend`.
+
+    Options: height, width, num_classes, use_frames, seed, window_us, classes (presets and checkpoints without
+    deploy metadata); conf_thresh, nms_thresh, max_detections; torch: compile, cuda_graphs, half;
+    onnxruntime: intra_op_num_threads, graph_optimization_level, providers.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not one of {BACKENDS}")
+    model_opts = {k: opts.pop(k) for k in _MODEL_OPTS if k in opts}
+    runtime_opts = {k: opts.pop(k) for k in _RUNTIME_OPTS if k in opts}
+    artifacts = resolve_artifacts(path, **model_opts)
+    backend = _choose_backend(backend, device)
+    resources: list[tempfile.TemporaryDirectory] = []
+    if backend == "torch":
+        if artifacts.model is None:
+            raise CheckpointError(f"{path}: the torch backend needs the checkpoint ({CHECKPOINT_NAME}) beside the "
+                                  "exported graph")
+        from flexdet.export.runtime.torch_backend import TorchBackend
+
+        engine = TorchBackend(artifacts.model, artifacts.metadata, device=device, **opts)
+    elif backend == "onnxruntime":
+        onnx_path = artifacts.onnx or _export_temporary(artifacts, resources, device)
+        from flexdet.export.runtime.onnx_backend import OnnxRuntimeBackend
+
+        engine = OnnxRuntimeBackend(onnx_path, artifacts.metadata, artifacts.sibling(onnx_path, ".onnx"), **opts)
+    else:
+        engine_path = artifacts.engine or _build_temporary_engine(artifacts, resources, device, opts)
+        from flexdet.export.runtime.tensorrt_backend import TensorRTBackend
+
+        engine = TensorRTBackend(engine_path, artifacts.metadata, artifacts.sibling(engine_path, ENGINE_SUFFIX),
+                                 device=device)
+    runtime = StreamingRuntime(engine, artifacts.metadata, **runtime_opts)
+    runtime._resources.extend(resources)
+    return runtime
+
+
+def resolve_artifacts(path: "os.PathLike[str] | str", height: Optional[int] = None, width: Optional[int] = None,
+                      num_classes: int = 2, use_frames: bool = False, seed: int = 0, window_us: int = 50_000,
+                      classes: Optional[list[str]] = None) -> Artifacts:
+    """Artifacts of an export folder, a .onnx / .engine / .pt file, or a preset name (random seeded weights)."""
+    from flexdet.models.config import PRESETS
+
+    text = os.fspath(path)
+    file = Path(text)
+    sized = {"height": height, "width": width} if height and width else {}
+    if text in PRESETS and not file.exists():
+        import torch
+
+        from flexdet.export.metadata import metadata_for_model
+        from flexdet.models import build_model
+
+        torch.manual_seed(seed)
+        model = build_model(text, num_classes=num_classes, use_frames=use_frames).eval()
+        size = sized or {"height": 240, "width": 304}
+        return Artifacts(metadata_for_model(model, classes=classes, window_us=window_us, **size), model=model)
+    if not file.exists():
+        raise CheckpointError(f"{file}: no such file or directory (nor a preset name: {PRESETS})")
+    if file.is_dir():
+        return _resolve_directory(file, sized)
+    suffix = file.suffix.lower()
+    if suffix == ".onnx":
+        return _with_checkpoint(Artifacts(_check_size(read_onnx_metadata(file), sized, file), onnx=file),
+                                file.with_name(CHECKPOINT_NAME))
+    if suffix in (ENGINE_SUFFIX, ".plan"):
+        return _with_checkpoint(Artifacts(_check_size(_metadata_json(file.with_name(METADATA_NAME)), sized, file),
+                                          engine=file), file.with_name(CHECKPOINT_NAME))
+    return _from_checkpoint(file, sized, window_us, classes)
+
+
+def _resolve_directory(folder: Path, sized: dict) -> Artifacts:
+    onnx_path, engine_path = folder / ONNX_NAME, (folder / ONNX_NAME).with_suffix(ENGINE_SUFFIX)
+    artifacts = Artifacts(onnx=onnx_path if onnx_path.is_file() else None,
+                          engine=engine_path if engine_path.is_file() else None)
+    if (folder / METADATA_NAME).is_file():
+        artifacts.metadata = _check_size(_metadata_json(folder / METADATA_NAME), sized, folder)
+    elif artifacts.onnx is not None:
+        artifacts.metadata = _check_size(read_onnx_metadata(artifacts.onnx), sized, folder)
+    if (folder / CHECKPOINT_NAME).is_file():
+        return _with_checkpoint(artifacts, folder / CHECKPOINT_NAME)
+    if artifacts.metadata is None:
+        raise CheckpointError(f"{folder}: no {ONNX_NAME}, {METADATA_NAME} or {CHECKPOINT_NAME} here (not a "
+                              "folder written by `flexdet export`)")
+    return artifacts
+
+
+def _with_checkpoint(artifacts: Artifacts, checkpoint: Path) -> Artifacts:
+    """Attach the torch model from `checkpoint` when the file exists."""
+    if checkpoint.is_file():
+        from flexdet.export.checkpoint import load_checkpoint
+
+        artifacts.model, _ = load_checkpoint(checkpoint)
+        artifacts.checkpoint = checkpoint
+    return artifacts
+
+
+def _from_checkpoint(file: Path, sized: dict, window_us: int, classes: Optional[list[str]]) -> Artifacts:
+    from flexdet.export.checkpoint import load_checkpoint
+    from flexdet.export.metadata import metadata_for_model
+
+    model, metadata = load_checkpoint(file)
+    if metadata is None:
+        if not sized:
+            raise ConfigError(f"{file}: checkpoint has no deploy metadata; pass height= and width=")
+        metadata = metadata_for_model(model, classes=classes, window_us=window_us, **sized)
+    elif sized:
+        metadata = dataclasses.replace(metadata, **sized)
+    return Artifacts(metadata, model=model, checkpoint=file)
+
+
+def _metadata_json(path: Path) -> DeployMetadata:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (an engine needs the {METADATA_NAME} written beside it by export)")
+    return DeployMetadata.from_json(path.read_text(), source=str(path))
+
+
+def _check_size(metadata: DeployMetadata, sized: dict, source: Path) -> DeployMetadata:
+    if sized and (sized["height"], sized["width"]) != (metadata.height, metadata.width):
+        raise ConfigError(f"{source}: exported for {metadata.height}x{metadata.width} (HxW), asked for "
+                          f"{sized['height']}x{sized['width']}; re-export at that size")
+    return metadata
+
+
+def _choose_backend(backend: str, device: Optional[str]) -> str:
+    """'auto' -> tensorrt when it imports and CUDA is there, torch on any other CUDA device, else onnxruntime."""
+    if backend != "auto":
+        return backend
+    import torch
+
+    cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    if cuda:
+        try:
+            import tensorrt  # noqa: F401
+            return "tensorrt"
+        except ImportError:
+            return "torch"
+    return "onnxruntime"
+
+
+def _export_temporary(artifacts: Artifacts, resources: list, device: Optional[str]) -> Path:
+    """Export the in-memory model to a temporary folder owned by the runtime (presets, bare checkpoints)."""
+    if artifacts.model is None:
+        raise FormatError("model", "no ONNX graph and no checkpoint to export one from")
+    from flexdet.export.onnx_export import export_onnx
+
+    folder = tempfile.TemporaryDirectory(prefix="flexdet-export-")
+    resources.append(folder)
+    metadata = dataclasses.replace(artifacts.metadata)
+    written = export_onnx(artifacts.model, metadata, Path(folder.name) / ONNX_NAME, device="cpu")
+    artifacts.metadata = metadata
+    return written["model"]
+
+
+def _build_temporary_engine(artifacts: Artifacts, resources: list, device: Optional[str], opts: dict) -> Path:
+    """Build model.engine (+ frame_encoder.engine) into a temporary folder owned by the runtime."""
+    from flexdet.export.tensorrt_build import build_engine, import_tensorrt
+
+    import_tensorrt()
+    onnx_path = artifacts.onnx or _export_temporary(artifacts, resources, device)
+    folder = tempfile.TemporaryDirectory(prefix="flexdet-engine-")
+    resources.append(folder)
+    fp16 = bool(opts.pop("fp16", False))
+    engine = build_engine(onnx_path, Path(folder.name) / ("model" + ENGINE_SUFFIX), fp16=fp16)
+    encoder = artifacts.sibling(onnx_path, ".onnx")
+    if encoder is not None:
+        build_engine(encoder, Path(folder.name) / (encoder.stem + ENGINE_SUFFIX), fp16=fp16)
+    return engine

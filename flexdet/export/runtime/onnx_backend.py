@@ -1,0 +1,80 @@
+"""onnxruntime backend: the exported step graph, its state outputs fed back as the next step's inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from flexdet.errors import ConfigError, FormatError, MissingDependencyError
+from flexdet.export.metadata import DeployMetadata
+from flexdet.export.onnx_export import EVENTS_INPUT, FRAMES_INPUT, RAW_OUTPUT, state_input, state_output
+
+_LEVELS = ("disable", "basic", "extended", "layout", "all")
+
+
+def make_session(path: "os.PathLike[str] | str", providers: Optional[Sequence[str]] = None,
+                 intra_op_num_threads: Optional[int] = None, graph_optimization_level: str = "all",
+                 allow_spinning: bool = False):
+    """An onnxruntime InferenceSession with explicit threads and graph optimisation level. Worker threads do
+    not spin-wait between runs by default: spinning steals the CPU from the representation and NMS stages."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "the onnxruntime backend") from None
+    if graph_optimization_level not in _LEVELS:
+        raise ConfigError(f"graph_optimization_level must be one of {_LEVELS}, got {graph_optimization_level!r}")
+    levels = dict(zip(_LEVELS, (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT",
+                                        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+                                ort.GraphOptimizationLevel.ORT_ENABLE_ALL)))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[graph_optimization_level]
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    if intra_op_num_threads:
+        options.intra_op_num_threads = int(intra_op_num_threads)
+    try:
+        return ort.InferenceSession(os.fspath(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise FormatError(path, f"onnxruntime cannot load the model ({type(exc).__name__}: {exc})") from None
+
+
+class OnnxRuntimeBackend:
+    """Runs `model.onnx` (and `frame_encoder.onnx` when a frame arrives) with numpy state buffers."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, metadata: DeployMetadata, encoder_path: Optional[Path] = None,
+                 **session_options) -> None:
+        self.metadata = metadata
+        self.session = make_session(onnx_path, **session_options)
+        self.encoder = make_session(encoder_path, **session_options) if encoder_path is not None else None
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.dtype = np.float16 if inputs[EVENTS_INPUT].type == "tensor(float16)" else np.float32
+        self._shapes = {name: [1 if not isinstance(d, int) else d for d in inputs[state_input(name)].shape]
+                        for name in metadata.state_names if state_input(name) in inputs}
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self.state: dict[str, np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = {name: np.zeros(shape, self.dtype) for name, shape in self._shapes.items()}
+
+    def encode_frame(self, frame: np.ndarray) -> None:
+        """Run the frame encoder and store its maps as the cached frame state."""
+        names = [o.name for o in self.encoder.get_outputs()]
+        maps = self.encoder.run(names, {FRAMES_INPUT: frame.astype(self.dtype)})
+        for output, value in zip(names, maps):
+            self.state[output.removeprefix("out_")] = value
+
+    def run(self, events: np.ndarray) -> torch.Tensor:
+        feed = {EVENTS_INPUT: events.astype(self.dtype)}
+        feed.update({state_input(name): value for name, value in self.state.items()})
+        results = dict(zip(self._outputs, self.session.run(self._outputs, feed)))
+        for name in self.state:
+            self.state[name] = results[state_output(name)]
+        return torch.from_numpy(results[RAW_OUTPUT]).float()

@@ -1,0 +1,46 @@
+"""Frequency-adjusted labels (FAL / FlexTune): a teacher labels the instants between the labelled frames.
+
+Pipeline: stream the teacher forward and time-reversed on a grid `factor` times finer than the labels
+(`generate`), keep confident predictions and merge both directions with class-wise NMS
+(`pseudo_labels`), keep only pseudo boxes a GT-aware constant-velocity tracker vouches for (`tracker`),
+and write them next to the data as `pseudo_tracks.npy`. `config` holds every threshold and the student's
+loss weights. Names load lazily so importing the package does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FALConfig": "flexdet.training.fal.config",
+    "TrackerConfig": "flexdet.training.fal.config",
+    "StudentConfig": "flexdet.training.fal.config",
+    "student_target": "flexdet.training.fal.config",
+    "reverse_histogram": "flexdet.training.fal.reverse",
+    "reverse_events": "flexdet.training.fal.reverse",
+    "apply_thresholds": "flexdet.training.fal.pseudo_labels",
+    "merge_directions": "flexdet.training.fal.pseudo_labels",
+    "BoxTracker": "flexdet.training.fal.tracker",
+    "track_filter": "flexdet.training.fal.tracker",
+    "fine_grid": "flexdet.training.fal.generate",
+    "teacher_predictions": "flexdet.training.fal.generate",
+    "pseudo_label_sequence": "flexdet.training.fal.generate",
+    "pseudo_label_dataset": "flexdet.training.fal.generate",
+    "pseudo_label_path": "flexdet.training.fal.generate",
+    "split_pseudo_labels": "flexdet.training.fal.generate",
+    "PSEUDO_LABELS_NAME": "flexdet.training.fal.generate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flexdet.training.fal' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

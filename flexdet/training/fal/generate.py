@@ -1,0 +1,247 @@
+"""Pseudo labels for the instants between labelled frames: stream a teacher over a sequence on a grid
+`factor` times finer than the labels, forward and time-reversed, and keep what the tracker vouches for.
+
+Forward, step i sees the events [g[i-1], g[i]) (and the latest frame at or before g[i-1]) and predicts at
+g[i]. Reversed, the stream starts at the end: step i sees [g[i], g[i+1]) played backwards (reversed
+histogram) with the earliest frame at or after g[i+1], and predicts at g[i]. Both run as one batch of two.
+Predictions at the in-between instants are thresholded, merged (class-wise NMS) and tracked together
+with the ground truth; the kept boxes go back to the label file's frame and class ids.
+
+Output, `<seq>/object_detections/left/pseudo_tracks.npy` (Gen1 layout: `<name>_pseudo_bbox.npy`), written
+atomically: the sequence's ground-truth rows unchanged (confidence as in tracks.npy, 1.0 in DSEC-Det) plus
+the pseudo rows at in-between instants, whose class_confidence is the teacher's score. Pseudo rows are the
+ones at instants that have no ground truth (`split_pseudo_labels`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from flexdet.data.boxes import BOX_DTYPE
+from flexdet.errors import ConfigError
+from flexdet.training.datasets.geometry import Geometry
+from flexdet.training.datasets.sequences import Sequence
+from flexdet.training.fal.config import FALConfig
+from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
+from flexdet.training.fal.tracker import track_filter
+from flexdet.training.ground_truth import label_times, labels_at
+from flexdet.training.protocols import Protocol
+
+PSEUDO_LABELS_NAME = "pseudo_tracks.npy"
+CHUNK_STEPS = 64
+
+
+def fine_grid(base_times: np.ndarray, factor: int) -> np.ndarray:
+    """The base instants with `factor - 1` instants inserted in every interval, at a + round(j (b - a) /
+    factor) (exact integers, halves up), so jittered label times keep their own spacing."""
+    base = np.asarray(base_times, dtype=np.int64)
+    if len(base) < 2:
+        return base.copy()
+    if np.any(np.diff(base) <= 0):
+        raise ConfigError("fine_grid: base instants must be strictly increasing")
+    starts, gaps = base[:-1, None], np.diff(base)[:, None]
+    j = np.arange(int(factor), dtype=np.int64)[None, :]
+    inner = starts + (2 * j * gaps + int(factor)) // (2 * int(factor))
+    return np.append(inner.reshape(-1), base[-1])
+
+
+def base_times(sequence: Sequence) -> np.ndarray:
+    """The labelled instants to refine: the frame times when every label sits on a frame and frames are not
+    denser than labels (DSEC-Det: frames without objects have no label rows), else the label times."""
+    labelled = label_times(sequence.labels) if len(sequence.labels) else np.zeros(0, np.int64)
+    frames = sequence.frame_times
+    if frames is not None and len(frames) >= 2 and np.all(np.isin(labelled, frames)):
+        if len(labelled) < 2 or np.median(np.diff(frames)) >= 0.5 * np.median(np.diff(labelled)):
+            return np.unique(np.asarray(frames, dtype=np.int64))
+    return labelled
+
+
+def teacher_predictions(model, sequence: Sequence, geometry: Geometry, grid: np.ndarray, reverse: bool = True,
+                        device: str = "cpu", progress: Optional[Callable[[int], None]] = None
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(forward, reversed) BOX_DTYPE predictions at every grid instant (input frame, model class ids, score
+    in class_confidence); forward[i] is at grid[i] (forward[0] is empty: no window ends there), and
+    reversed[i] at grid[i] (reversed[-1] is empty). Without `reverse` the reversed list is all empty."""
+    import torch
+
+    from flexdet.training.coco_eval import predictions_as_boxes
+    from flexdet.training.fal.reverse import reverse_histogram
+
+    grid = np.asarray(grid, dtype=np.int64)
+    steps = len(grid) - 1
+    forward = [np.zeros(0, BOX_DTYPE) for _ in grid]
+    backward = [np.zeros(0, BOX_DTYPE) for _ in grid]
+    if steps < 1:
+        return forward, backward
+    bins = model.config.in_channels // 2
+    dual = bool(model.config.dual_windows)
+    views = 2 if reverse else 1
+    state, shown = None, None
+    model = model.eval().to(device)
+    for lo in range(0, steps, CHUNK_STEPS):
+        k = np.arange(lo, min(lo + CHUNK_STEPS, steps))
+        # Forward step k: window [grid[k], grid[k+1]); reversed step k: window [grid[m], grid[m+1]), m = steps-1-k.
+        inputs = [_inputs(sequence, geometry, bins, grid[k], grid[k + 1], dual, backwards=False)]
+        if reverse:
+            m = steps - 1 - k
+            hist, sub = _inputs(sequence, geometry, bins, grid[m], grid[m + 1], dual, backwards=True)
+            inputs.append((reverse_histogram(hist, bins), None if sub is None else reverse_histogram(sub, bins)))
+        for j, step in enumerate(k):
+            events = torch.from_numpy(np.stack([view[0][j] for view in inputs])).float().to(device)
+            events_sub = torch.from_numpy(np.stack([view[1][j] for view in inputs])).float().to(device) \
+                if dual else None
+            frames, shown = _frames(model, sequence, geometry, grid, int(step), steps, views, shown, device)
+            with torch.inference_mode():
+                detections, state = model(events, frames, state, events_sub)
+            forward[step + 1] = _rows(predictions_as_boxes(detections[0]), grid[step + 1])
+            if reverse:
+                backward[steps - 1 - step] = _rows(predictions_as_boxes(detections[1]), grid[steps - 1 - step])
+        if progress is not None:
+            progress(len(k))
+    return forward, backward
+
+
+def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config: FALConfig, device: str = "cpu",
+                          progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+    """BOX_DTYPE rows of the sequence's ground truth plus its kept pseudo boxes (label-file frame and ids)."""
+    geometry = Geometry.from_protocol(protocol)
+    base = base_times(sequence)
+    grid = fine_grid(base, config.factor)
+    between = ~np.isin(grid, base)
+    forward, backward = teacher_predictions(model, sequence, geometry, grid, config.both_directions, device,
+                                            progress)
+    instants, is_gt = [], []
+    for i, t in enumerate(grid.tolist()):
+        if between[i]:
+            candidates = [apply_thresholds(rows, config.confidence_threshold, config.class_thresholds)
+                          for rows in (forward[i], backward[i])]
+            instants.append(merge_directions(*candidates, config.nms_iou))
+        else:
+            instants.append(protocol.to_eval_frame(protocol.map_classes(labels_at(sequence.labels, t))))
+        is_gt.append(not between[i])
+    width, height = geometry.size
+    masks, ids = track_filter(instants, is_gt, config.tracker, width, height)
+    pseudo = [_to_label_file(rows[keep], track[keep], protocol)
+              for rows, keep, track, gt in zip(instants, masks, ids, is_gt) if not gt]
+    merged = np.concatenate([sequence.labels.astype(BOX_DTYPE), *pseudo])
+    return merged[np.argsort(merged["t"], kind="stable")]
+
+
+def pseudo_label_path(sequence: Sequence) -> Path:
+    """Where a sequence's pseudo labels live: beside its tracks.npy (DSEC) or its _bbox.npy (Gen1)."""
+    path = Path(sequence.path)
+    if path.is_dir():
+        return path / "object_detections" / "left" / PSEUDO_LABELS_NAME
+    if path.name.endswith("_td.dat"):
+        return path.with_name(f"{path.name[:-len('_td.dat')]}_pseudo_bbox.npy")
+    raise ConfigError(f"{path}: pseudo labels need a DSEC sequence folder or a Gen1 *_td.dat recording")
+
+
+def split_pseudo_labels(boxes: np.ndarray, ground_truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ground-truth rows, pseudo rows) of a pseudo_tracks.npy: pseudo rows sit at instants the ground truth
+    (the sequence's tracks.npy) has no row at."""
+    pseudo = ~np.isin(boxes["t"], np.unique(ground_truth["t"]))
+    return boxes[~pseudo], boxes[pseudo]
+
+
+def pseudo_label_dataset(model, root: "str | Path", split: str = "train", config: Optional[FALConfig] = None,
+                         layout: str = "auto", protocol: str = "auto", downsample: int = 1, device: str = "cpu",
+                         show_progress: bool = True) -> list[Path]:
+    """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths."""
+    from tqdm import tqdm
+
+    from flexdet.data.writers import write_boxes
+    from flexdet.training.datasets.sequences import open_dataset
+
+    config = config or FALConfig()
+    dataset = open_dataset(root, split, layout, protocol, downsample)
+    if dataset.layout == "rvt":
+        raise ConfigError(f"{root}: RVT data stores fixed windows only; pseudo labels need the raw events")
+    if model.config.num_classes != dataset.protocol.num_classes:
+        raise ConfigError(f"the teacher has {model.config.num_classes} classes but protocol "
+                          f"{dataset.protocol.name!r} scores {dataset.protocol.num_classes}")
+    if model.config.use_frames and not dataset.has_frames:
+        raise ConfigError(f"{root}: the teacher reads RGB frames but split {split!r} has none")
+    written = []
+    try:
+        for sequence in dataset.sequences:
+            steps = max(len(fine_grid(base_times(sequence), config.factor)) - 1, 0)
+            with tqdm(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
+                      leave=False) as bar:
+                boxes = pseudo_label_sequence(model, sequence, dataset.protocol, config, device, bar.update)
+            path = pseudo_label_path(sequence)
+            write_boxes(path, boxes)
+            written.append(path)
+    finally:
+        dataset.close()
+    return written
+
+
+def _inputs(sequence: Sequence, geometry: Geometry, bins: int, starts: np.ndarray, ends: np.ndarray, dual: bool,
+            backwards: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Histograms of [starts, ends) and, for dual-window models, of the half window nearest the prediction
+    instant in the stream's own time (the last half forward, the first half when played backwards)."""
+    full = _histograms(sequence, geometry, bins, starts, ends)
+    if not dual:
+        return full, None
+    middle = starts + (ends - starts) // 2
+    sub = _histograms(sequence, geometry, bins, starts, middle) if backwards else \
+        _histograms(sequence, geometry, bins, middle, ends)
+    return full, sub
+
+
+def _histograms(sequence: Sequence, geometry: Geometry, bins: int, starts: np.ndarray, ends: np.ndarray
+                ) -> np.ndarray:
+    """(N, 2 * bins, H, W) uint8 stacked histograms of windows of any lengths, reading the events once."""
+    from flexdet.data.representations import stacked_histogram
+
+    width, height = geometry.size
+    out = np.zeros((len(ends), 2 * bins, height, width), np.uint8)
+    if len(ends) == 0:
+        return out
+    events = geometry.events(sequence.recording().read(int(starts.min()), int(ends.max())))
+    lo = np.searchsorted(events["t"], starts, side="left")
+    hi = np.searchsorted(events["t"], ends, side="left")
+    for i in np.flatnonzero(hi > lo):
+        out[i] = stacked_histogram(events[lo[i]:hi[i]], height, width, bins, int(starts[i]), int(ends[i]))
+    return out
+
+
+def _frames(model, sequence: Sequence, geometry: Geometry, grid: np.ndarray, step: int, steps: int, views: int,
+            shown: Optional[tuple[int, ...]], device: str):
+    """The frame batch for this step, or None when every view's frame is the one already encoded."""
+    if not model.config.use_frames:
+        return None, shown
+    import torch
+
+    wanted = [max(sequence.frame_index(int(grid[step])), 0)]
+    if views == 2:
+        after = int(np.searchsorted(sequence.frame_times, int(grid[steps - step]), side="left"))
+        wanted.append(min(after, len(sequence.frame_times) - 1))
+    wanted = tuple(wanted)
+    if wanted == shown:
+        return None, shown
+    images = np.stack([sequence.frame(i, geometry) for i in wanted])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0).to(device), wanted
+
+
+def _rows(boxes: np.ndarray, t: int) -> np.ndarray:
+    out = boxes.copy()
+    out["t"] = int(t)
+    return out
+
+
+def _to_label_file(rows: np.ndarray, track_ids: np.ndarray, protocol: Protocol) -> np.ndarray:
+    """Pseudo rows back to the label file: scale undone, class ids mapped back (an evaluated class that
+    several file classes merge into takes the smallest, e.g. DSEC 2-class car -> car), tracker ids."""
+    out = protocol.to_label_frame(rows)
+    if protocol.class_map is not None:
+        inverse = {}
+        for source, target in sorted(protocol.class_map.items()):
+            inverse.setdefault(int(target), int(source))
+        out["class_id"] = [inverse[int(c)] for c in rows["class_id"]]
+    out["track_id"] = track_ids
+    return out
