@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -19,6 +20,13 @@ from flexdet.errors import FlexdetError
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("flexdet.commands.info", "describe an event recording (format, size, duration, rate)"),
     "synth": ("flexdet.commands.synth", "generate a synthetic event + RGB detection dataset (DSEC or Gen1 layout)"),
+    "export": ("flexdet.commands.export", "export a model to ONNX (+ TensorRT) with its checkpoint and metadata"),
+    "bench": ("flexdet.commands.bench", "benchmark the streaming runtime (steps/s, latency per stage)"),
+    "train": ("flexdet.commands.train", "train a detector on a dataset (recipe + key=value overrides, resumable, DDP)"),
+    "eval": ("flexdet.commands.eval", "evaluate a checkpoint at any detection rate (stream, interframe, global)"),
+    "quickstart": ("flexdet.commands.quickstart", "synthetic data -> train fusion/events/frames nano models -> AP vs rate"),
+    "demo": ("flexdet.commands.demo", "live detection on a recording, video, webcam or event camera, boxes on screen"),
+    "pseudo-label": ("flexdet.commands.pseudo_label", "FlexTune pseudo labels between labelled frames from a teacher"),
 }
 
 
@@ -49,6 +57,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"flexdet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`flexdet info x --json | head`): stop quietly, like other CLIs.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""Training configuration: one dataclass tree (model, data, augmentation, optimiser, run), YAML recipes in
+flexdet/configs/train/, `key=value` overrides from the command line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from flexdet.config import apply_overrides, load_yaml
+from flexdet.errors import ConfigError
+
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
+INPUTS = ("fusion", "events", "frames")
+LAYOUTS = ("auto", "synthetic", "dsec", "gen1", "rvt")
+
+
+@dataclass
+class ModelSection:
+    """Which detector: a model preset (nano/tiny/small/base or a YAML path), which inputs, extra options."""
+
+    preset: str = "nano"
+    inputs: str = "fusion"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how training clips are made from it.
+
+    protocol "auto" picks synthetic (dataset.yaml), dsec2 (DSEC-Det) or gen1 from the layout. `downsample`
+    divides the resolution further (on top of the protocol's own scale). Clips are `clip_steps` steps at one
+    of `rates_hz` (window = 1/rate); `stream_fraction` of each batch are streaming clips (state carried).
+    """
+
+    layout: str = "auto"
+    protocol: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    downsample: int = 1
+    bins: int = 10
+    rates_hz: list[float] = field(default_factory=lambda: [20.0])
+    clip_steps: int = 11
+    batch_size: int = 8
+    stream_fraction: float = 0.5
+    cache: str = "memory"
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation drawn once per clip and applied to events, frames and boxes alike."""
+
+    hflip: float = 0.5
+    zoom_in_prob: float = 0.3
+    zoom_in_max: float = 1.5
+    zoom_out_prob: float = 0.2
+    zoom_out_max: float = 1.2
+
+
+@dataclass
+class OptimConfig:
+    """AdamW + one-cycle schedule (1 % warm-up, end at lr / final_div), gradient clipping, fp16 on GPU."""
+
+    lr: float = 2e-4
+    weight_decay: float = 1e-3
+    steps: int = 400_000
+    warmup_pct: float = 0.01
+    final_div: float = 1e4
+    grad_clip: float = 1.0
+    amp: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Bookkeeping: seed, checkpoint and log periods, threads (0 = torch default), device (auto/cpu/cuda)."""
+
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    threads: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A full training recipe."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ConfigError on values no training run can use."""
+    data, optim = config.data, config.optim
+    if config.model.inputs not in INPUTS:
+        raise ConfigError(f"model.inputs must be one of {INPUTS}, got {config.model.inputs!r}")
+    if data.layout not in LAYOUTS:
+        raise ConfigError(f"data.layout must be one of {LAYOUTS}, got {data.layout!r}")
+    if data.cache not in ("memory", "disk", "none"):
+        raise ConfigError(f"data.cache must be memory, disk or none, got {data.cache!r}")
+    if data.batch_size < 1 or data.clip_steps < 1 or data.downsample < 1 or data.bins < 1:
+        raise ConfigError("data.batch_size, data.clip_steps, data.downsample and data.bins must be >= 1")
+    if not data.rates_hz or min(data.rates_hz) <= 0:
+        raise ConfigError(f"data.rates_hz must be positive rates, got {data.rates_hz}")
+    if not 0.0 <= data.stream_fraction <= 1.0:
+        raise ConfigError(f"data.stream_fraction must be in [0, 1], got {data.stream_fraction}")
+    if optim.steps < 1 or optim.lr <= 0:
+        raise ConfigError("optim.steps must be >= 1 and optim.lr positive")
+    if config.augment.zoom_in_max < 1 or config.augment.zoom_out_max < 1:
+        raise ConfigError("augment.zoom_in_max and zoom_out_max are factors >= 1")
+    if config.run.checkpoint_every < 1 or config.run.log_every < 1:
+        raise ConfigError("run.checkpoint_every and run.log_every must be >= 1")
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped in flexdet/configs/train/."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_train_config(config: Optional[str] = None, preset: Optional[str] = None,
+                      overrides: Optional[list[str]] = None) -> TrainConfig:
+    """A recipe from a YAML file (`config`) or by name (`preset`), then `key=value` overrides."""
+    if config and preset:
+        raise ConfigError("give either a config file or a preset, not both")
+    if config:
+        loaded = load_yaml(TrainConfig, config)
+    elif preset:
+        path = RECIPE_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown training preset {preset!r}; shipped: {recipe_names()}")
+        loaded = load_yaml(TrainConfig, path)
+    else:
+        loaded = TrainConfig()
+    return apply_overrides(loaded, _parse_overrides(overrides)) if overrides else loaded
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`key=value` items as a mapping; numbers in exponent form (3e-3, which YAML 1.1 reads as text) become floats."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed[key.strip()] = float(value) if re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()) \
+                else value
+        except ValueError:
+            parsed[key.strip()] = value
+    return parsed

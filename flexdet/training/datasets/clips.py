@@ -1,0 +1,174 @@
+"""Training clips: which sequence, rate and steps each batch column sees, and the tensors built from them.
+
+A global batch mixes random clips (state reset, random sequence / rate / start) and streaming clips (each
+streaming column walks through sequences clip after clip with its state carried, reset only when it moves
+to a new sequence). The plan is a pure function of (seed, step, sampler position), so a resumed run, or
+the ranks of a distributed run (each takes its slice of the global batch), see exactly the same clips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from flexdet.training.config import AugmentConfig
+from flexdet.training.datasets.augment import ClipAugment, augment_boxes, augment_images, draw_augment
+from flexdet.training.datasets.cache import WindowCache
+from flexdet.training.datasets.sequences import Dataset
+
+NO_START = -(1 << 62)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """`steps` consecutive windows from step `start` of `sequence`'s stream at `rates[rate_index]`."""
+
+    sequence: int
+    rate_index: int
+    start: int
+    steps: int
+    augment: ClipAugment
+    reset: bool
+
+
+@dataclass
+class Batch:
+    """Tensors of one batch: events (T, B, C, H, W) float counts, frames (T, B, 3, H, W) in [0, 1] or None,
+    targets (T items: None when no column is labelled at that step, else B dicts), reset (B,) bool."""
+
+    events: torch.Tensor
+    frames: Optional[torch.Tensor]
+    targets: list[Optional[list[dict]]]
+    reset: torch.Tensor
+    clips: list[Clip]
+
+
+class ClipSampler:
+    """The clip plan of every global batch; `state_dict()` is the position of the streaming columns."""
+
+    def __init__(self, stream_lengths: list[list[int]], batch_size: int, clip_steps: int, stream_fraction: float,
+                 augment: AugmentConfig, size: tuple[int, int], seed: int = 0) -> None:
+        self.lengths = stream_lengths
+        self.batch_size = batch_size
+        self.clip_steps = clip_steps
+        self.num_stream = int(round(batch_size * stream_fraction))
+        self.augment = augment
+        self.size = size
+        self.seed = seed
+        self.step = 0
+        usable = [(s, r) for s, per_rate in enumerate(stream_lengths) for r, n in enumerate(per_rate) if n >= clip_steps]
+        if not usable:
+            raise ValueError(f"no sequence has {clip_steps} steps at any training rate; shorten data.clip_steps")
+        self.usable = usable
+        # Streaming column j: [epoch, index into that epoch's sequence order, next step] (-1: must pick).
+        self.columns = [[0, 0, -1] for _ in range(self.num_stream)]
+
+    def next_batch(self) -> list[Clip]:
+        """The next global batch: streaming columns first, then random clips."""
+        clips = [self._stream_clip(j) for j in range(self.num_stream)]
+        rng = np.random.default_rng([self.seed, 3, self.step])
+        weights = np.array([self.lengths[s][r] - self.clip_steps + 1 for s, r in self.usable], np.float64)
+        for _ in range(self.batch_size - self.num_stream):
+            s, r = self.usable[int(rng.choice(len(self.usable), p=weights / weights.sum()))]
+            start = int(rng.integers(0, self.lengths[s][r] - self.clip_steps + 1))
+            clips.append(Clip(s, r, start, self.clip_steps, draw_augment(rng, self.augment, *self.size), True))
+        self.step += 1
+        return clips
+
+    def _stream_clip(self, j: int) -> Clip:
+        column = self.columns[j]
+        reset = False
+        while True:
+            order = np.random.default_rng([self.seed, 1, j, column[0]]).permutation(len(self.usable))
+            s, r = self.usable[int(order[column[1]])]
+            if column[2] < 0:
+                column[2], reset = 0, True
+            if column[2] + self.clip_steps <= self.lengths[s][r]:
+                break
+            column[1] += 1
+            column[2] = -1
+            if column[1] >= len(order):
+                column[0], column[1] = column[0] + 1, 0
+        rng = np.random.default_rng([self.seed, 2, j, column[0], column[1]])
+        clip = Clip(s, r, column[2], self.clip_steps, draw_augment(rng, self.augment, *self.size), reset)
+        column[2] += self.clip_steps
+        return clip
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "columns": [list(c) for c in self.columns]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.columns = [[int(v) for v in c] for c in state["columns"]]
+
+
+class ClipLoader:
+    """Builds a Batch from clips: cached stream windows, the frame at each window's START, augmented targets."""
+
+    def __init__(self, dataset: Dataset, cache: WindowCache, rates_hz: list[float], use_frames: bool) -> None:
+        self.dataset = dataset
+        self.cache = cache
+        self.rates = [float(r) for r in rates_hz]
+        self.use_frames = use_frames
+        if use_frames and not dataset.has_frames:
+            raise ValueError(f"{dataset.root}: the model reads RGB frames but these sequences have none")
+
+    def stream_lengths(self) -> list[list[int]]:
+        """Number of stream steps of every sequence at every training rate."""
+        return [[len(self.cache.windows(seq, rate)[1]) for rate in self.rates] for seq in self.dataset.sequences]
+
+    def load(self, clips: list[Clip]) -> Batch:
+        events, frames, targets = [], [], []
+        for clip in clips:
+            clip_events, clip_frames, clip_targets = self.load_clip(clip)
+            events.append(clip_events)
+            frames.append(clip_frames)
+            targets.append(clip_targets)
+        steps = clips[0].steps
+        per_step = []
+        for t in range(steps):
+            column = [targets[b][t] for b in range(len(clips))]
+            per_step.append(None if all(c is None for c in column) else
+                            [c if c is not None else _unlabelled() for c in column])
+        return Batch(torch.stack(events, dim=1), torch.stack(frames, dim=1) if self.use_frames else None, per_step,
+                     torch.tensor([c.reset for c in clips]), clips)
+
+    def load_clip(self, clip: Clip) -> tuple[torch.Tensor, Optional[torch.Tensor], list[Optional[dict]]]:
+        """(T, C, H, W) float events, (T, 3, H, W) frames or None, and T targets (None = unlabelled step)."""
+        sequence = self.dataset.sequences[clip.sequence]
+        rate = self.rates[clip.rate_index]
+        index = np.arange(clip.start, clip.start + clip.steps)
+        starts, ends = self.cache.windows(sequence, rate)
+        events = augment_images(torch.from_numpy(np.ascontiguousarray(self.cache.histograms(sequence, rate, index))),
+                                clip.augment, "nearest").float()
+        frames = None
+        if self.use_frames:
+            frame_index = np.array([max(sequence.frame_index(int(t)), 0) for t in starts[index]])
+            images = torch.from_numpy(self.cache.frames(sequence)[frame_index]).permute(0, 3, 1, 2).float() / 255.0
+            frames = augment_images(images, clip.augment, "bilinear")
+        width, height = self.dataset.geometry.size
+        targets = [self.target(sequence, int(t), clip.augment, width, height) for t in ends[index]]
+        return events, frames, targets
+
+    def target(self, sequence, t: int, augment: ClipAugment, width: int, height: int) -> Optional[dict]:
+        """Training target at `t` in the augmented input frame (protocol's training filter), None if unlabelled."""
+        from flexdet.data.boxes import boxes_to_xyxy
+
+        if not sequence.is_labelled(t):
+            return None
+        protocol = self.dataset.protocol
+        boxes = protocol.prepare_ground_truth(sequence.ground_truth(t), NO_START, training=True)
+        xyxy = augment_boxes(boxes_to_xyxy(boxes), augment, width, height)
+        moved = boxes.copy()
+        moved["x"], moved["y"] = xyxy[:, 0], xyxy[:, 1]
+        moved["w"], moved["h"] = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+        keep = protocol.train_filter.keep(moved) & (moved["w"] > 0) & (moved["h"] > 0)
+        return {"boxes": torch.from_numpy(xyxy[keep]), "labels": torch.from_numpy(boxes["class_id"][keep].astype(np.int64))}
+
+
+def _unlabelled() -> dict:
+    """A column without ground truth at a step where others have it: no boxes and no background loss."""
+    return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "bg_weight": 0.0}

@@ -1,0 +1,316 @@
+"""Labelled sequences of every layout flexdet trains on, behind one small interface.
+
+Layouts: a synthetic dataset (dataset.yaml; DSEC or Gen1 files plus dense 1 ms ground truth), real
+DSEC-Det (`<seq>/events/left/events.h5`, distorted images, tracks.npy), Gen1 / 1Mpx (`*_td.dat` +
+`*_bbox.npy`, event-only) and RVT preprocessed sequences (stacked histograms only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import yaml
+
+from flexdet.data.boxes import BOX_DTYPE
+from flexdet.errors import ConfigError, FlexdetError, FormatError
+from flexdet.training.datasets.geometry import Geometry
+from flexdet.training.protocols import Protocol, get_protocol
+
+# DAGr / FlexEvent split of DSEC-Det (formats.md); every other sequence is training data.
+DSEC_VAL = tuple(f"zurich_city_{i}_a" for i in range(16, 22))
+DSEC_TEST = ("thun_01_a", "thun_01_b", "thun_02_a", "interlaken_00_a", "interlaken_00_b", "interlaken_01_a",
+             "zurich_city_12_a", "zurich_city_13_a", "zurich_city_13_b", "zurich_city_14_a", "zurich_city_14_b",
+             "zurich_city_14_c", "zurich_city_15_a")
+
+
+@dataclass
+class DenseLabels:
+    """A synthetic sequence's exact boxes every `period_us` (grid from `origin_us`)."""
+
+    boxes: np.ndarray
+    period_us: int
+    origin_us: int
+
+
+class Sequence:
+    """One labelled recording: events (or stored histograms), optional RGB frames, labels, dense labels."""
+
+    def __init__(self, name: str, path: Path, events_path: Optional[Path], labels: np.ndarray,
+                 frame_times: Optional[np.ndarray] = None, frame_dir: Optional[Path] = None,
+                 dense: Optional[DenseLabels] = None) -> None:
+        self.name = name
+        self.path = path
+        self.events_path = events_path
+        self.labels = labels
+        self.frame_times = frame_times
+        self.frame_dir = frame_dir
+        self.dense = dense
+        self._recording = None
+        self._frame_files: Optional[list[Path]] = None
+
+    @property
+    def has_frames(self) -> bool:
+        return self.frame_times is not None
+
+    @property
+    def start_us(self) -> int:
+        """t0 of a stream: the first frame time, else the first label time."""
+        if self.frame_times is not None and len(self.frame_times):
+            return int(self.frame_times[0])
+        if len(self.labels):
+            return int(self.labels["t"][0])
+        raise FlexdetError(f"{self.path}: sequence has neither frames nor labels to start a stream from")
+
+    @property
+    def end_us(self) -> int:
+        """Last instant a step may end at: the last label or frame time."""
+        candidates = [int(self.labels["t"][-1])] if len(self.labels) else []
+        if self.frame_times is not None and len(self.frame_times):
+            candidates.append(int(self.frame_times[-1]))
+        if self.dense is not None and len(self.dense.boxes):
+            candidates.append(int(self.dense.boxes["t"][-1]))
+        return max(candidates) if candidates else self.start_us
+
+    def recording(self):
+        """The open event recording (opened once, closed by `close`)."""
+        if self._recording is None:
+            from flexdet.data.readers import open_recording
+
+            self._recording = open_recording(self.events_path if self.events_path is not None else self.path)
+        return self._recording
+
+    def histograms(self, ends: np.ndarray, window_us: int, geometry: Geometry, bins: int = 10) -> np.ndarray:
+        """(N, 2 * bins, H, W) uint8 stacked histograms of the windows [end - window_us, end) in input pixels."""
+        from flexdet.data.readers.rvt import RvtSequence
+        from flexdet.data.representations import RepresentationConfig, build_windows
+
+        ends = np.asarray(ends, dtype=np.int64).reshape(-1)
+        recording = self.recording()
+        width, height = geometry.size
+        if isinstance(recording, RvtSequence):
+            return _stored_histograms(recording, ends, window_us, (height, width), bins)
+        if len(ends) == 0:
+            return np.zeros((0, 2 * bins, height, width), np.uint8)
+        events = geometry.events(recording.read(int(ends.min()) - int(window_us), int(ends.max())))
+        return build_windows(events, height, width, ends, int(window_us), RepresentationConfig(bins=bins))
+
+    def frame_index(self, t: int) -> int:
+        """Index of the most recent frame at or before `t` (-1 when `t` precedes every frame)."""
+        if self.frame_times is None:
+            raise FlexdetError(f"{self.path}: this sequence has no RGB frames")
+        return int(np.searchsorted(self.frame_times, int(t), side="right")) - 1
+
+    def frame(self, index: int, geometry: Geometry) -> np.ndarray:
+        """Frame `index` as an input-sized HxWx3 uint8 RGB image."""
+        import cv2
+
+        if self._frame_files is None:
+            self._frame_files = sorted(self.frame_dir.glob("*.png"))
+            if len(self._frame_files) != len(self.frame_times):
+                raise FormatError(self.frame_dir, f"{len(self._frame_files)} images for {len(self.frame_times)} "
+                                                  "timestamps")
+        path = self._frame_files[max(index, 0)]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FormatError(path, "not a readable image")
+        return geometry.frame(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+    def ground_truth(self, t: int) -> np.ndarray:
+        """Label-frame boxes at `t`: dense labels (synthetic, interpolated on the 1 ms grid) or the labels
+        of the instant `t` (empty when `t` is not labelled)."""
+        from flexdet.training.ground_truth import dense_labels_at, labels_at
+
+        if self.dense is not None:
+            return dense_labels_at(self.dense.boxes, t, self.dense.period_us, self.dense.origin_us, interpolate=True)
+        return labels_at(self.labels, t)
+
+    def is_labelled(self, t: int) -> bool:
+        """Whether ground truth exists at `t` (always inside a dense sequence's span)."""
+        if self.dense is not None:
+            return self.start_us <= t <= self.end_us
+        index = np.searchsorted(self.labels["t"], t)
+        return bool(index < len(self.labels) and self.labels["t"][index] == t)
+
+    def close(self) -> None:
+        if self._recording is not None:
+            self._recording.close()
+            self._recording = None
+
+
+@dataclass
+class Dataset:
+    """A dataset root: layout, protocol (with the training resolution) and the sequences of one split."""
+
+    root: Path
+    layout: str
+    protocol: Protocol
+    sequences: list[Sequence]
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry.from_protocol(self.protocol)
+
+    @property
+    def has_frames(self) -> bool:
+        return bool(self.sequences) and all(s.has_frames for s in self.sequences)
+
+    def close(self) -> None:
+        for sequence in self.sequences:
+            sequence.close()
+
+
+def open_dataset(root: "str | Path", split: str, layout: str = "auto", protocol: str = "auto",
+                 downsample: int = 1) -> Dataset:
+    """The sequences of `split` under `root`, with the protocol that scores them (scale x `downsample`)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: dataset folder not found")
+    if layout == "auto":
+        layout = detect_layout(root)
+    manifest = _manifest(root) if layout == "synthetic" else None
+    if layout == "synthetic":
+        sequences = _synthetic_sequences(root, split, manifest)
+        chosen = _synthetic_protocol(manifest) if protocol == "auto" else get_protocol(protocol)
+    elif layout == "dsec":
+        sequences = [_dsec_sequence(path) for path in _dsec_folders(root, split)]
+        chosen = get_protocol("dsec2" if protocol == "auto" else protocol)
+    elif layout == "gen1":
+        sequences = [_gen1_sequence(path) for path in sorted((root / split).glob("*_td.dat"))]
+        chosen = get_protocol("gen1" if protocol == "auto" else protocol)
+    elif layout == "rvt":
+        sequences = [_rvt_sequence(path) for path in sorted(p for p in (root / split).iterdir() if p.is_dir())] \
+            if (root / split).is_dir() else []
+        chosen = get_protocol("gen1" if protocol == "auto" else protocol)
+    else:
+        raise ConfigError(f"unknown dataset layout {layout!r}")
+    if not sequences:
+        raise ConfigError(f"{root}: no {layout} sequences in split {split!r}")
+    if downsample != 1:
+        chosen = dataclasses.replace(chosen, scale=chosen.scale * int(downsample))
+    return Dataset(root, layout, chosen, sequences)
+
+
+def detect_layout(root: Path) -> str:
+    """synthetic (dataset.yaml), rvt, dsec or gen1, from what the folder holds."""
+    if (root / "dataset.yaml").is_file():
+        return "synthetic"
+    if any(root.glob("*/*/event_representations_v2")):
+        return "rvt"
+    if any(root.glob("*/events/left/events.h5")) or any(root.glob("*/*/events/left/events.h5")):
+        return "dsec"
+    if any(root.glob("*/*_td.dat")):
+        return "gen1"
+    raise ConfigError(f"{root}: cannot tell the dataset layout (no dataset.yaml, DSEC sequences, *_td.dat "
+                      "files or RVT folders); pass data.layout")
+
+
+def _manifest(root: Path) -> dict:
+    try:
+        manifest = yaml.safe_load((root / "dataset.yaml").read_text())
+    except yaml.YAMLError as exc:
+        raise FormatError(root / "dataset.yaml", f"not valid YAML ({exc})") from None
+    for key in ("layout", "classes", "width", "height", "splits"):
+        if key not in manifest:
+            raise FormatError(root / "dataset.yaml", f"missing key {key!r}")
+    return manifest
+
+
+def _synthetic_protocol(manifest: dict) -> Protocol:
+    """Identity-sized synthetic protocol; the file's class ids (DSEC: 0, 2) map to 0..K-1 in id order."""
+    ids = sorted(int(k) for k in manifest["classes"])
+    names = [str(manifest["classes"][k]) for k in ids]
+    base = get_protocol("synthetic", class_names=names, width=int(manifest["width"]), height=int(manifest["height"]))
+    return dataclasses.replace(base, class_map={source: i for i, source in enumerate(ids)})
+
+
+def _synthetic_sequences(root: Path, split: str, manifest: dict) -> list[Sequence]:
+    names = manifest["splits"].get(split)
+    if names is None:
+        raise ConfigError(f"{root}: dataset.yaml has no split {split!r} (has {sorted(manifest['splits'])})")
+    period = int(manifest.get("dense_period_us") or 1000)
+    sequences = []
+    for name in names:
+        if manifest["layout"] == "dsec":
+            sequence = _dsec_sequence(root / split / name, dense_name="dense_tracks.npy")
+        else:
+            sequence = _gen1_sequence(root / split / f"{name}_td.dat", dense_suffix="_dense.npy")
+        if sequence.dense is not None:
+            offset = int(manifest.get("t_offsets", {}).get(name, 0))
+            sequence.dense.period_us, sequence.dense.origin_us = period, offset
+        sequences.append(sequence)
+    return sequences
+
+
+def _dsec_folders(root: Path, split: str) -> list[Path]:
+    """`root/<split>/<seq>` when split folders exist, else DSEC-Det's named split of `root/<seq>`."""
+    if (root / split).is_dir():
+        return sorted(p for p in (root / split).iterdir() if (p / "events" / "left" / "events.h5").is_file())
+    folders = sorted(p for p in root.iterdir() if (p / "events" / "left" / "events.h5").is_file())
+    if split == "test":
+        return [p for p in folders if p.name in DSEC_TEST]
+    if split == "val":
+        return [p for p in folders if p.name in DSEC_VAL]
+    if split == "train":
+        return [p for p in folders if p.name not in DSEC_TEST and p.name not in DSEC_VAL]
+    raise ConfigError(f"{root}: DSEC-Det split must be train, val or test, got {split!r}")
+
+
+def _dsec_sequence(folder: Path, dense_name: Optional[str] = None) -> Sequence:
+    from flexdet.data.labels import read_boxes
+
+    tracks = folder / "object_detections" / "left" / "tracks.npy"
+    labels = read_boxes(tracks) if tracks.is_file() else np.zeros(0, BOX_DTYPE)
+    stamps = folder / "images" / "timestamps.txt"
+    frame_dir = folder / "images" / "left" / "distorted"
+    frame_times = None
+    if stamps.is_file() and frame_dir.is_dir():
+        try:
+            frame_times = np.loadtxt(stamps, dtype=np.int64, ndmin=1)
+        except ValueError as exc:
+            raise FormatError(stamps, f"not a list of integer timestamps ({exc})") from None
+    dense = None
+    if dense_name is not None and (folder / "object_detections" / "left" / dense_name).is_file():
+        dense = DenseLabels(read_boxes(folder / "object_detections" / "left" / dense_name), 1000, 0)
+    return Sequence(folder.name, folder, folder / "events" / "left" / "events.h5", labels, frame_times,
+                    frame_dir if frame_times is not None else None, dense)
+
+
+def _gen1_sequence(dat: Path, dense_suffix: Optional[str] = None) -> Sequence:
+    from flexdet.data.labels import read_boxes
+
+    stem = dat.name[:-len("_td.dat")]
+    label_path = dat.with_name(f"{stem}_bbox.npy")
+    if not label_path.is_file():
+        raise FormatError(dat, f"no label file {label_path.name} next to the recording")
+    dense = None
+    if dense_suffix is not None and dat.with_name(f"{stem}{dense_suffix}").is_file():
+        dense = DenseLabels(read_boxes(dat.with_name(f"{stem}{dense_suffix}")), 1000, 0)
+    return Sequence(stem, dat, dat, read_boxes(label_path), dense=dense)
+
+
+def _rvt_sequence(folder: Path) -> Sequence:
+    from flexdet.data.labels import read_boxes
+    from flexdet.data.readers.rvt import LABELS_RELATIVE
+
+    return Sequence(folder.name, folder, None, read_boxes(folder / LABELS_RELATIVE))
+
+
+def _stored_histograms(recording, ends: np.ndarray, window_us: int, size: tuple[int, int], bins: int) -> np.ndarray:
+    """RVT's precomputed windows whose END times are `ends`; only its own window length and size exist."""
+    if int(window_us) != recording.window_us:
+        raise ConfigError(f"{recording.path}: RVT data stores {recording.window_us} µs windows only "
+                          f"(rate {1e6 / recording.window_us:g} Hz); {window_us} µs was asked for")
+    index = np.searchsorted(recording.window_end_times, ends)
+    valid = (index < recording.num_windows)
+    if not np.all(valid) or not np.array_equal(recording.window_end_times[index], ends):
+        raise ConfigError(f"{recording.path}: some asked windows do not end on a stored window end time")
+    stored = np.stack([recording.histograms(int(i), int(i) + 1)[0] for i in index]) if len(index) else \
+        np.zeros((0, 2 * bins, *size), np.uint8)
+    if stored.shape[1:] != (2 * bins, *size):
+        raise ConfigError(f"{recording.path}: stored histograms are {stored.shape[1:]}, the protocol needs "
+                          f"{(2 * bins, *size)} (set data.downsample to match the stored resolution)")
+    return stored

@@ -1,0 +1,240 @@
+"""The training loop: AdamW + one-cycle, AMP on GPU, gradient clipping, random and streaming clips, atomic
+checkpoints with exact resume, TensorBoard scalars, tqdm progress, DistributedDataParallel under torchrun.
+
+Run folder: `config.yaml`, `checkpoints/last.pt` (every `run.checkpoint_every` steps and at the end),
+`tb/` (TensorBoard). The loss of a global batch is the mean of each rank's shard loss (DDP averages the
+gradients), so one process reproduces a distributed step by averaging the shard losses itself.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from flexdet.config import save_yaml, to_dict
+from flexdet.errors import CheckpointError, ConfigError
+from flexdet.training.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from flexdet.training.config import TrainConfig
+from flexdet.training.datasets import ClipLoader, ClipSampler, WindowCache, open_dataset
+from flexdet.training.distributed import DistContext, mean_across, setup_distributed, shard
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class LossModule(nn.Module):
+    """Wraps a FlexDetector so DistributedDataParallel sees the BPTT loss as `forward`."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, events, frames, targets, state):
+        return self.detector.compute_losses(events, frames, targets, state)
+
+
+@dataclass
+class TrainResult:
+    """Where the run ended: step reached, checkpoint path and the last logged losses."""
+
+    step: int
+    checkpoint: Path
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def build_detector(config: TrainConfig, num_classes: int):
+    """The FlexDetector the recipe names: fusion (events + RGB), events only, or frames only."""
+    from flexdet.models import build_model
+
+    inputs = config.model.inputs
+    return build_model(config.model.preset, num_classes=num_classes, use_frames=inputs != "events",
+                       use_events=inputs != "frames", **config.model.options)
+
+
+class Trainer:
+    """One training run of `config` on the dataset at `data_root`, writing into `out_dir`."""
+
+    def __init__(self, config: TrainConfig, data_root: "str | Path", out_dir: "str | Path",
+                 context: Optional[DistContext] = None) -> None:
+        self.config = config
+        self.data_root = Path(data_root)
+        self.out_dir = Path(out_dir)
+        self.context = context or setup_distributed(config.run.device)
+        if config.run.threads > 0:
+            torch.set_num_threads(config.run.threads)
+        if config.data.batch_size % self.context.world_size:
+            raise ConfigError(f"data.batch_size {config.data.batch_size} must divide by the {self.context.world_size} "
+                              "processes")
+        _seed_everything(config.run.seed + self.context.rank)
+        data = config.data
+        self.dataset = open_dataset(self.data_root, data.train_split, data.layout, data.protocol, data.downsample)
+        self.detector = build_detector(config, self.dataset.protocol.num_classes).to(self.context.device)
+        self.module: nn.Module = LossModule(self.detector)
+        if self.context.enabled:
+            self.module = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.context.local_rank] if self.context.device.type == "cuda" else None,
+                find_unused_parameters=config.model.inputs == "frames")
+        cache_dir = data.cache_dir or str(self.out_dir / "cache") if data.cache == "disk" else None
+        self.cache = WindowCache(self.dataset.geometry, data.bins, cache_dir, keep=data.cache != "none")
+        use_frames = config.model.inputs != "events"
+        self.loader = ClipLoader(self.dataset, self.cache, data.rates_hz, use_frames)
+        self.sampler = ClipSampler(self.loader.stream_lengths(), data.batch_size, data.clip_steps,
+                                   data.stream_fraction, config.augment, self.dataset.geometry.size, config.run.seed)
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(self.detector.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        div_factor = 25.0
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=optim.lr, total_steps=optim.steps, pct_start=optim.warmup_pct,
+            div_factor=div_factor, final_div_factor=optim.final_div / div_factor)
+        self.amp = optim.amp and self.context.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = 0
+        self.stream_state: Optional[tuple[torch.Tensor, ...]] = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoints" / CHECKPOINT_NAME
+
+    def dataset_info(self) -> dict:
+        """What evaluation needs to know about the training data, as plain data."""
+        protocol = self.dataset.protocol
+        width, height = self.dataset.geometry.size
+        return {"root": str(self.data_root), "layout": self.dataset.layout, "protocol": protocol.name,
+                "classes": list(protocol.class_names), "downsample": self.config.data.downsample,
+                "input_size": [width, height]}
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on the next global batch (this rank's shard); returns the logged losses."""
+        clips = self.sampler.next_batch()
+        batch = self.loader.load(shard(clips, self.context))
+        device = self.context.device
+        events = batch.events.to(device, non_blocking=True)
+        frames = batch.frames.to(device, non_blocking=True) if batch.frames is not None else None
+        targets = [None if step is None else [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()}
+                                               for t in step] for step in batch.targets]
+        state = self._carried_state(batch.reset.to(device), events)
+        self.detector.train()
+        with torch.autocast(device.type, enabled=self.amp):
+            losses, new_state = self.module(events, frames, targets, state)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        if self.config.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.detector.parameters(), self.config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.stream_state = tuple(s.detach() for s in new_state)
+        self.step += 1
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+    def _carried_state(self, reset: torch.Tensor, events: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The previous batch's state for streaming columns, zeros where a clip starts fresh."""
+        if self.stream_state is None:
+            return self.detector.init_state(events.shape[1], events.shape[-2], events.shape[-1], events.device)
+        keep = (~reset).to(events.dtype)
+        return tuple(s * keep.view(-1, *([1] * (s.dim() - 1))) for s in self.stream_state)
+
+    def state_dict(self) -> dict:
+        """Everything an exact resume needs, as weights_only-loadable data."""
+        return {"model": self.detector.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_states(), "sampler": self.sampler.state_dict(), "step": self.step,
+                "stream_state": list(self.stream_state) if self.stream_state is not None else None,
+                "config": to_dict(self.config), "model_config": to_dict(self.detector.config),
+                "dataset": self.dataset_info(), "world_size": self.context.world_size}
+
+    def save(self) -> Path:
+        """Write the checkpoint atomically (rank 0 only)."""
+        if self.context.is_main:
+            save_checkpoint(self.checkpoint_path, self.state_dict())
+        return self.checkpoint_path
+
+    def resume(self, path: Optional["str | Path"] = None) -> None:
+        """Continue exactly from a checkpoint (default: this run's last.pt)."""
+        payload = load_checkpoint(path or self.checkpoint_path, map_location=str(self.context.device))
+        if payload.get("world_size", 1) != self.context.world_size:
+            raise CheckpointError(f"{path or self.checkpoint_path}: written by {payload.get('world_size')} processes, "
+                                  f"resuming with {self.context.world_size} would change the data order")
+        try:
+            self.detector.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.scaler.load_state_dict(payload["scaler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path or self.checkpoint_path}: does not match this recipe ({exc})") from None
+        self.sampler.load_state_dict(payload["sampler"])
+        self.step = int(payload["step"])
+        stream = payload.get("stream_state")
+        if self.context.world_size == 1:
+            self.stream_state = tuple(s.to(self.context.device) for s in stream) if stream is not None else None
+            set_rng_states(payload["rng"])
+        else:  # rank 0 saved its own state only: streams restart from zero state, RNGs reseed per (step, rank)
+            self.stream_state = None
+            _seed_everything(self.config.run.seed + 1000 * self.step + self.context.rank)
+
+    def fit(self, stop_after: Optional[int] = None) -> TrainResult:
+        """Train to `optim.steps` (or stop after step `stop_after`, checkpointing there)."""
+        from tqdm import tqdm
+
+        run = self.config.run
+        target = self.config.optim.steps if stop_after is None else min(stop_after, self.config.optim.steps)
+        writer = self._writer()
+        if self.context.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(self.config, self.out_dir / "config.yaml")
+        bar = tqdm(total=self.config.optim.steps, initial=self.step, desc=f"train {self.config.model.inputs}",
+                   unit="step", disable=not (run.progress and self.context.is_main), dynamic_ncols=True)
+        losses: dict[str, float] = {}
+        while self.step < target:
+            losses = self.train_step()
+            if not math.isfinite(losses["total"]):
+                raise ConfigError(f"training diverged at step {self.step} (loss {losses['total']}); lower optim.lr")
+            bar.update(1)
+            if self.step % run.log_every == 0 or self.step == target:
+                logged = {k: mean_across(v, self.context) for k, v in losses.items()}
+                bar.set_postfix(loss=f"{logged['total']:.3f}")
+                if writer is not None:
+                    for name, value in logged.items():
+                        writer.add_scalar(f"loss/{name}", value, self.step)
+                    writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.step)
+            if self.step % run.checkpoint_every == 0 or self.step == target:
+                self.save()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.step, self.checkpoint_path, losses)
+
+    def _writer(self):
+        if not self.context.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out_dir / "tb"))
+
+    def close(self) -> None:
+        self.dataset.close()
+
+
+def train(config: TrainConfig, data_root: "str | Path", out_dir: "str | Path", resume: bool = False,
+          stop_after: Optional[int] = None) -> TrainResult:
+    """Build a Trainer, optionally resume from `out_dir/checkpoints/last.pt`, and fit."""
+    trainer = Trainer(config, data_root, out_dir)
+    try:
+        if resume:
+            trainer.resume()
+        return trainer.fit(stop_after)
+    finally:
+        trainer.close()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)

@@ -1,0 +1,104 @@
+"""Evaluation runners: stream step times, predictions files, batched = sequential, COCO plumbing, interframe GT."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+
+from flexdet.data.boxes import FILE_BOX_DTYPE, boxes_to_xyxy
+from flexdet.models import build_model
+from flexdet.training.datasets import open_dataset, stream_windows
+from flexdet.training.evaluate import ScoredRun, StreamRunner, evaluate, interframe_runs, score
+from flexdet.training.ground_truth import interframe_deltas, labels_at
+
+from test_datasets import tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tiny_dataset(tmp_path_factory.mktemp("eval_data"))
+    data = open_dataset(root, "test", downsample=2)
+    yield data
+    data.close()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.1, max_detections=30).eval()
+
+
+def test_stream_steps_land_on_label_times(dataset):
+    sequence = dataset.sequences[0]
+    t0 = sequence.start_us
+    _, ends20 = stream_windows(sequence, 20)
+    labels = np.unique(sequence.labels["t"]).astype(np.int64)
+    assert set(labels[labels > t0].tolist()) <= set(ends20.tolist())
+    _, ends90 = stream_windows(sequence, 90)
+    k = np.arange(1, len(ends90) + 1)
+    assert np.array_equal(ends90, t0 + np.floor(k * 1e6 / 90 + 0.5).astype(np.int64))
+
+
+def test_batched_stream_equals_one_sequence_at_a_time(dataset, model):
+    runner = StreamRunner(model, dataset.protocol)
+    sequences = dataset.sequences[:1] * 2
+    windows = [stream_windows(s, 60) for s in sequences]
+    windows[1] = (windows[1][0][:-5], windows[1][1][:-5])  # a shorter second stream
+    together = runner.run_many(sequences, [w[0] for w in windows], [w[1] for w in windows])
+    alone = runner.run(sequences[0], *windows[0])
+    assert len(together[0]) == len(alone) and len(together[1]) == len(alone) - 5
+    for a, b in zip(together[0], alone):
+        np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-3)
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+
+
+def test_predictions_files_in_label_frame_and_dtype(dataset, model, tmp_path):
+    rows = evaluate(model, dataset, [20.0, 90.0], "stream", tmp_path, "fusion", progress=False)
+    assert [r["rate_hz"] for r in rows] == [20.0, 90.0] and all(r["model"] == "fusion" for r in rows)
+    sequence = dataset.sequences[0]
+    saved = np.load(tmp_path / "predictions" / "90hz" / f"{sequence.name}.npy")
+    assert saved.dtype == FILE_BOX_DTYPE
+    _, ends = stream_windows(sequence, 90)
+    assert set(np.unique(saved["t"]).tolist()) <= set(ends.tolist())
+    # The first step's detections, recomputed directly, times the protocol scale (2) = the file's rows.
+    runner = StreamRunner(model, dataset.protocol)
+    first = runner.run(sequence, *[w[:1] for w in stream_windows(sequence, 90)])[0]
+    rows0 = saved[saved["t"] == ends[0]]
+    np.testing.assert_allclose(boxes_to_xyxy(rows0), first["boxes"] * 2, atol=1e-3)
+    assert rows[0]["steps_scored"] == sum(len(stream_windows(s, 20)[1]) for s in dataset.sequences)
+
+
+def test_score_is_one_for_perfect_predictions_and_drops_when_shifted(dataset):
+    sequence = dataset.sequences[0]
+    times = np.unique(sequence.labels["t"])[2:8]
+    gt = [dataset.protocol.prepare_ground_truth(labels_at(sequence.labels, int(t)), sequence.start_us) for t in times]
+    perfect = [{"boxes": boxes_to_xyxy(g), "scores": np.ones(len(g)), "labels": g["class_id"]} for g in gt]
+    run = ScoredRun(times, perfect, gt, list(range(len(times))))
+    assert score([run], dataset.protocol, [sequence.start_us])["AP"] == pytest.approx(1.0)
+    shifted = [{**p, "boxes": p["boxes"] + np.array([6, 0, 6, 0], np.float32)} for p in perfect]
+    worse = score([ScoredRun(times, shifted, gt, run.scored)], dataset.protocol, [sequence.start_us])
+    assert worse["AP"] < 0.9
+
+
+def test_interframe_ground_truth_is_interpolated_by_track(dataset, model):
+    runner = StreamRunner(model, dataset.protocol)
+    sequence = dataset.sequences[0]
+    runs = interframe_runs(runner, sequence)
+    deltas = interframe_deltas()
+    assert list(runs) == [d.rate_hz for d in deltas]
+    half = deltas[5]  # 27 777 µs
+    run = runs[half.rate_hz]
+    assert len(run.gt) > 0 and len(run.detections) == len(run.gt)
+    t0 = int(run.times[0]) - half.delta_us
+    prepared = dataset.protocol.prepare_ground_truth(sequence.labels, sequence.start_us)
+    first, second = labels_at(prepared, t0), labels_at(prepared, t0 + 50_000)
+    got = run.gt[0]
+    for row in got:  # hand interpolation of each track between the frame pair
+        a = first[first["track_id"] == row["track_id"]][0]
+        b = second[second["track_id"] == row["track_id"]][0]
+        ratio = half.delta_us / 50_000
+        assert row["x"] == pytest.approx(a["x"] + (b["x"] - a["x"]) * ratio, abs=1e-3)
+        assert row["w"] == pytest.approx(a["w"] + (b["w"] - a["w"]) * ratio, abs=1e-3)
+    assert runs[None].times[0] == t0  # the empty window is scored at the frame time itself

@@ -1,0 +1,71 @@
+"""Trainer: a short run (finite loss, atomic weights_only checkpoint), and exact resume after a stop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flexdet.training.checkpoint import load_checkpoint, load_detector
+from flexdet.training.config import load_train_config
+from flexdet.training.trainer import Trainer, train
+
+from test_datasets import tiny_dataset
+
+TINY = ["model.inputs=events", "data.downsample=2", "data.batch_size=2", "data.clip_steps=2",
+        "data.stream_fraction=0.5", "optim.lr=0.001", "run.progress=false", "run.threads=1", "run.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tiny_dataset(tmp_path_factory.mktemp("train_data"))
+
+
+def test_two_steps_finite_loss_checkpoint_and_resume(data_root, tmp_path):
+    config = load_train_config(preset="quickstart", overrides=TINY + ["optim.steps=3", "run.checkpoint_every=2"])
+    result = train(config, data_root, tmp_path / "run", stop_after=2)
+    assert result.step == 2 and torch.isfinite(torch.tensor(result.losses["total"]))
+    payload = load_checkpoint(result.checkpoint)  # torch.load(weights_only=True) inside
+    assert payload["step"] == 2 and payload["sampler"]["step"] == 2
+    assert (tmp_path / "run" / "config.yaml").is_file() and any((tmp_path / "run" / "tb").iterdir())
+    model, loaded_config, _, info = load_detector(result.checkpoint)
+    assert loaded_config.model.inputs == "events" and info["classes"] == ["pedestrian", "car"]
+    resumed = train(config, data_root, tmp_path / "run", resume=True)
+    assert resumed.step == 3
+
+
+def test_resume_after_stop_gives_the_same_weights(data_root, tmp_path):
+    """4 steps straight vs. 2 steps in a separate process that stops there, then 2 resumed steps."""
+    overrides = TINY + ["model.inputs=fusion", "optim.steps=4", "run.checkpoint_every=2"]
+    config = load_train_config(preset="quickstart", overrides=overrides)
+    straight = train(config, data_root, tmp_path / "straight")
+    command = [sys.executable, "-m", "flexdet.cli", "train", "--preset", "quickstart", "--data", str(data_root),
+               "--out", str(tmp_path / "split"), "--stop-after", "2", *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["step"] == 2
+    resumed = train(config, data_root, tmp_path / "split", resume=True)
+    a = load_checkpoint(straight.checkpoint)
+    b = load_checkpoint(resumed.checkpoint)
+    assert a["step"] == b["step"] == 4
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    for left, right in zip(a["stream_state"], b["stream_state"]):
+        assert torch.equal(left, right)
+
+
+def test_resume_refuses_a_foreign_file(data_root, tmp_path):
+    from flexdet.errors import CheckpointError
+
+    config = load_train_config(preset="quickstart", overrides=TINY + ["optim.steps=1"])
+    trainer = Trainer(config, data_root, tmp_path / "run")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        trainer.resume(bad)
+    trainer.close()
