@@ -6,8 +6,7 @@ simulator load only when first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flexdet.lazy import lazy_exports
 
 _EXPORTS = {
     "EVENT_DTYPE": "flexdet.data.events",
@@ -41,15 +40,4 @@ _EXPORTS = {
     "downsample_events": "flexdet.data.representations",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flexdet.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -3,8 +3,7 @@ written headless as MP4 + JSON lines. Names load lazily so `import flexdet.demo`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flexdet.lazy import lazy_exports
 
 _EXPORTS = {
     "open_source": "flexdet.demo.sources",
@@ -37,15 +36,4 @@ _EXPORTS = {
     "print_summary": "flexdet.demo.runner",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flexdet.demo' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

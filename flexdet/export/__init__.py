@@ -3,8 +3,7 @@ TensorRT. Names load lazily so `import flexdet.export` stays cheap (no torch, no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flexdet.lazy import lazy_exports
 
 _EXPORTS = {
     "DeployMetadata": "flexdet.export.metadata",
@@ -19,15 +18,4 @@ _EXPORTS = {
     "StreamingRuntime": "flexdet.export.runtime",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flexdet.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,7 @@ events it uses, and runs a Numba kernel; names load lazily so importing this pac
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flexdet.lazy import lazy_exports
 
 _EXPORTS = {
     "stacked_histogram": "flexdet.data.representations.histogram",
@@ -30,15 +29,4 @@ _EXPORTS = {
     "event_frame_torch": "flexdet.data.representations.torch_ops",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flexdet.data.representations' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

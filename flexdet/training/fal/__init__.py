@@ -9,8 +9,7 @@ loss weights. Names load lazily so importing the package does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flexdet.lazy import lazy_exports
 
 _EXPORTS = {
     "FALConfig": "flexdet.training.fal.config",
@@ -32,15 +31,4 @@ _EXPORTS = {
     "PSEUDO_LABELS_NAME": "flexdet.training.fal.generate",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flexdet.training.fal' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
