@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _default_mode() -> int:
+    """The mode open() would give a new file (0o666 minus the umask); mkstemp's 0o600 would hide exports."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_DEFAULT_MODE = _default_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: "os.PathLike[str] | str") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`.
@@ -29,6 +39,7 @@ def atomic_path(path: "os.PathLike[str] | str") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _DEFAULT_MODE)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     except BaseException:
