@@ -12,6 +12,7 @@ import tempfile
 import time
 
 import numpy as np
+import flexdet  # noqa: F401, I001  (first: sets the OpenMP wait policy before torch / Numba start)
 import torch
 
 from flexdet.config import apply_overrides

@@ -13,6 +13,7 @@ import argparse
 import statistics
 import time
 
+import flexdet  # noqa: F401, I001  (first: sets the OpenMP wait policy before torch / Numba start)
 import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode

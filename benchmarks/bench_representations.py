@@ -14,6 +14,7 @@ import importlib.util
 import time
 import tracemalloc
 
+import flexdet  # noqa: F401, I001  (first: sets the OpenMP wait policy before torch / Numba start)
 import numba
 import numpy as np
 import torch

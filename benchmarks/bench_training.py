@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import flexdet  # noqa: F401, I001  (first: sets the OpenMP wait policy before torch / Numba start)
 import torch
 
 
