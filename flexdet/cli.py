@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("flexdet.commands.quickstart", "synthetic data -> train fusion/events/frames nano models -> AP vs rate"),
     "demo": ("flexdet.commands.demo", "live detection on a recording, video, webcam or event camera, boxes on screen"),
     "pseudo-label": ("flexdet.commands.pseudo_label", "FlexTune pseudo labels between labelled frames from a teacher"),
+    "fal": ("flexdet.commands.fal", "FAL chain: teacher -> pseudo labels -> student -> AP at every rate"),
+    "experiment": ("flexdet.commands.experiment", "reproducible experiments: `frequency` (AP vs rate, FAL vs not)"),
 }
 
 

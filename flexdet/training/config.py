@@ -10,19 +10,23 @@ from typing import Any, Optional
 
 from flexdet.config import apply_overrides, load_yaml
 from flexdet.errors import ConfigError
+from flexdet.training.fal.config import FALConfig
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 INPUTS = ("fusion", "events", "frames")
 LAYOUTS = ("auto", "synthetic", "dsec", "gen1", "rvt")
+LABEL_SOURCES = ("auto", "sparse", "pseudo")
 
 
 @dataclass
 class ModelSection:
-    """Which detector: a model preset (nano/tiny/small/base or a YAML path), which inputs, extra options."""
+    """Which detector: a model preset (nano/tiny/small/base or a YAML path), which inputs, extra options, and
+    `init`, a training checkpoint whose weights the run starts from (the FAL student starts from its teacher)."""
 
     preset: str = "nano"
     inputs: str = "fusion"
     options: dict[str, Any] = field(default_factory=dict)
+    init: Optional[str] = None
 
 
 @dataclass
@@ -32,6 +36,9 @@ class DataConfig:
     protocol "auto" picks synthetic (dataset.yaml), dsec2 (DSEC-Det) or gen1 from the layout. `downsample`
     divides the resolution further (on top of the protocol's own scale). Clips are `clip_steps` steps at one
     of `rates_hz` (window = 1/rate); `stream_fraction` of each batch are streaming clips (state carried).
+    `labels`: "auto" (dense ground truth where the data has it), "sparse" (the label file's instants only, what
+    a real dataset offers) or "pseudo" (label file + pseudo_tracks.npy, FAL student). `clip_align`: clip
+    starts are multiples of it, so with a 2x grid every batch step is all-GT or all-pseudo.
     """
 
     layout: str = "auto"
@@ -46,6 +53,8 @@ class DataConfig:
     stream_fraction: float = 0.5
     cache: str = "memory"
     cache_dir: Optional[str] = None
+    labels: str = "auto"
+    clip_align: int = 1
 
 
 @dataclass
@@ -86,13 +95,14 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    """A full training recipe."""
+    """A full training recipe; `fal` holds the FAL thresholds and the student's loss weights, lr and steps."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    fal: FALConfig = field(default_factory=FALConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -105,6 +115,11 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"model.inputs must be one of {INPUTS}, got {config.model.inputs!r}")
     if data.layout not in LAYOUTS:
         raise ConfigError(f"data.layout must be one of {LAYOUTS}, got {data.layout!r}")
+    if data.labels not in LABEL_SOURCES:
+        raise ConfigError(f"data.labels must be one of {LABEL_SOURCES}, got {data.labels!r}")
+    if data.clip_align < 1 or data.clip_steps % data.clip_align:
+        raise ConfigError(f"data.clip_align must be >= 1 and divide data.clip_steps ({data.clip_steps}), "
+                          f"got {data.clip_align}")
     if data.cache not in ("memory", "disk", "none"):
         raise ConfigError(f"data.cache must be memory, disk or none, got {data.cache!r}")
     if data.batch_size < 1 or data.clip_steps < 1 or data.downsample < 1 or data.bins < 1:

@@ -24,6 +24,7 @@ from flexdet.training.checkpoint import load_checkpoint, rng_states, save_checkp
 from flexdet.training.config import TrainConfig
 from flexdet.training.datasets import ClipLoader, ClipSampler, WindowCache, open_dataset
 from flexdet.training.distributed import DistContext, mean_across, setup_distributed, shard
+from flexdet.training.fal.recipes import training_labels
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -75,6 +76,8 @@ class Trainer:
         data = config.data
         self.dataset = open_dataset(self.data_root, data.train_split, data.layout, data.protocol, data.downsample)
         self.detector = build_detector(config, self.dataset.protocol.num_classes).to(self.context.device)
+        if config.model.init:
+            self._load_init(config.model.init)
         self.module: nn.Module = LossModule(self.detector)
         if self.context.enabled:
             self.module = nn.parallel.DistributedDataParallel(
@@ -83,9 +86,10 @@ class Trainer:
         cache_dir = data.cache_dir or str(self.out_dir / "cache") if data.cache == "disk" else None
         self.cache = WindowCache(self.dataset.geometry, data.bins, cache_dir, keep=data.cache != "none")
         use_frames = config.model.inputs != "events"
-        self.loader = ClipLoader(self.dataset, self.cache, data.rates_hz, use_frames)
+        self.loader = ClipLoader(self.dataset, self.cache, data.rates_hz, use_frames, training_labels(config))
         self.sampler = ClipSampler(self.loader.stream_lengths(), data.batch_size, data.clip_steps,
-                                   data.stream_fraction, config.augment, self.dataset.geometry.size, config.run.seed)
+                                   data.stream_fraction, config.augment, self.dataset.geometry.size, config.run.seed,
+                                   data.clip_align)
         optim = config.optim
         self.optimizer = torch.optim.AdamW(self.detector.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
         div_factor = 25.0
@@ -140,6 +144,14 @@ class Trainer:
             return self.detector.init_state(events.shape[1], events.shape[-2], events.shape[-1], events.device)
         keep = (~reset).to(events.dtype)
         return tuple(s * keep.view(-1, *([1] * (s.dim() - 1))) for s in self.stream_state)
+
+    def _load_init(self, path: str) -> None:
+        """Start from another run's weights (same model config), e.g. the FAL student from its teacher."""
+        payload = load_checkpoint(path, map_location=str(self.context.device))
+        try:
+            self.detector.load_state_dict(payload["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not fit this recipe's model ({exc})") from None
 
     def state_dict(self) -> dict:
         """Everything an exact resume needs, as weights_only-loadable data."""

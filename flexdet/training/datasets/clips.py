@@ -50,7 +50,7 @@ class ClipSampler:
     """The clip plan of every global batch; `state_dict()` is the position of the streaming columns."""
 
     def __init__(self, stream_lengths: list[list[int]], batch_size: int, clip_steps: int, stream_fraction: float,
-                 augment: AugmentConfig, size: tuple[int, int], seed: int = 0) -> None:
+                 augment: AugmentConfig, size: tuple[int, int], seed: int = 0, align: int = 1) -> None:
         self.lengths = stream_lengths
         self.batch_size = batch_size
         self.clip_steps = clip_steps
@@ -58,6 +58,7 @@ class ClipSampler:
         self.augment = augment
         self.size = size
         self.seed = seed
+        self.align = int(align)
         self.step = 0
         usable = [(s, r) for s, per_rate in enumerate(stream_lengths) for r, n in enumerate(per_rate) if n >= clip_steps]
         if not usable:
@@ -73,7 +74,7 @@ class ClipSampler:
         weights = np.array([self.lengths[s][r] - self.clip_steps + 1 for s, r in self.usable], np.float64)
         for _ in range(self.batch_size - self.num_stream):
             s, r = self.usable[int(rng.choice(len(self.usable), p=weights / weights.sum()))]
-            start = int(rng.integers(0, self.lengths[s][r] - self.clip_steps + 1))
+            start = int(rng.integers(0, (self.lengths[s][r] - self.clip_steps) // self.align + 1)) * self.align
             clips.append(Clip(s, r, start, self.clip_steps, draw_augment(rng, self.augment, *self.size), True))
         self.step += 1
         return clips
@@ -106,13 +107,18 @@ class ClipSampler:
 
 
 class ClipLoader:
-    """Builds a Batch from clips: cached stream windows, the frame at each window's START, augmented targets."""
+    """Builds a Batch from clips: cached stream windows, the frame at each window's START, augmented targets.
 
-    def __init__(self, dataset: Dataset, cache: WindowCache, rates_hz: list[float], use_frames: bool) -> None:
+    `labels` (a flexdet.training.fal.recipes.TrainingLabels) chooses the boxes of each step (label file only, or
+    with pseudo labels); without it a step sees the sequence's own ground truth (dense when it has it)."""
+
+    def __init__(self, dataset: Dataset, cache: WindowCache, rates_hz: list[float], use_frames: bool,
+                 labels=None) -> None:
         self.dataset = dataset
         self.cache = cache
         self.rates = [float(r) for r in rates_hz]
         self.use_frames = use_frames
+        self.labels = labels
         if use_frames and not dataset.has_frames:
             raise ValueError(f"{dataset.root}: the model reads RGB frames but these sequences have none")
 
@@ -157,15 +163,21 @@ class ClipLoader:
         """Training target at `t` in the augmented input frame (protocol's training filter), None if unlabelled."""
         from flexdet.data.boxes import boxes_to_xyxy
 
-        if not sequence.is_labelled(t):
+        if self.labels is None:
+            rows, pseudo = (sequence.ground_truth(t), False) if sequence.is_labelled(t) else (None, False)
+        else:
+            rows, pseudo = self.labels.at(sequence, t)
+        if rows is None:
             return None
         protocol = self.dataset.protocol
-        boxes = protocol.prepare_ground_truth(sequence.ground_truth(t), NO_START, training=True)
+        boxes = protocol.prepare_ground_truth(rows, NO_START, training=True)
         xyxy = augment_boxes(boxes_to_xyxy(boxes), augment, width, height)
         moved = boxes.copy()
         moved["x"], moved["y"] = xyxy[:, 0], xyxy[:, 1]
         moved["w"], moved["h"] = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
         keep = protocol.train_filter.keep(moved) & (moved["w"] > 0) & (moved["h"] > 0)
+        if pseudo:
+            return self.labels.pseudo_target(xyxy[keep], boxes["class_id"][keep], boxes["class_confidence"][keep])
         return {"boxes": torch.from_numpy(xyxy[keep]), "labels": torch.from_numpy(boxes["class_id"][keep].astype(np.int64))}
 
 

@@ -1,0 +1,84 @@
+"""The whole FAL chain in one call: teacher -> pseudo labels -> student -> evaluation at every rate.
+
+Run folder: `teacher/` and `student/` (run folders), `metrics.json` / `metrics.md` / `ap_vs_rate.png` of the
+student (and `teacher` rows), `timings.json`. Pseudo labels are written next to the training split's labels
+(`pseudo_tracks.npy`). A rerun reuses finished trainings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from flexdet.atomic import atomic_write_text
+from flexdet.config import apply_overrides
+from flexdet.training.config import TrainConfig
+
+
+@dataclass
+class ChainResult:
+    """Checkpoints of the chain, its metric rows and the wall time of each stage (s)."""
+
+    teacher: Path
+    student: Path
+    rows: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def train_or_reuse(config: TrainConfig, data: "str | Path", run_dir: "str | Path") -> Path:
+    """Train `config` into `run_dir`, resuming an unfinished run and reusing a finished one; its checkpoint."""
+    from flexdet.errors import CheckpointError
+    from flexdet.training.checkpoint import load_checkpoint
+    from flexdet.training.trainer import Trainer
+
+    trainer = Trainer(config, data, run_dir)
+    try:
+        if trainer.checkpoint_path.is_file():
+            try:
+                if int(load_checkpoint(trainer.checkpoint_path)["step"]) <= config.optim.steps:
+                    trainer.resume()
+            except CheckpointError:
+                pass
+        if trainer.step < config.optim.steps:
+            trainer.fit()
+        return trainer.checkpoint_path
+    finally:
+        trainer.close()
+
+
+def run_fal_chain(base: TrainConfig, data: "str | Path", out: "str | Path", rates_hz: Sequence[float] = (20.0, 180.0),
+                  eval_split: Optional[str] = "test", progress: bool = True) -> ChainResult:
+    """Teacher (base recipe + teacher overlay, `optim.steps` of the base) -> pseudo-label the training split ->
+    student (`fal.student` lr / steps) -> stream evaluation of teacher and student on `eval_split` (None: skip)."""
+    from flexdet.training.checkpoint import load_detector
+    from flexdet.training.evaluate import evaluate_checkpoint
+    from flexdet.training.fal.generate import pseudo_label_dataset
+    from flexdet.training.fal.recipes import apply_recipe
+    from flexdet.training.results import write_results
+
+    out = Path(out)
+    base = apply_overrides(base, {"run.progress": progress})
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    teacher = train_or_reuse(apply_recipe(base, "teacher"), data, out / "teacher")
+    timings["train teacher"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    model, teacher_config, _, _ = load_detector(teacher)
+    pseudo_label_dataset(model, data, base.data.train_split, base.fal, teacher_config.data.layout,
+                         teacher_config.data.protocol, teacher_config.data.downsample, show_progress=progress)
+    timings["pseudo-label"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    student = train_or_reuse(apply_recipe(base, "student", init=str(teacher)), data, out / "student")
+    timings["train student"] = time.perf_counter() - tick
+    rows: list[dict] = []
+    if eval_split is not None:
+        tick = time.perf_counter()
+        for name, checkpoint in (("teacher", teacher), ("student", student)):
+            rows += evaluate_checkpoint(checkpoint, data, rates_hz, "stream", None, eval_split, name, progress)
+        write_results(out, rows)
+        timings["eval"] = time.perf_counter() - tick
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
+    return ChainResult(teacher, student, rows, timings)

@@ -1,0 +1,73 @@
+"""`flexdet experiment frequency`: budget split, the benchmark preset's motion, verdicts and written outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flexdet.cli import main
+from flexdet.config import apply_overrides
+from flexdet.data.synthetic import load_preset
+from flexdet.errors import ConfigError
+from flexdet.training.experiment import (FrequencyOptions, budget_config, expectations, fal_base, run_frequency,
+                                         write_frequency)
+
+
+def _rows(table: dict) -> list[dict]:
+    return [{"model": m, "rate_hz": r, "AP": ap / 100, "AP50": ap / 50} for (m, r), ap in table.items()]
+
+
+def test_every_model_gets_the_same_budget_and_fal_splits_it():
+    for budget in ("quick", "full"):
+        fusion = budget_config(budget, "fusion", [])
+        assert budget_config(budget, "events", []).optim.steps == fusion.optim.steps
+        teacher = fal_base(fusion)
+        assert teacher.optim.steps + fusion.fal.student.steps == fusion.optim.steps
+        assert fusion.data.labels == "sparse" and fusion.data.rates_hz == [20.0]  # 20 Hz labels only
+    with pytest.raises(ConfigError, match="budget"):
+        budget_config("huge", "fusion", [])
+    with pytest.raises(ConfigError, match="share the budget"):
+        fal_base(budget_config("quick", "fusion", ["fal.student.steps=120", "optim.steps=120"]))
+
+
+def test_frequency_preset_moves_objects_a_sizeable_fraction_of_their_size_per_label_interval():
+    fast = load_preset("frequency").scene
+    slow = load_preset("quickstart").scene
+    # Slowest car against the tallest car: >= 15 % of its height per 50 ms here, ~1 % in the quickstart.
+    assert fast.motion.speed_px_s[0] * 0.05 / (fast.objects.car_height[1] * fast.height) >= 0.15
+    assert slow.motion.speed_px_s[0] * 0.05 / (slow.objects.car_height[1] * slow.height) < 0.05
+
+
+def test_expectations_are_checked_against_hand_made_numbers():
+    table = {("events", 20.0): 30, ("events", 180.0): 10, ("frames", 20.0): 40, ("frames", 180.0): 35,
+             ("fusion", 20.0): 45, ("fusion", 180.0): 36, ("fusion+fal", 20.0): 44.5, ("fusion+fal", 180.0): 37}
+    lines = expectations(_rows(table))
+    assert lines[0].startswith("fusion beats events at every rate: yes")
+    assert lines[1].startswith("fusion beats frames at every rate: yes")
+    assert lines[2] == "FAL gain at 180 Hz >= +2 AP: NO (+1.00)"
+    assert lines[3] == "FAL cost at 20 Hz <= 1 AP: yes (-0.50)"
+    table[("frames", 180.0)] = 37
+    assert expectations(_rows(table))[1].startswith("fusion beats frames at every rate: NO")
+
+
+def test_outputs_hold_exactly_the_rows(tmp_path):
+    rows = _rows({("fusion", 20.0): 45, ("fusion", 180.0): 36, ("fusion+fal", 20.0): 44, ("fusion+fal", 180.0): 40})
+    write_frequency(tmp_path, rows, FrequencyOptions(), {"total": 60.0})
+    assert json.loads((tmp_path / "frequency.json").read_text()) == rows
+    readme = (tmp_path / "README.md").read_text()
+    assert "| fusion+fal | 180 | 40.00 | 80.00 |" in readme and "FAL gain at 180 Hz >= +2 AP: yes (+4.00)" in readme
+    assert (tmp_path / "frequency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_model_names_and_rates_are_clean_errors(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="subset"):
+        run_frequency(tmp_path, FrequencyOptions(models=("fusion", "radar")))
+    assert main(["experiment", "frequency", "--out", str(tmp_path), "--rates", "20,fast"]) == 2
+    assert "--rates" in capsys.readouterr().err
+
+
+def test_budget_overrides_reach_the_recipe():
+    config = budget_config("quick", "frames", ["optim.steps=7"])
+    assert config.model.inputs == "frames" and config.optim.steps == 7
+    assert apply_overrides(config, {"fal.student.steps": 3}).fal.student.steps == 3
