@@ -11,7 +11,7 @@ import torch
 
 from flexdet.training.checkpoint import load_checkpoint, load_detector
 from flexdet.training.config import load_train_config
-from flexdet.training.trainer import Trainer, train
+from flexdet.training.trainer import Trainer, train, train_or_reuse
 
 from test_datasets import tiny_dataset
 
@@ -69,3 +69,13 @@ def test_resume_refuses_a_foreign_file(data_root, tmp_path):
     with pytest.raises(CheckpointError, match="bad.pt"):
         trainer.resume(bad)
     trainer.close()
+
+
+def test_train_or_reuse_finishes_a_stopped_run_and_reuses_a_finished_one(data_root, tmp_path):
+    config = load_train_config(preset="quickstart", overrides=TINY + ["optim.steps=3", "run.checkpoint_every=1"])
+    train(config, data_root, tmp_path / "run", stop_after=1)
+    checkpoint = train_or_reuse(config, data_root, tmp_path / "run")
+    assert load_checkpoint(checkpoint)["step"] == 3
+    finished = checkpoint.stat().st_mtime_ns
+    assert train_or_reuse(config, data_root, tmp_path / "run") == checkpoint
+    assert checkpoint.stat().st_mtime_ns == finished, "a finished run was trained again instead of reused"

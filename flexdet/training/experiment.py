@@ -61,7 +61,8 @@ def run_frequency(out: "str | Path", options: Optional[FrequencyOptions] = None)
     """Run the experiment into `out`; returns the rows written to `frequency.json`."""
     from flexdet.config import apply_overrides
     from flexdet.training.evaluate import evaluate_checkpoint
-    from flexdet.training.fal.chain import run_fal_chain, train_or_reuse
+    from flexdet.training.fal.chain import run_fal_chain
+    from flexdet.training.trainer import train_or_reuse
     from flexdet.training.quickstart import make_data
 
     options = options or FrequencyOptions()

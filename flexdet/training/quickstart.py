@@ -43,26 +43,12 @@ def make_data(out: Path, preset: str, progress: bool) -> Path:
 
 def train_model(inputs: str, data: Path, run_dir: Path, options: QuickstartOptions) -> Path:
     """Train one nano model with the quickstart recipe, or reuse a finished checkpoint in `run_dir`."""
-    from flexdet.errors import CheckpointError
-    from flexdet.training.checkpoint import load_checkpoint
     from flexdet.training.config import load_train_config
-    from flexdet.training.trainer import Trainer
+    from flexdet.training.trainer import train_or_reuse
 
     config = load_train_config(preset="quickstart", overrides=[f"model.inputs={inputs}", *options.overrides,
                                                                 f"run.progress={str(options.progress).lower()}"])
-    trainer = Trainer(config, data, run_dir)
-    try:
-        if trainer.checkpoint_path.is_file():
-            try:
-                if int(load_checkpoint(trainer.checkpoint_path)["step"]) < config.optim.steps:
-                    trainer.resume()
-            except CheckpointError:
-                pass
-        if trainer.step < config.optim.steps:
-            trainer.fit()
-        return trainer.checkpoint_path
-    finally:
-        trainer.close()
+    return train_or_reuse(config, data, run_dir)
 
 
 def run_quickstart(out: "str | Path", options: Optional[QuickstartOptions] = None) -> list[dict]:

@@ -246,6 +246,23 @@ def train(config: TrainConfig, data_root: "str | Path", out_dir: "str | Path", r
         trainer.close()
 
 
+def train_or_reuse(config: TrainConfig, data: "str | Path", run_dir: "str | Path") -> Path:
+    """Train `config` into `run_dir`, resuming an unfinished run and reusing a finished one; its checkpoint."""
+    trainer = Trainer(config, data, run_dir)
+    try:
+        if trainer.checkpoint_path.is_file():
+            try:
+                if int(load_checkpoint(trainer.checkpoint_path)["step"]) <= config.optim.steps:
+                    trainer.resume()
+            except CheckpointError:
+                pass
+        if trainer.step < config.optim.steps:
+            trainer.fit()
+        return trainer.checkpoint_path
+    finally:
+        trainer.close()
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))

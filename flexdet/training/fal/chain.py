@@ -28,27 +28,6 @@ class ChainResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def train_or_reuse(config: TrainConfig, data: "str | Path", run_dir: "str | Path") -> Path:
-    """Train `config` into `run_dir`, resuming an unfinished run and reusing a finished one; its checkpoint."""
-    from flexdet.errors import CheckpointError
-    from flexdet.training.checkpoint import load_checkpoint
-    from flexdet.training.trainer import Trainer
-
-    trainer = Trainer(config, data, run_dir)
-    try:
-        if trainer.checkpoint_path.is_file():
-            try:
-                if int(load_checkpoint(trainer.checkpoint_path)["step"]) <= config.optim.steps:
-                    trainer.resume()
-            except CheckpointError:
-                pass
-        if trainer.step < config.optim.steps:
-            trainer.fit()
-        return trainer.checkpoint_path
-    finally:
-        trainer.close()
-
-
 def run_fal_chain(base: TrainConfig, data: "str | Path", out: "str | Path", rates_hz: Sequence[float] = (20.0, 180.0),
                   eval_split: Optional[str] = "test", progress: bool = True) -> ChainResult:
     """Teacher (base recipe + teacher overlay, `optim.steps` of the base) -> pseudo-label the training split ->
@@ -58,6 +37,7 @@ def run_fal_chain(base: TrainConfig, data: "str | Path", out: "str | Path", rate
     from flexdet.training.fal.generate import pseudo_label_dataset
     from flexdet.training.fal.recipes import apply_recipe
     from flexdet.training.results import write_results
+    from flexdet.training.trainer import train_or_reuse
 
     out = Path(out)
     base = apply_overrides(base, {"run.progress": progress})
