@@ -14,7 +14,7 @@ import torch
 
 from flexdet.atomic import atomic_path
 from flexdet.config import from_dict, to_dict
-from flexdet.errors import CheckpointError, FlexdetError
+from flexdet.errors import CheckpointError
 from flexdet.export.metadata import DeployMetadata
 
 FORMAT = "flexdet.checkpoint"
@@ -37,15 +37,10 @@ def save_checkpoint(path: "os.PathLike[str] | str", model: torch.nn.Module,
 def load_checkpoint(path: "os.PathLike[str] | str", map_location: "str | torch.device" = "cpu"
                     ) -> tuple[torch.nn.Module, Optional[DeployMetadata]]:
     """(FlexDetector in eval mode, its DeployMetadata or None) from a checkpoint file."""
-    from flexdet.models import ModelConfig, build_model
+    from flexdet.models.checkpoint_io import model_from_state, read_torch_file
 
     file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"{file}: checkpoint file not found")
-    try:
-        payload = torch.load(file, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch/pickle/zipfile raise many types for corrupt files
-        raise CheckpointError(f"{file}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = read_torch_file(file, "torch checkpoint", map_location)
     if not isinstance(payload, dict):
         raise CheckpointError(f"{file}: expected a dict checkpoint, got {type(payload).__name__}")
     state = _first(payload, _STATE_KEYS)
@@ -54,19 +49,11 @@ def load_checkpoint(path: "os.PathLike[str] | str", map_location: "str | torch.d
         config = config["model"]
     if not isinstance(state, dict) or not isinstance(config, dict):
         raise CheckpointError(f"{file}: no model config and state_dict in the checkpoint (keys: {sorted(payload)})")
-    try:
-        model_config = from_dict(ModelConfig, {**config, "frame_weights": None}, source=f"{file}:model_config")
-        model = build_model(model_config, model_config.num_classes, model_config.use_frames)
-    except FlexdetError as exc:
-        raise CheckpointError(f"{file}: invalid model config ({exc})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{file}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
+    model = model_from_state(file, config, state)
     deploy = payload.get("deploy")
     if isinstance(deploy, dict):
-        return model.eval(), from_dict(DeployMetadata, deploy, source=f"{file}:deploy")
-    return model.eval(), _training_metadata(model, payload)
+        return model, from_dict(DeployMetadata, deploy, source=f"{file}:deploy")
+    return model, _training_metadata(model, payload)
 
 
 def _training_metadata(model: torch.nn.Module, payload: dict) -> Optional[DeployMetadata]:

@@ -21,13 +21,10 @@ _LAYER_OF_STRIDE = {4: "layer1", 8: "layer2", 16: "layer3", 32: "layer4"}
 
 def load_resnet_weights(resnet: nn.Module, path: str) -> None:
     """Load a torchvision ResNet state dict from a local file (weights_only); the classifier may be absent."""
+    from flexdet.models.checkpoint_io import read_torch_file
+
     file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"{file}: frame backbone weights file not found")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or non-tensor files
-        raise CheckpointError(f"{file}: cannot read frame backbone weights ({exc})") from None
+    state = read_torch_file(file, "frame backbone weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

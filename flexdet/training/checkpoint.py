@@ -55,13 +55,10 @@ def save_checkpoint(path: "os.PathLike[str] | str", payload: dict[str, Any]) -> 
 
 def load_checkpoint(path: "os.PathLike[str] | str", map_location: str = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file and the problem."""
+    from flexdet.models.checkpoint_io import read_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable flexdet checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = read_torch_file(path, "flexdet checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a flexdet training checkpoint (format tag missing)")
     for key in ("model", "config", "step"):
@@ -73,18 +70,12 @@ def load_checkpoint(path: "os.PathLike[str] | str", map_location: str = "cpu") -
 def load_detector(path: "os.PathLike[str] | str", map_location: str = "cpu"):
     """(model in eval mode, TrainConfig, model config dict, dataset info dict) from a training checkpoint."""
     from flexdet.config import from_dict
-    from flexdet.models import ModelConfig, build_model
+    from flexdet.models.checkpoint_io import model_from_state
     from flexdet.training.config import TrainConfig
 
     payload = load_checkpoint(path, map_location)
-    try:
-        model_config = from_dict(ModelConfig, payload["model_config"], source=f"{path}:model_config")
-        train_config = from_dict(TrainConfig, payload["config"], source=f"{path}:config")
-    except KeyError as missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {missing}") from None
-    model = build_model(model_config, num_classes=model_config.num_classes, use_frames=model_config.use_frames)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the stored model config ({exc})") from None
-    return model.eval(), train_config, model_config, payload.get("dataset", {})
+    if "model_config" not in payload:
+        raise CheckpointError(f"{path}: checkpoint lacks 'model_config'")
+    train_config = from_dict(TrainConfig, payload["config"], source=f"{path}:config")
+    model = model_from_state(path, payload["model_config"], payload["model"])
+    return model, train_config, model.config, payload.get("dataset", {})
