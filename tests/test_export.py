@@ -21,15 +21,6 @@ HEIGHT, WIDTH = 64, 96
 STEPS = 50
 
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads stall each other under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 @pytest.fixture(scope="module")
 def event_only_dir(tmp_path_factory):
     """`flexdet export --preset nano` (event-only, random seeded weights) at 64x96."""

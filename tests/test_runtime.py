@@ -34,15 +34,6 @@ def _backends() -> list[str]:
     return names
 
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads stall each other under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 @pytest.fixture(scope="module")
 def events() -> np.ndarray:
     """A clustered event stream (moving blob + noise) over the whole test, time-sorted."""
