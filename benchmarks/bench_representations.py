@@ -1,9 +1,11 @@
 """Throughput of the representation kernels (M events/s) next to numpy and torch baselines in the same run.
 
-Usage: python benchmarks/bench_representations.py [--full] [--repeat 3]
+Usage: python benchmarks/bench_representations.py [--full] [--repeat 5]
 Sweeps 1 M .. 30 M events (100 M with --full) for linearity, then every representation at 640x480 and
 1280x720, uniform and clustered events, with 1 and 2 Numba threads. Ratios are to numpy bincount of the
 same events measured in this run (the CPU may be shared, so absolute figures move; ratios hold better).
+tonic (to_frame_numpy / to_voxel_grid_numpy) and evlib (polars long-format stacked histogram and voxel
+grid, densified) run on the same events when installed (`pip install tonic evlib`).
 Memory is the peak of numpy allocations during a call (tracemalloc) divided by the output size.
 """
 
@@ -72,6 +74,36 @@ def numpy_voxel(ev, height, width):
     return grid + np.bincount((lower + 1) * height * width + pixel, sign * frac, size)
 
 
+def peer_builders(height: int, width: int) -> dict:
+    """The installed third-party builders of the same windows, keyed by name; each takes the event array."""
+    peers = {}
+    if importlib.util.find_spec("tonic") is not None:
+        import tonic.functional as tonic_f
+
+        def tonic_events(ev):
+            out = np.empty(len(ev), [("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
+            for f in "txyp":
+                out[f] = ev[f]
+            return out
+
+        peers["tonic hist"] = (tonic_events, lambda e: tonic_f.to_frame_numpy(e, (width, height, 2), n_time_bins=BINS))
+        peers["tonic voxel"] = (tonic_events,
+                                lambda e: tonic_f.to_voxel_grid_numpy(e, (width, height, 2), n_time_bins=VOXEL_BINS))
+    if importlib.util.find_spec("evlib") is not None:
+        import evlib.representations as evlib_r
+        import polars as pl
+
+        def evlib_events(ev):
+            return pl.DataFrame({"t": pl.Series(ev["t"]).cast(pl.Duration("us")), "x": ev["x"].astype(np.int16),
+                                 "y": ev["y"].astype(np.int16), "polarity": ev["p"].astype(np.int8)})
+
+        peers["evlib hist"] = (evlib_events, lambda e: evlib_r.create_stacked_histogram(
+            e, height, width, BINS, T_END / 1e3, engine="in-memory"))
+        peers["evlib voxel"] = (evlib_events, lambda e: evlib_r.densify_voxel_grid(
+            evlib_r.create_voxel_grid(e, height, width, VOXEL_BINS, engine="in-memory"), VOXEL_BINS, height, width))
+    return peers
+
+
 def torch_histogram(cols, height, width):
     t, x, y, p = cols
     index = ((p * BINS + torch.div(t * BINS, T_END, rounding_mode="floor")) * height + y) * width + x
@@ -95,7 +127,7 @@ def peak_extra_bytes(fn) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="sweep up to 100 M events")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--matrix-events", type=int, default=10_000_000)
     args = parser.parse_args()
     threads_available = numba.config.NUMBA_NUM_THREADS
@@ -117,14 +149,25 @@ def main() -> None:
     print("\n## linearity: 640x480 uniform, 2 threads (M events/s; cost per event should stay flat)")
     numba.set_num_threads(thread_counts[-1])
     sizes = [1_000_000, 3_000_000, 10_000_000, 30_000_000] + ([100_000_000] if args.full else [])
-    print(f"{'events':>12} {'hist':>8} {'voxel':>8} {'hist ms':>9} {'ns/event':>9}")
+    print(f"{'events':>12} {'hist':>8} {'voxel':>8} {'hist ms':>9} {'voxel ms':>9} {'marginal ns/event':>18}")
+    times = []
     for n in sizes:
         ev = make_events(n, 480, 640, False)
         reps = representations(480, 640)
         hist = best_rate(lambda: reps["stacked_histogram"](ev), n, args.repeat)
         vox = best_rate(lambda: reps["voxel_grid"](ev), n, args.repeat)
-        print(f"{n:>12,} {hist:8.1f} {vox:8.1f} {n / hist / 1e3:9.2f} {1e3 / hist:9.2f}")
+        times.append((n, n / hist / 1e3, n / vox / 1e3))
+        marginal = ""
+        if len(times) > 1:
+            (n0, h0, v0), (n1, h1, v1) = times[-2], times[-1]
+            marginal = f"{(h1 - h0) * 1e6 / (n1 - n0):8.2f} /{(v1 - v0) * 1e6 / (n1 - n0):6.2f}"
+        print(f"{n:>12,} {hist:8.1f} {vox:8.1f} {n / hist / 1e3:9.2f} {n / vox / 1e3:9.2f} {marginal:>18}")
         del ev
+    counts = np.array([row[0] for row in times], float)
+    for column, name in ((1, "hist"), (2, "voxel")):
+        slope, fixed = np.polyfit(counts, [row[column] for row in times], 1)
+        print(f"# {name}: time = {fixed:.2f} ms + {slope * 1e6:.2f} ns x events (least squares; the fixed part is "
+              f"the output's allocation and first touch)")
 
     n = args.matrix_events
     print(f"\n## matrix: {n:,} events, M events/s (ratio to numpy bincount of the same events, same run)")
@@ -155,6 +198,13 @@ def main() -> None:
                       f"{rates['time_surface']:8.1f} {rates['event_frame']:8.1f} {np_vox:8.1f} "
                       f"{extra / out_bytes:4.2f}/{vox_extra / (VOXEL_BINS * h * w * 4):4.2f}")
             print(f"{'':>9} (copying the 4 fields to contiguous columns: {copy_rate:.0f} M events/s)")
+            peer_rates = []
+            for name, (convert, build) in peer_builders(h, w).items():
+                converted = convert(ev)
+                peer_rates.append(f"{name} {best_rate(lambda: build(converted), n, 1):.1f}")
+                del converted
+            if peer_rates:
+                print(f"{'':>9} peers, same events, their own threading (M events/s): {', '.join(peer_rates)}")
             del ev, columns
     print("\nhist(cols): the same call on contiguous columns (a dict) instead of the structured array.")
     print("mem x out: peak allocated bytes (output included) / output bytes, stacked histogram / voxel grid "

@@ -237,6 +237,29 @@ def test_bad_events_raise_with_index(field, value, message):
             build()
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_kernels_name_the_first_bad_event_whichever_chunk_finds_it(parallel):
+    """The count and voxel kernels check events as they read them; with 2 threads the chunks split at
+    150,000, so a bad event there is checked against its predecessor in the other chunk."""
+    n = 300_000
+    base = random_events(n, 30, 40, seed=7)
+    builds = (lambda ev: stacked_histogram(ev, 30, 40, 10, parallel=parallel),
+              lambda ev: voxel_grid(ev, 30, 40, 5, 0, 50_000, parallel=parallel),
+              lambda ev: voxel_grid(ev, 600, 2_000, 5, 0, 50_000, parallel=parallel),  # planes swept separately
+              lambda ev: event_frame(ev, 30, 40, parallel=parallel))
+    for build in builds:
+        cols = {k: base[k].astype(np.int64) for k in "txyp"}  # signed columns: negative values are possible
+        cols["x"][250_000] = -1
+        with pytest.raises(FlexdetError, match="event 250000 has x=-1 outside"):
+            build(cols)
+        cols["t"][150_000] = cols["t"][149_999] - 1
+        with pytest.raises(FlexdetError, match="event 150000 has t=.* earlier than event 149999"):
+            build(cols)
+        cols["y"][120_000] = 600
+        with pytest.raises(FlexdetError, match="event 120000 has y=600"):
+            build(cols)
+
+
 def test_unsorted_events_and_bad_arguments_raise():
     ev = make_events([10, 5, 20], [0, 0, 0], [0, 0, 0], [1, 1, 1])
     with pytest.raises(FlexdetError, match="event 1 has t=5 earlier than event 0"):

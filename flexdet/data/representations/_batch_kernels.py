@@ -1,5 +1,6 @@
 """Numba kernels that build many windows at once (dataset preprocessing): one window per parallel task,
-each with the serial kernel, so every window equals what the single-window functions return."""
+each with the serial kernel, so every window equals what the single-window functions return. The caller
+validates the events all windows cover once, so the kernels' own per-event findings are not needed."""
 
 from __future__ import annotations
 
@@ -19,23 +20,23 @@ def _window_range(t, t_start, t_end):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def counts_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, plane, clip):
+def counts_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, height, clip):
     """out[i] (flat) = saturating counts of window i ([starts_us[i], ends_us[i]))."""
     for i in numba.prange(len(ends_us)):
         lo, hi = _window_range(t, starts_us[i], ends_us[i])
         starts, _, _ = window_starts(t, lo, hi, starts_us[i], ends_us[i], use_events_span, bins, bins)
-        count_serial(x, y, p, starts, out[i], width, plane, clip)
+        count_serial(t, x, y, p, starts, out[i], width, height, clip)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def voxels_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, plane, split):
+def voxels_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, height, split):
     """out[i] (flat) = voxel grid of window i, exact integer accumulation then one division."""
     for i in numba.prange(len(ends_us)):
         lo, hi = _window_range(t, starts_us[i], ends_us[i])
         starts, t_base, span = window_starts(t, lo, hi, starts_us[i], ends_us[i], use_events_span, bins,
                                              max(bins - 1, 1))
-        acc = np.zeros(bins * plane, np.int64)
-        voxel_serial(t, x, y, p, starts, t_base, span, acc, width, plane, split)
+        acc = np.zeros(bins * height * width, np.int64)
+        voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height, split)
         voxel_finish(acc, span, out[i])
 
 

@@ -1,7 +1,9 @@
 """The four event columns the kernels read, taken from a structured array or a mapping, and checked.
 
-Numba kernels index their outputs without bounds checks, so every public entry point passes its columns
-through `validate_columns` first: coordinates inside the sensor, polarity 0/1, time non-decreasing.
+Numba kernels index their outputs without bounds checks, so every event is checked before it is used:
+coordinates inside the sensor, polarity 0/1, time non-decreasing. Most entry points pass their columns
+through `validate_columns` first; the count and voxel kernels check each event as they read it and
+report the first bad index, which `raise_if_invalid` turns into the same error message.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Mapping, Optional, Tuple, Union
 import numba
 import numpy as np
 
+from flexdet.data.representations._segments import first_bad
 from flexdet.errors import ConfigError, FlexdetError
 
 EventsLike = Union[np.ndarray, Mapping[str, np.ndarray]]
@@ -84,10 +87,7 @@ def _first_invalid_parallel(t, x, y, p, start, stop, width, height, chunks):
     for k in numba.prange(chunks):
         found[k] = _first_invalid_in(t, x, y, p, start + n * k // chunks, start + n * (k + 1) // chunks,
                                      start, width, height)
-    for k in range(chunks):
-        if found[k] >= 0:
-            return found[k]
-    return -1
+    return first_bad(found)
 
 
 def validate_columns(columns: Columns, width: Optional[int], height: Optional[int], start: int = 0,
@@ -105,9 +105,19 @@ def validate_columns(columns: Columns, width: Optional[int], height: Optional[in
         bad = _first_invalid_parallel(t, x, y, p, start, stop, w, h, chunks)
     else:
         bad = _first_invalid_in(t, x, y, p, start, stop, start, w, h)
-    if bad < 0:
+    raise_if_invalid(columns, int(bad), start, width, height, source)
+
+
+def raise_if_invalid(columns: Columns, index: int, start: int, width: Optional[int], height: Optional[int],
+                     source: str = "events") -> None:
+    """Raise FlexdetError describing event `index` (what a validating pass or kernel found); -1 means none.
+    `start` is the first event of the checked range, the only one not compared with its predecessor."""
+    if index < 0:
         return
-    i = int(bad)
+    t, x, y, p = columns
+    i = index
+    w = _NO_LIMIT if width is None else np.int64(width)
+    h = _NO_LIMIT if height is None else np.int64(height)
     problem = _PROBLEMS[int(_problem_at(t, x, y, p, i, start, w, h))]
     if problem == "x":
         detail = f"x={int(x[i])} outside the sensor (x must be < {width})"

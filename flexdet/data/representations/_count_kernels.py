@@ -1,6 +1,11 @@
 """Numba kernels for saturating per-pixel event counts in time bins (stacked histogram, event frame).
 
 Output is a flat (2 * bins * plane) array, channel = polarity * bins + bin, plane = height * width.
+Each event is checked as it is counted (inside the sensor, polarity 0/1, not earlier than the event
+before it) and counting stops at the first bad one, whose index the kernels return (-1: all valid).
+The check reads only what the count loads anyway, so it costs a compare per field instead of a second
+pass over the events (a separate pass measured 27-38 % of the histogram's time).
+
 The parallel kernel splits the events into equal contiguous chunks; a chunk counts straight into the
 output except for its first bin when an earlier chunk also reached that bin, which it counts into a
 private two-plane buffer merged afterwards with a saturating add. Since min(min(a, c) + min(b, c), c)
@@ -12,33 +17,58 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from flexdet.data.representations._segments import chunk_bounds
+from flexdet.data.representations._segments import chunk_bounds, first_bad
 
 
 @numba.njit(cache=True, nogil=True)
-def count_range(x, y, p, i0, i1, dest, offset, polarity_stride, width, clip):
-    """Add one to dest[offset + p * polarity_stride + y * width + x] for events i0..i1, saturating at clip."""
+def count_range(t, x, y, p, i0, i1, first, dest, offset, polarity_stride, width, height, clip):
+    """Add one to dest[offset + p * polarity_stride + y * width + x] for events i0..i1, saturating at clip.
+
+    Returns -1, or the index of the first invalid event (counting stops there); `first` is the index of
+    the first event of the whole selection, the only one whose time is not compared with its predecessor.
+    """
+    if i0 >= i1:
+        return -1
+    w = np.uint64(width)
+    h = np.uint64(height)
+    prev = t[i0 - 1] if i0 > first else t[i0]
     for i in range(i0, i1):
-        k = offset + np.int64(p[i]) * polarity_stride + np.int64(y[i]) * width + np.int64(x[i])
+        xi = np.uint64(x[i])
+        yi = np.uint64(y[i])
+        pi = np.uint64(p[i])
+        ti = t[i]
+        if (xi >= w) | (yi >= h) | (pi > 1) | (ti < prev):
+            return i
+        prev = ti
+        k = offset + np.int64(pi) * polarity_stride + np.int64(yi) * width + np.int64(xi)
         v = dest[k]
         if v < clip:
             dest[k] = v + 1
+    return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def count_serial(x, y, p, starts, out, width, plane, clip):
-    """Count every bin's events (bin j = starts[j]..starts[j+1]) into the flat output."""
+def count_serial(t, x, y, p, starts, out, width, height, clip):
+    """Count every bin's events (bin j = starts[j]..starts[j+1]) into the flat output; returns -1 or the
+    index of the first invalid event."""
     bins = len(starts) - 1
+    plane = height * width
     for j in range(bins):
-        count_range(x, y, p, starts[j], starts[j + 1], out, j * plane, bins * plane, width, clip)
+        bad = count_range(t, x, y, p, starts[j], starts[j + 1], starts[0], out, j * plane, bins * plane,
+                          width, height, clip)
+        if bad >= 0:
+            return bad
+    return -1
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def count_parallel(x, y, p, starts, out, private, width, plane, clip):
+def count_parallel(t, x, y, p, starts, out, private, width, height, clip):
     """Same result as count_serial, with `private.shape[0]` chunks of events counted concurrently."""
     bins = len(starts) - 1
+    plane = height * width
     chunks = private.shape[0]
     shared_bin = np.full(chunks, -1, np.int64)
+    bad = np.full(chunks, -1, np.int64)
     for k in numba.prange(chunks):
         a, b = chunk_bounds(starts, k, chunks)
         for j in range(bins):
@@ -47,10 +77,16 @@ def count_parallel(x, y, p, starts, out, private, width, plane, clip):
             if s >= e:
                 continue
             if s > starts[j]:
-                count_range(x, y, p, s, e, private[k], 0, plane, width, clip)
+                bad[k] = count_range(t, x, y, p, s, e, starts[0], private[k], 0, plane, width, height, clip)
                 shared_bin[k] = j
             else:
-                count_range(x, y, p, s, e, out, j * plane, bins * plane, width, clip)
+                bad[k] = count_range(t, x, y, p, s, e, starts[0], out, j * plane, bins * plane, width, height,
+                                     clip)
+            if bad[k] >= 0:
+                break
+    found = first_bad(bad)
+    if found >= 0:
+        return found
     for k in range(1, chunks):
         j = shared_bin[k]
         if j < 0:
@@ -61,3 +97,4 @@ def count_parallel(x, y, p, starts, out, private, width, plane, clip):
             for c in numba.prange(plane):
                 total = np.int64(out[dst + c]) + np.int64(private[k, src + c])
                 out[dst + c] = total if total < clip else clip
+    return -1

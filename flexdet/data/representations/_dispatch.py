@@ -18,13 +18,14 @@ PARALLEL_MIN_EVENTS = 1 << 17
 
 @dataclass(frozen=True)
 class Selection:
-    """The validated events [lo, hi) of a window; t_start/t_end are None when the events' own span is used."""
+    """The events [lo, hi) of a window; t_start/t_end are None when the events' own span is used."""
 
     columns: Columns
     lo: int
     hi: int
     t_start: Optional[int]
     t_end: Optional[int]
+    source: str = "events"
 
     @property
     def use_events_span(self) -> bool:
@@ -32,8 +33,9 @@ class Selection:
 
 
 def select(events: EventsLike, height: int, width: int, t_start: Optional[int], t_end: Optional[int],
-           source: str = "events") -> Selection:
-    """Binary-search the window in the time-sorted events and validate exactly the events it holds."""
+           source: str = "events", validate: bool = True) -> Selection:
+    """Binary-search the window in the time-sorted events and validate exactly the events it holds
+    (`validate=False` for kernels that check each event themselves and report the first bad one)."""
     check_sensor_size(height, width)
     columns = event_columns(events, source)
     t = columns[0]
@@ -43,8 +45,9 @@ def select(events: EventsLike, height: int, width: int, t_start: Optional[int], 
     else:
         lo = int(search_left(t, 0, len(t), t_start))
         hi = int(search_left(t, lo, len(t), t_end))
-    validate_columns(columns, width, height, lo, hi, source, parallel=hi - lo >= PARALLEL_MIN_EVENTS)
-    return Selection(columns, lo, hi, t_start, t_end)
+    if validate:
+        validate_columns(columns, width, height, lo, hi, source, parallel=hi - lo >= PARALLEL_MIN_EVENTS)
+    return Selection(columns, lo, hi, t_start, t_end, source)
 
 
 def thread_chunks(parallel: Optional[bool], n_events: int) -> int:

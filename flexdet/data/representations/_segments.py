@@ -72,3 +72,12 @@ def segment_of(starts, index):
     while j + 2 < len(starts) and starts[j + 1] <= index:
         j += 1
     return j
+
+
+@numba.njit(cache=True, nogil=True)
+def first_bad(found):
+    """The first (lowest) non-negative event index among the chunks' findings, or -1 if there is none."""
+    for k in range(len(found)):
+        if found[k] >= 0:
+            return found[k]
+    return -1

@@ -88,9 +88,9 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
     plane = height * width
     if config.kind in ("stacked_histogram", "event_frame"):
         bins = config.bins if config.kind == "stacked_histogram" else 1
-        counts_batch(t, x, y, p, starts, ends, by_events, bins, flat, width, plane, config.count_clip)
+        counts_batch(t, x, y, p, starts, ends, by_events, bins, flat, width, height, config.count_clip)
     elif config.kind == "voxel_grid":
-        voxels_batch(t, x, y, p, starts, ends, by_events, config.bins, flat, width, plane, split_planes(plane))
+        voxels_batch(t, x, y, p, starts, ends, by_events, config.bins, flat, width, height, split_planes(plane))
     else:
         surfaces_batch(t, x, y, p, starts, ends, by_events, float(config.tau_us or 0.0), flat, width, plane)
     return deliver(out, as_tensor)

@@ -8,7 +8,7 @@ import numpy as np
 
 from flexdet.data.representations._count_kernels import count_parallel, count_serial
 from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
-from flexdet.data.representations._columns import EventsLike
+from flexdet.data.representations._columns import EventsLike, raise_if_invalid
 from flexdet.data.representations._segments import window_starts
 from flexdet.errors import ConfigError
 
@@ -29,7 +29,7 @@ def stacked_histogram(events: EventsLike, height: int, width: int, bins: int = 1
     (20, 480, 640)
     """
     _check_bins_clip(bins, clip, 255)
-    chosen = select(events, height, width, t_start, t_end)
+    chosen = select(events, height, width, t_start, t_end, validate=False)
     out = count_events(chosen, height, width, bins, clip, np.uint8, parallel)
     return deliver(out.reshape(2 * bins, height, width), as_tensor)
 
@@ -40,14 +40,15 @@ def event_frame(events: EventsLike, height: int, width: int, t_start: Optional[i
     """Event counts per polarity as uint16 (2, H, W) (channel 0 = OFF, 1 = ON), saturating at `clip`; with
     t_start/t_end only the events in [t_start, t_end) count."""
     _check_bins_clip(1, clip, 65535)
-    chosen = select(events, height, width, t_start, t_end)
+    chosen = select(events, height, width, t_start, t_end, validate=False)
     out = count_events(chosen, height, width, 1, clip, np.uint16, parallel)
     return deliver(out.reshape(2, height, width), as_tensor)
 
 
 def count_events(chosen: Selection, height: int, width: int, bins: int, clip: int, dtype,
                  parallel: Optional[bool]) -> np.ndarray:
-    """The flat saturating count array of validated events, serial or parallel (identical results)."""
+    """The flat saturating count array of the chosen events, serial or parallel (identical results); the
+    kernels check each event as they count it, and the first bad one raises FlexdetError."""
     t, x, y, p = chosen.columns
     plane = height * width
     starts, _, _ = window_starts(t, chosen.lo, chosen.hi, _or_zero(chosen.t_start), _or_zero(chosen.t_end),
@@ -56,9 +57,10 @@ def count_events(chosen: Selection, height: int, width: int, bins: int, clip: in
     chunks = thread_chunks(parallel, chosen.hi - chosen.lo)
     if chunks > 1:
         private = np.zeros((chunks, 2 * plane), dtype)
-        count_parallel(x, y, p, starts, out, private, width, plane, clip)
+        bad = count_parallel(t, x, y, p, starts, out, private, width, height, clip)
     else:
-        count_serial(x, y, p, starts, out, width, plane, clip)
+        bad = count_serial(t, x, y, p, starts, out, width, height, clip)
+    raise_if_invalid(chosen.columns, int(bad), chosen.lo, width, height, chosen.source)
     return out
 
 

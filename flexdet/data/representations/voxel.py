@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from flexdet.data.representations._columns import EventsLike
+from flexdet.data.representations._columns import EventsLike, raise_if_invalid
 from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
 from flexdet.data.representations._segments import window_starts
 from flexdet.data.representations._voxel_kernels import split_planes, voxel_finish, voxel_parallel, voxel_serial
@@ -23,7 +23,7 @@ def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_sta
     """
     if int(bins) < 1:
         raise ConfigError(f"bins must be >= 1, got {bins}")
-    chosen = select(events, height, width, t_start, t_end)
+    chosen = select(events, height, width, t_start, t_end, validate=False)
     acc, span = accumulate_voxels(chosen, height, width, bins, parallel)
     out = np.empty(bins * height * width, np.float32)
     voxel_finish(acc, span, out)
@@ -32,7 +32,8 @@ def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_sta
 
 def accumulate_voxels(chosen: Selection, height: int, width: int, bins: int,
                       parallel: Optional[bool]) -> tuple[np.ndarray, int]:
-    """The flat int64 accumulator (value * span) of validated events and the span it is scaled by."""
+    """The flat int64 accumulator (value * span) of the chosen events and the span it is scaled by; the
+    kernels check each event as they add it, and the first bad one raises FlexdetError."""
     t, x, y, p = chosen.columns
     plane = height * width
     starts, t_base, span = window_starts(t, chosen.lo, chosen.hi, chosen.t_start or 0, chosen.t_end or 0,
@@ -41,7 +42,8 @@ def accumulate_voxels(chosen: Selection, height: int, width: int, bins: int,
     chunks = thread_chunks(parallel, chosen.hi - chosen.lo)
     if chunks > 1:
         private = np.zeros((chunks, 2 * plane), np.int64)
-        voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, plane, split_planes(plane))
+        bad = voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, height, split_planes(plane))
     else:
-        voxel_serial(t, x, y, p, starts, t_base, span, acc, width, plane, split_planes(plane))
+        bad = voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height, split_planes(plane))
+    raise_if_invalid(chosen.columns, int(bad), chosen.lo, width, height, chosen.source)
     return acc, int(span)
