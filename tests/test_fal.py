@@ -228,7 +228,8 @@ def test_student_target_weights():
     pseudo = student_target(np.zeros((2, 4)), np.array([0, 1]), np.array([0.8, 0.7]), True, config)
     assert np.allclose(pseudo["weights"], [0.8 * 0.15 * 0.65, 0.7 * 0.15 * 0.65])
     assert math.isclose(pseudo["bg_weight"], 0.015 * 0.65)
-    assert "weights" not in student_target(np.zeros((0, 4)), np.zeros(0), np.zeros(0), True, config)
+    empty = student_target(np.zeros((0, 4)), np.zeros(0), np.zeros(0), True, config)
+    assert "weights" not in empty and math.isclose(empty["bg_weight"], 0.015 * 0.65)  # weak evidence: down-weighted
     assert "bg_weight" not in student_target(np.zeros((1, 4)), np.array([1]), None, False, config)
 
 

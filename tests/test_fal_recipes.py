@@ -99,8 +99,8 @@ def test_pseudo_steps_get_weighted_targets_and_gt_steps_plain_ones(data_root):
         np.testing.assert_allclose(target["weights"].numpy()[order], [0.9 * 0.15 * 0.65, 0.8 * 0.15 * 0.65],
                                    rtol=1e-6)
         assert target["bg_weight"] == pytest.approx(0.015 * 0.65)
-        empty = loader.target(sequence, mid_b, ClipAugment(), 48, 32)  # no kept pseudo box: all background
-        assert len(empty["labels"]) == 0 and "bg_weight" not in empty
+        empty = loader.target(sequence, mid_b, ClipAugment(), 48, 32)  # no kept pseudo box: weak background
+        assert len(empty["labels"]) == 0 and empty["bg_weight"] == pytest.approx(0.015 * 0.65)
         gt = loader.target(sequence, int(times[2]), ClipAugment(), 48, 32)
         assert "weights" not in gt and "bg_weight" not in gt
         assert loader.target(sequence, mid_a + 1000, ClipAugment(), 48, 32) is None  # off the 2x grid

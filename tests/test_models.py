@@ -134,6 +134,26 @@ def test_gradients_reach_every_parameter():
     assert all(not s.requires_grad for s in state) and len(state) == len(model.state_names())
 
 
+def test_fuser_starts_events_first_and_scales_its_gate_input():
+    """The gate starts at softmax([0, event_bias]) whatever the input; its logits see the pooled features
+    scaled by 1 / sqrt(2 * dim), so an Adam step of size lr on every weight moves them by ~lr * sqrt(2 * dim)."""
+    from flexdet.models.fusion import FlexFuser
+
+    torch.manual_seed(0)
+    fuser = FlexFuser(8, 16, noise=False, event_bias=2.0).train()
+    rgb, ev = torch.randn(3, 8, 4, 4), torch.randn(3, 16, 4, 4)
+    fused, weights = fuser(rgb, ev)
+    assert torch.allclose(weights[:, 1], torch.full((3,), 1 / (1 + math.exp(-2.0))))
+    assert torch.allclose(fused, weights[:, 0, None, None, None] * fuser.project(rgb) + weights[:, 1, None, None, None] * ev)
+    with torch.no_grad():
+        fuser.gate.weight[1].fill_(0.5)  # only the event logit reads the input
+    pooled = torch.cat([fuser.project(rgb), ev], dim=1).mean(dim=(2, 3))
+    event_logit = 2.0 + pooled.sum(1) * 0.5 / math.sqrt(32)
+    expected = torch.stack([torch.zeros_like(event_logit), event_logit], dim=1).softmax(1)
+    assert torch.allclose(fuser(rgb, ev)[1], expected, atol=1e-6)
+    assert build_model("nano", num_classes=2).fusers["1"].gate.bias.tolist() == [0.0, 2.0]  # the default
+
+
 def test_loss_weights_and_background_weight():
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=False).train()

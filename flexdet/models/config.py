@@ -50,6 +50,8 @@ class ModelConfig:
     fuse_stages: list[bool] = field(default_factory=lambda: [False, True, True, True])
     fuser_noise: bool = True
     balance_loss_weight: float = 0.01
+    # Initial gate logit of events over RGB (0: FlexEvent's 50/50; 2: 88 % events, see models/fusion.py).
+    fuser_event_bias: float = 2.0
     # Second event view of half the window, same backbone weights, separate LSTM states.
     dual_windows: bool = False
     # YOLOX PAFPN + decoupled head.

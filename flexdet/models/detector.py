@@ -55,7 +55,8 @@ class FlexDetector(nn.Module):
             self.frame_backbone = FrameBackbone(config.frame_backbone, config.frame_fpn_width, strides,
                                                 config.frame_weights)
             for i in self.fused_stages:
-                self.fusers[str(i)] = FlexFuser(config.frame_fpn_width, config.widths[i], config.fuser_noise)
+                self.fusers[str(i)] = FlexFuser(config.frame_fpn_width, config.widths[i], config.fuser_noise,
+                                                  config.fuser_event_bias)
         neck_widths = tuple(config.widths[1:])
         self.neck = PAFPN(neck_widths, config.neck_depth)
         self.head = YOLOXHead(neck_widths, config.num_classes, config.head_width)

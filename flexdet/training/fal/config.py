@@ -84,14 +84,17 @@ class FALConfig:
 
 def student_target(boxes_xyxy: np.ndarray, labels: np.ndarray, confidences: Optional[np.ndarray],
                    pseudo: bool, config: StudentConfig) -> dict:
-    """One sample's target for `FlexDetector.compute_losses`. A pseudo-labelled step with boxes weights each
-    positive by teacher confidence x box_weight x loss_weight and background objectness by background_weight
-    x loss_weight; GT steps and empty pseudo steps are plain targets (FlexEvent treats the latter as GT)."""
+    """One sample's target for `FlexDetector.compute_losses`. A pseudo-labelled step weights each positive by
+    teacher confidence x box_weight x loss_weight and background objectness by background_weight x
+    loss_weight, also when the teacher kept no box there: "the teacher saw nothing" is weak evidence, and
+    teaching it at full weight (as for GT) drove students of weak teachers to predict nothing at all."""
     target = {"boxes": np.asarray(boxes_xyxy, np.float32).reshape(-1, 4), "labels": np.asarray(labels, np.int64)}
-    if not pseudo or len(target["labels"]) == 0:
+    if not pseudo:
+        return target
+    target["bg_weight"] = float(config.background_weight * config.loss_weight)
+    if len(target["labels"]) == 0:
         return target
     if confidences is None or len(confidences) != len(target["labels"]):
         raise ConfigError("pseudo targets need one teacher confidence per box")
     target["weights"] = (np.asarray(confidences, np.float32) * np.float32(config.box_weight * config.loss_weight))
-    target["bg_weight"] = float(config.background_weight * config.loss_weight)
     return target
