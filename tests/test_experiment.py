@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from flexdet.cli import main
@@ -58,6 +59,12 @@ def test_outputs_hold_exactly_the_rows(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "| fusion+fal | 180 | 40.00 | 80.00 |" in readme and "FAL gain at 180 Hz >= +2 AP: yes (+4.00)" in readme
     assert (tmp_path / "frequency.png").read_bytes()[:4] == b"\x89PNG"
+    assert "FAL teacher" not in readme
+    teacher = [{"model": "fusion+fal", "rate_hz": 180.0, "AP": 0.3125, "AP50": 0.5}]
+    write_frequency(tmp_path, rows, FrequencyOptions(), {"total": 60.0}, teacher)
+    assert json.loads((tmp_path / "frequency.json").read_text()) == rows  # the teacher is not a compared row
+    assert "## The FAL teacher" in (tmp_path / "README.md").read_text()
+    assert "| 180 | 31.25 | 50.00 |" in (tmp_path / "README.md").read_text()
 
 
 def test_bad_model_names_and_rates_are_clean_errors(tmp_path, capsys):
@@ -71,3 +78,22 @@ def test_budget_overrides_reach_the_recipe():
     config = budget_config("quick", "frames", ["optim.steps=7"])
     assert config.model.inputs == "frames" and config.optim.steps == 7
     assert apply_overrides(config, {"fal.student.steps": 3}).fal.student.steps == 3
+
+
+def test_run_frequency_end_to_end_on_tiny_data(tmp_path):
+    """Train, FAL chain, evaluate and write on a tiny dataset: rows for each model and rate, the teacher apart."""
+    from test_datasets import tiny_dataset
+
+    data = tiny_dataset(tmp_path / "data")
+    tiny = ["data.downsample=2", "data.batch_size=2", "data.clip_steps=2", "run.threads=1", "optim.steps=4",
+            "fal.student.steps=2", "fal.confidence_threshold=0.0"]
+    options = FrequencyOptions(models=("events", "fusion+fal"), rates_hz=(20.0, 60.0), overrides=tiny,
+                               data=str(data), progress=False)
+    rows = run_frequency(tmp_path / "out", options)
+    assert sorted((r["model"], r["rate_hz"]) for r in rows) == [("events", 20.0), ("events", 60.0),
+                                                               ("fusion+fal", 20.0), ("fusion+fal", 60.0)]
+    assert json.loads((tmp_path / "out" / "frequency.json").read_text()) == rows
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## The FAL teacher" in readme and "train fusion+fal" in readme
+    for path in data.glob("train/*/object_detections/left/pseudo_tracks.npy"):
+        assert np.load(path)["t"].size >= np.load(path.with_name("tracks.npy"))["t"].size

@@ -75,32 +75,41 @@ def run_frequency(out: "str | Path", options: Optional[FrequencyOptions] = None)
     data = Path(options.data) if options.data else make_data(out, options.synth_preset, options.progress)
     timings["data"] = time.perf_counter() - started
     rows: list[dict] = []
+    teacher_rows: list[dict] = []
     for model in options.models:
         tick = time.perf_counter()
         config = apply_overrides(budget_config(options.budget, model.split("+")[0], options.overrides),
                                  {"run.progress": options.progress})
         if model == "fusion+fal":
-            checkpoint = run_fal_chain(fal_base(config), data, out / "fal", eval_split=None,
-                                       progress=options.progress).student
+            chain = run_fal_chain(fal_base(config), data, out / "fal", eval_split=None, progress=options.progress)
+            to_evaluate = [(chain.student, rows), (chain.teacher, teacher_rows)]
         else:
-            checkpoint = train_or_reuse(config, data, out / model)
+            to_evaluate = [(train_or_reuse(config, data, out / model), rows)]
         timings[f"train {model}"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        for row in evaluate_checkpoint(checkpoint, data, options.rates_hz, "stream", None, "test", model,
-                                       options.progress):
-            rows.append({"model": model, "rate_hz": row["rate_hz"], "AP": row["AP"], "AP50": row["AP50"]})
+        for checkpoint, into in to_evaluate:
+            for row in evaluate_checkpoint(checkpoint, data, options.rates_hz, "stream", None, "test", model,
+                                           options.progress):
+                into.append({"model": model, "rate_hz": row["rate_hz"], "AP": row["AP"], "AP50": row["AP50"]})
         timings[f"eval {model}"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
-    write_frequency(out, rows, options, timings)
+    write_frequency(out, rows, options, timings, teacher_rows)
     return rows
 
 
-def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timings: dict[str, float]) -> None:
-    """frequency.json, frequency.md, frequency.png and README.md (table, verdicts, settings, wall time)."""
+def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timings: dict[str, float],
+                    teacher_rows: Optional[list[dict]] = None) -> None:
+    """frequency.json, frequency.md, frequency.png and README.md (table, verdicts, the FAL teacher's own AP
+    for reading the student's, settings, wall time)."""
     from flexdet.training.results import metrics_markdown, plot_ap_vs_rate, write_metrics_json
 
     write_metrics_json(out / "frequency.json", rows)
     table = metrics_markdown(rows, ["model", "rate_hz", "AP", "AP50"])
+    teacher = ""
+    if teacher_rows:
+        teacher = ("\n## The FAL teacher (not a compared model)\nThe student's starting point, trained on the last "
+                   "half of each label interval with the teacher's share of the budget:\n\n"
+                   + metrics_markdown(teacher_rows, ["rate_hz", "AP", "AP50"]) + "\n")
     atomic_write_text(out / "frequency.md", table)
     plot_ap_vs_rate(out / "frequency.png", rows)
     times = "\n".join(f"- {name}: {seconds / 60:.1f} min" for name, seconds in timings.items())
@@ -112,7 +121,7 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
         "on 20 Hz labels with the same number of optimiser steps (fusion+fal: teacher + student) and evaluated "
         "on the test split as a continuous stream at each rate, every step scored against the exact dense "
         "ground truth.\n\n"
-        f"{table}\n![AP vs rate](frequency.png)\n\n## Expectations\n{checks}\n\n## Wall time\n{times}\n"))
+        f"{table}\n![AP vs rate](frequency.png)\n\n## Expectations\n{checks}\n{teacher}\n## Wall time\n{times}\n"))
     print(table)
     print("\n".join(expectations(rows)))
     print(f"experiment done in {timings['total'] / 60:.1f} min; {out / 'README.md'}")

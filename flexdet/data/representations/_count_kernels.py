@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flexdet.data.representations._event_checks import read_checked, time_before
 from flexdet.data.representations._segments import chunk_bounds, first_bad
 
 
@@ -29,18 +30,13 @@ def count_range(t, x, y, p, i0, i1, first, dest, offset, polarity_stride, width,
     """
     if i0 >= i1:
         return -1
-    w = np.uint64(width)
-    h = np.uint64(height)
-    prev = t[i0 - 1] if i0 > first else t[i0]
+    prev = time_before(t, i0, first)
     for i in range(i0, i1):
-        xi = np.uint64(x[i])
-        yi = np.uint64(y[i])
-        pi = np.uint64(p[i])
-        ti = t[i]
-        if (xi >= w) | (yi >= h) | (pi > 1) | (ti < prev):
+        invalid, xi, yi, pi, ti = read_checked(t, x, y, p, i, prev, width, height)
+        if invalid:
             return i
         prev = ti
-        k = offset + np.int64(pi) * polarity_stride + np.int64(yi) * width + np.int64(xi)
+        k = offset + pi * polarity_stride + yi * width + xi
         v = dest[k]
         if v < clip:
             dest[k] = v + 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flexdet.data.representations._event_checks import read_checked, time_before
 from flexdet.data.representations._segments import chunk_bounds, first_bad, segment_of
 
 SPLIT_BYTES = 8 << 20
@@ -37,21 +38,16 @@ def voxel_range(t, x, y, p, i0, i1, first, t_base, scale, num_base, span, lo_des
     """
     if i0 >= i1:
         return -1
-    w = np.uint64(width)
-    h = np.uint64(height)
-    prev = t[i0 - 1] if i0 > first else t[i0]
+    prev = time_before(t, i0, first)
     both = has_hi and not split
     for i in range(i0, i1):
-        xi = np.uint64(x[i])
-        yi = np.uint64(y[i])
-        pi = np.uint64(p[i])
-        ti = t[i]
-        if (xi >= w) | (yi >= h) | (pi > 1) | (ti < prev):
+        invalid, xi, yi, pi, ti = read_checked(t, x, y, p, i, prev, width, height)
+        if invalid:
             return i
         prev = ti
         num = (ti - t_base) * scale - num_base
-        sign = 2 * np.int64(pi) - 1
-        pixel = np.int64(yi) * width + np.int64(xi)
+        sign = 2 * pi - 1
+        pixel = yi * width + xi
         lo_dest[lo_off + pixel] += sign * (span - num)
         if both:
             hi_dest[hi_off + pixel] += sign * num

@@ -166,6 +166,7 @@ def pseudo_label_dataset(model, root: "str | Path", split: str = "train", config
     if model.config.use_frames and not dataset.has_frames:
         raise ConfigError(f"{root}: the teacher reads RGB frames but split {split!r} has none")
     written = []
+    kept = instants = gt_boxes = 0
     try:
         for sequence in dataset.sequences:
             steps = max(len(fine_grid(base_times(sequence), config.factor)) - 1, 0)
@@ -175,8 +176,14 @@ def pseudo_label_dataset(model, root: "str | Path", split: str = "train", config
             path = pseudo_label_path(sequence)
             write_boxes(path, boxes)
             written.append(path)
+            kept += len(boxes)
+            instants += max(steps + 1 - len(base_times(sequence)), 0)
+            gt_boxes += len(sequence.labels)
     finally:
         dataset.close()
+    if show_progress:
+        print(f"pseudo labels: {kept} boxes kept at {instants} in-between instants of {len(written)} sequences "
+              f"(the label files hold {gt_boxes} boxes)")
     return written
 
 
