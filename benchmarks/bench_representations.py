@@ -3,7 +3,9 @@
 Usage: python benchmarks/bench_representations.py [--full] [--repeat 5]
 Sweeps 1 M .. 30 M events (100 M with --full) for linearity, then every representation at 640x480 and
 1280x720, uniform and clustered events, with 1 and 2 Numba threads. Ratios are to numpy bincount of the
-same events measured in this run (the CPU may be shared, so absolute figures move; ratios hold better).
+same events measured in this run, best of min(repeat, 3) (the CPU may be shared, so absolute figures move;
+ratios hold better). Figures are the best of --repeat calls: on a shared 2-core VM single calls of the same
+kernel on the same events were seen to vary 2x, and the best call is the closest to what the code can do.
 tonic (to_frame_numpy / to_voxel_grid_numpy) and evlib (polars long-format stacked histogram and voxel
 grid, densified) run on the same events when installed (`pip install tonic evlib`).
 Memory is the peak of numpy allocations during a call (tracemalloc) divided by the output size.
@@ -177,15 +179,16 @@ def main() -> None:
         for clustered in (False, True):
             ev = make_events(n, h, w, clustered)
             columns = {f: np.ascontiguousarray(ev[f]) for f in "txyp"}
-            copy_rate = best_rate(lambda: {f: np.ascontiguousarray(ev[f]) for f in "txyp"}, n, 1)
+            baseline_repeat = min(args.repeat, 3)
+            copy_rate = best_rate(lambda: {f: np.ascontiguousarray(ev[f]) for f in "txyp"}, n, baseline_repeat)
             reps = representations(h, w)
-            np_hist = best_rate(lambda: numpy_histogram(ev, h, w), n, 1)
-            np_vox = best_rate(lambda: numpy_voxel(ev, h, w), n, 1)
+            np_hist = best_rate(lambda: numpy_histogram(ev, h, w), n, baseline_repeat)
+            np_vox = best_rate(lambda: numpy_voxel(ev, h, w), n, baseline_repeat)
             for threads in thread_counts:
                 numba.set_num_threads(threads)
                 torch.set_num_threads(threads)
                 cols = tuple(torch.from_numpy(columns[f].astype(np.int64)) for f in "txyp")
-                th = best_rate(lambda: torch_histogram(cols, h, w), n, 1)
+                th = best_rate(lambda: torch_histogram(cols, h, w), n, baseline_repeat)
                 rates = {k: best_rate(lambda: f(ev), n, args.repeat) for k, f in reps.items()}
                 hist_cols = best_rate(lambda: reps["stacked_histogram"](columns), n, args.repeat)
                 out_bytes = 2 * BINS * h * w
@@ -201,7 +204,7 @@ def main() -> None:
             peer_rates = []
             for name, (convert, build) in peer_builders(h, w).items():
                 converted = convert(ev)
-                peer_rates.append(f"{name} {best_rate(lambda: build(converted), n, 1):.1f}")
+                peer_rates.append(f"{name} {best_rate(lambda: build(converted), n, 2):.1f}")
                 del converted
             if peer_rates:
                 print(f"{'':>9} peers, same events, their own threading (M events/s): {', '.join(peer_rates)}")
