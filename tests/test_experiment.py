@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from flexdet.cli import main
 from flexdet.config import apply_overrides
@@ -88,12 +89,19 @@ def test_run_frequency_end_to_end_on_tiny_data(tmp_path):
     tiny = ["data.downsample=2", "data.batch_size=2", "data.clip_steps=2", "run.threads=1", "optim.steps=4",
             "fal.student.steps=2", "fal.confidence_threshold=0.0"]
     options = FrequencyOptions(models=("events", "fusion+fal"), rates_hz=(20.0, 60.0), overrides=tiny,
-                               data=str(data), progress=False)
+                               data=str(data), progress=False, ablations=True)
     rows = run_frequency(tmp_path / "out", options)
     assert sorted((r["model"], r["rate_hz"]) for r in rows) == [("events", 20.0), ("events", 60.0),
                                                                ("fusion+fal", 20.0), ("fusion+fal", 60.0)]
     assert json.loads((tmp_path / "out" / "frequency.json").read_text()) == rows
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "## The FAL teacher" in readme and "train fusion+fal" in readme
+    for ablation in ("student on GT only", "FlexEvent regime: student", "FlexEvent regime: teacher"):
+        assert f"| {ablation} | 60 |" in readme
+    gt_only = torch.load(tmp_path / "out" / "ablations" / "student_gt_only" / "checkpoints" / "last.pt", weights_only=True)
+    assert gt_only["config"]["data"]["labels"] == "sparse" and gt_only["step"] == 2
+    regime = torch.load(tmp_path / "out" / "ablations" / "flexevent_regime" / "teacher" / "checkpoints" / "last.pt",
+                        weights_only=True)
+    assert regime["step"] == 4  # the whole budget, where the compared FAL teacher gets 4 - 2
     for path in data.glob("train/*/object_detections/left/pseudo_tracks.npy"):
         assert np.load(path)["t"].size >= np.load(path.with_name("tracks.npy"))["t"].size

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="use this existing synthetic dataset instead of generating one")
     parser.add_argument("--models", default="events,frames,fusion,fusion+fal", help="subset of the four models")
     parser.add_argument("--rates", default="20,45,90,180", help="evaluation rates in Hz")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also run the FAL ablations: the teacher fine-tuned on GT only, and FlexEvent's regime "
+                             "(teacher with the whole budget, student on top); ~2x the FAL time")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="budget recipe overrides")
 
 
@@ -31,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--rates {args.rates!r}: expected comma-separated numbers") from None
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     run_frequency(args.out, FrequencyOptions(budget=args.budget, synth_preset=args.preset, rates_hz=rates,
-                                             models=models, overrides=list(args.overrides), data=args.data))
+                                             models=models, overrides=list(args.overrides), data=args.data,
+                                             ablations=args.ablations))
     return 0

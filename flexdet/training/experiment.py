@@ -26,7 +26,8 @@ BUDGETS = ("quick", "full")
 @dataclass
 class FrequencyOptions:
     """What to run: budget (recipe frequency_<budget>), synth preset, rates, models, extra recipe overrides,
-    an existing dataset to use instead of generating one."""
+    an existing dataset to use instead of generating one, and whether to add the FAL ablations
+    (`fal_ablations`)."""
 
     budget: str = "quick"
     synth_preset: str = "frequency"
@@ -35,6 +36,7 @@ class FrequencyOptions:
     overrides: list[str] = field(default_factory=list)
     data: Optional[str] = None
     progress: bool = True
+    ablations: bool = False
 
 
 def budget_config(budget: str, inputs: str, overrides: list[str]):
@@ -76,29 +78,51 @@ def run_frequency(out: "str | Path", options: Optional[FrequencyOptions] = None)
     timings["data"] = time.perf_counter() - started
     rows: list[dict] = []
     teacher_rows: list[dict] = []
+    ablation_rows: list[dict] = []
     for model in options.models:
         tick = time.perf_counter()
         config = apply_overrides(budget_config(options.budget, model.split("+")[0], options.overrides),
                                  {"run.progress": options.progress})
         if model == "fusion+fal":
             chain = run_fal_chain(fal_base(config), data, out / "fal", eval_split=None, progress=options.progress)
-            to_evaluate = [(chain.student, rows), (chain.teacher, teacher_rows)]
+            to_evaluate = [(chain.student, rows, model), (chain.teacher, teacher_rows, model)]
+            if options.ablations:
+                to_evaluate += [(checkpoint, ablation_rows, name)
+                                for name, checkpoint in fal_ablations(config, chain.teacher, data, out, options)]
         else:
-            to_evaluate = [(train_or_reuse(config, data, out / model), rows)]
+            to_evaluate = [(train_or_reuse(config, data, out / model), rows, model)]
         timings[f"train {model}"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        for checkpoint, into in to_evaluate:
-            for row in evaluate_checkpoint(checkpoint, data, options.rates_hz, "stream", None, "test", model,
+        for checkpoint, into, label in to_evaluate:
+            for row in evaluate_checkpoint(checkpoint, data, options.rates_hz, "stream", None, "test", label,
                                            options.progress):
-                into.append({"model": model, "rate_hz": row["rate_hz"], "AP": row["AP"], "AP50": row["AP50"]})
+                into.append({"model": label, "rate_hz": row["rate_hz"], "AP": row["AP"], "AP50": row["AP50"]})
         timings[f"eval {model}"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
-    write_frequency(out, rows, options, timings, teacher_rows)
+    write_frequency(out, rows, options, timings, teacher_rows, ablation_rows)
     return rows
 
 
+def fal_ablations(config, teacher: Path, data: Path, out: Path, options: FrequencyOptions) -> list[tuple[str, Path]]:
+    """Two runs that separate what FAL's pseudo labels add from what its budget split costs:
+    "student on GT only": the teacher fine-tuned exactly like the student but without pseudo labels;
+    "FlexEvent regime": a teacher trained with the fusion model's whole budget, then the student on top."""
+    from flexdet.config import apply_overrides
+    from flexdet.training.fal.chain import run_fal_chain
+    from flexdet.training.fal.recipes import apply_recipe
+    from flexdet.training.trainer import train_or_reuse
+
+    gt_only = apply_overrides(apply_recipe(fal_base(config), "student", init=str(teacher)), {"data.labels": "sparse"})
+    gt_only_checkpoint = train_or_reuse(gt_only, data, out / "ablations" / "student_gt_only")
+    regime = apply_overrides(config, {"optim.steps": config.optim.steps + config.fal.student.steps})
+    chain = run_fal_chain(fal_base(regime), data, out / "ablations" / "flexevent_regime", eval_split=None,
+                          progress=options.progress)
+    return [("student on GT only", gt_only_checkpoint), ("FlexEvent regime: student", chain.student),
+            ("FlexEvent regime: teacher", chain.teacher)]
+
+
 def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timings: dict[str, float],
-                    teacher_rows: Optional[list[dict]] = None) -> None:
+                    teacher_rows: Optional[list[dict]] = None, ablation_rows: Optional[list[dict]] = None) -> None:
     """frequency.json, frequency.md, frequency.png and README.md (table, verdicts, the FAL teacher's own AP
     for reading the student's, settings, wall time)."""
     from flexdet.training.results import metrics_markdown, plot_ap_vs_rate, write_metrics_json
@@ -110,6 +134,11 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
         teacher = ("\n## The FAL teacher (not a compared model)\nThe student's starting point, trained on the last "
                    "half of each label interval with the teacher's share of the budget:\n\n"
                    + metrics_markdown(teacher_rows, ["rate_hz", "AP", "AP50"]) + "\n")
+    if ablation_rows:
+        teacher += ("\n## FAL ablations\nThe FAL teacher fine-tuned like the student on GT only (what the pseudo "
+                    "labels add), and FlexEvent's regime: a teacher with the fusion model's whole budget, the "
+                    "student on top (the budget split's cost):\n\n"
+                    + metrics_markdown(ablation_rows, ["model", "rate_hz", "AP", "AP50"]) + "\n")
     atomic_write_text(out / "frequency.md", table)
     plot_ap_vs_rate(out / "frequency.png", rows)
     times = "\n".join(f"- {name}: {seconds / 60:.1f} min" for name, seconds in timings.items())
