@@ -333,6 +333,19 @@ def test_reversed_stream_matches_a_stream_over_reversed_events(tiny_dataset):
     dataset.close()
 
 
+def test_generate_reports_the_pseudo_boxes_it_kept_not_the_label_rows(tiny_dataset, capsys):
+    from flexdet.training.datasets.sequences import open_dataset
+
+    [path] = pseudo_label_dataset(confident_teacher(), tiny_dataset, "train", FALConfig(confidence_threshold=0.3),
+                                  show_progress=True)
+    sequence = open_dataset(tiny_dataset, "train").sequences[0]
+    _, pseudo = split_pseudo_labels(read_boxes(path), read_boxes(path.with_name("tracks.npy")))
+    instants = len(fine_grid(base_times(sequence), 2)) - len(base_times(sequence))
+    assert len(pseudo) > 0
+    assert (f"pseudo labels: {len(pseudo)} boxes kept at {instants} in-between instants of 1 sequences "
+            f"(the label files hold {len(sequence.labels)} boxes)") in capsys.readouterr().out
+
+
 def test_cli_pseudo_label_with_an_exported_checkpoint(tiny_dataset, tmp_path):
     from flexdet.cli import main
     from flexdet.export.checkpoint import save_checkpoint

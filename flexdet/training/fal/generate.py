@@ -169,15 +169,16 @@ def pseudo_label_dataset(model, root: "str | Path", split: str = "train", config
     kept = instants = gt_boxes = 0
     try:
         for sequence in dataset.sequences:
-            steps = max(len(fine_grid(base_times(sequence), config.factor)) - 1, 0)
+            labelled = base_times(sequence)
+            steps = max(len(fine_grid(labelled, config.factor)) - 1, 0)
             with tqdm(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
                       leave=False) as bar:
                 boxes = pseudo_label_sequence(model, sequence, dataset.protocol, config, device, bar.update)
             path = pseudo_label_path(sequence)
             write_boxes(path, boxes)
             written.append(path)
-            kept += len(boxes)
-            instants += max(steps + 1 - len(base_times(sequence)), 0)
+            kept += len(boxes) - len(sequence.labels)  # the file holds the label rows too
+            instants += max(steps + 1 - len(labelled), 0)
             gt_boxes += len(sequence.labels)
     finally:
         dataset.close()
