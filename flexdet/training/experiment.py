@@ -129,16 +129,16 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
 
     write_metrics_json(out / "frequency.json", rows)
     table = metrics_markdown(rows, ["model", "rate_hz", "AP", "AP50"])
-    teacher = ""
+    sections = ""
     if teacher_rows:
-        teacher = ("\n## The FAL teacher (not a compared model)\nThe student's starting point, trained on the last "
-                   "half of each label interval with the teacher's share of the budget:\n\n"
-                   + metrics_markdown(teacher_rows, ["rate_hz", "AP", "AP50"]) + "\n")
+        sections = ("\n## The FAL teacher (not a compared model)\nThe student's starting point, trained on the last "
+                    "half of each label interval with the teacher's share of the budget:\n\n"
+                    + metrics_markdown(teacher_rows, ["rate_hz", "AP", "AP50"]) + "\n")
     if ablation_rows:
-        teacher += ("\n## FAL ablations\nThe FAL teacher fine-tuned like the student on GT only (what the pseudo "
-                    "labels add), and FlexEvent's regime: a teacher with the fusion model's whole budget, the "
-                    "student on top (the budget split's cost):\n\n"
-                    + metrics_markdown(ablation_rows, ["model", "rate_hz", "AP", "AP50"]) + "\n")
+        sections += ("\n## FAL ablations\nThe FAL teacher fine-tuned like the student on GT only (what the pseudo "
+                     "labels add), and FlexEvent's regime: a teacher with the fusion model's whole budget, the "
+                     "student on top (the budget split's cost):\n\n"
+                     + metrics_markdown(ablation_rows, ["model", "rate_hz", "AP", "AP50"]) + "\n")
     atomic_write_text(out / "frequency.md", table)
     plot_ap_vs_rate(out / "frequency.png", rows)
     times = "\n".join(f"- {name}: {seconds / 60:.1f} min" for name, seconds in timings.items())
@@ -150,7 +150,7 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
         "on 20 Hz labels with the same number of optimiser steps (fusion+fal: teacher + student) and evaluated "
         "on the test split as a continuous stream at each rate, every step scored against the exact dense "
         "ground truth.\n\n"
-        f"{table}\n![AP vs rate](frequency.png)\n\n## Expectations\n{checks}\n{teacher}\n## Wall time\n{times}\n"))
+        f"{table}\n![AP vs rate](frequency.png)\n\n## Expectations\n{checks}\n{sections}\n## Wall time\n{times}\n"))
     print(table)
     print("\n".join(expectations(rows)))
     print(f"experiment done in {timings['total'] / 60:.1f} min; {out / 'README.md'}")
