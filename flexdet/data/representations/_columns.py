@@ -13,6 +13,7 @@ from typing import Mapping, Optional, Tuple, Union
 import numba
 import numpy as np
 
+from flexdet.data.representations._event_checks import read_checked, time_before
 from flexdet.data.representations._segments import first_bad
 from flexdet.errors import ConfigError, FlexdetError
 
@@ -64,19 +65,22 @@ def _problem_at(t, x, y, p, i, first, width, height):
 
 @numba.njit(cache=True, nogil=True)
 def _first_invalid_in(t, x, y, p, start, stop, first, width, height):
-    """Index of the first invalid event in [start, stop) or -1; a branch-free scan per block, exact on hits."""
+    """Index of the first invalid event in [start, stop) or -1: a branch-free scan per block with the kernels'
+    own per-event check (`read_checked`), then an exact pass over a block that has a hit."""
     block = 2048
     for b0 in range(start, stop, block):
         b1 = min(b0 + block, stop)
         bad = False
+        prev = time_before(t, b0, first)
         for i in range(b0, b1):
-            bad |= (x[i] < 0) | (x[i] >= width) | (y[i] < 0) | (y[i] >= height) | (p[i] < 0) | (p[i] > 1)
-        for i in range(max(b0, first + 1), b1):
-            bad |= t[i] < t[i - 1]
+            bad |= read_checked(t, x, y, p, i, prev, width, height)[0]
+            prev = t[i]
         if bad:
+            prev = time_before(t, b0, first)
             for i in range(b0, b1):
-                if _problem_at(t, x, y, p, i, first, width, height) != 0:
+                if read_checked(t, x, y, p, i, prev, width, height)[0]:
                     return i
+                prev = t[i]
     return -1
 
 
