@@ -44,6 +44,22 @@ def _events(seed: int) -> torch.Tensor:
     return torch.randint(0, 5, (1, 20, HEIGHT, WIDTH), generator=torch.Generator().manual_seed(seed)).float()
 
 
+def _assert_stream_matches(model, session, names, state, compare_state: bool, steps: int = 3) -> None:
+    """Stream `steps` event windows through torch and the ONNX session, each fed its own state back (so errors
+    would accumulate); raw outputs, and with `compare_state` the returned state, must agree to 1e-4."""
+    ort_state = [s.numpy() for s in state]
+    for step in range(steps):
+        events = _events(step + 1)
+        with torch.no_grad():
+            raw, *state = model.forward_raw(events, None, *state)
+        outputs = session.run(None, {"events": events.numpy(), **{f"in_{n}": v for n, v in zip(names, ort_state)}})
+        np.testing.assert_allclose(outputs[0], raw.numpy(), rtol=1e-4, atol=1e-4)
+        if compare_state:
+            for got, want in zip(outputs[1:], state):
+                np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+        ort_state = outputs[1:]
+
+
 def test_event_only_export_matches_torch_over_streamed_steps(tmp_path):
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=False, spectral_impl="matmul").eval()
@@ -54,16 +70,7 @@ def test_event_only_export_matches_torch_over_streamed_steps(tmp_path):
     ops = {node.op_type for node in graph.graph.node}
     assert not {"DFT", "STFT"} & ops and "MatMul" in ops
     assert [i.name for i in session.get_inputs()] == ["events", *[f"in_{n}" for n in names]]
-    ort_state = [s.numpy() for s in state]
-    for step in range(3):
-        events = _events(step + 1)
-        with torch.no_grad():
-            raw, *state = model.forward_raw(events, None, *state)
-        outputs = session.run(None, {"events": events.numpy(), **{f"in_{n}": v for n, v in zip(names, ort_state)}})
-        np.testing.assert_allclose(outputs[0], raw.numpy(), rtol=1e-4, atol=1e-4)
-        for got, want in zip(outputs[1:], state):
-            np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
-        ort_state = outputs[1:]  # feed ONNX's own state back, so errors would accumulate
+    _assert_stream_matches(model, session, names, state, compare_state=True)
 
 
 def test_fused_step_graph_with_cached_frame_features_matches_torch(tmp_path):
@@ -76,11 +83,4 @@ def test_fused_step_graph_with_cached_frame_features_matches_torch(tmp_path):
     _, session = _export(model, (_events(0), *state), ["events", *[f"in_{n}" for n in names]],
                          ["raw", *[f"out_{n}" for n in names]], tmp_path / "fused.onnx", with_frames=False)
     assert len(session.get_inputs()) == 1 + len(names)
-    ort_state = [s.numpy() for s in state]
-    for step in range(3):
-        events = _events(step + 1)
-        with torch.no_grad():
-            raw, *state = model.forward_raw(events, None, *state)
-        outputs = session.run(None, {"events": events.numpy(), **{f"in_{n}": v for n, v in zip(names, ort_state)}})
-        np.testing.assert_allclose(outputs[0], raw.numpy(), rtol=1e-4, atol=1e-4)
-        ort_state = outputs[1:]
+    _assert_stream_matches(model, session, names, state, compare_state=False)

@@ -46,22 +46,22 @@ def events() -> np.ndarray:
     return make_events(t, x, y, rng.integers(0, 2, count))
 
 
+def _exported_bundle(folder, seed: int, use_frames: bool):
+    """A nano model seeded with `seed`, exported as a bundle into `folder`."""
+    torch.manual_seed(seed)
+    model = build("nano", use_frames=use_frames)
+    export_bundle(model, metadata_for_model(model, HEIGHT, WIDTH, window_us=WINDOW), folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def event_dir(tmp_path_factory):
-    torch.manual_seed(11)
-    model = build("nano", use_frames=False)
-    out = tmp_path_factory.mktemp("rt_events")
-    export_bundle(model, metadata_for_model(model, HEIGHT, WIDTH, window_us=WINDOW), out)
-    return out
+    return _exported_bundle(tmp_path_factory.mktemp("rt_events"), 11, use_frames=False)
 
 
 @pytest.fixture(scope="module")
 def fused_dir(tmp_path_factory):
-    torch.manual_seed(12)
-    model = build("nano", use_frames=True)
-    out = tmp_path_factory.mktemp("rt_fused")
-    export_bundle(model, metadata_for_model(model, HEIGHT, WIDTH, window_us=WINDOW), out)
-    return out
+    return _exported_bundle(tmp_path_factory.mktemp("rt_fused"), 12, use_frames=True)
 
 
 def build(preset: str, use_frames: bool):
