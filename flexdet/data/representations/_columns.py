@@ -72,14 +72,14 @@ def _first_invalid_in(t, x, y, p, start, stop, first, width, height):
         b1 = min(b0 + block, stop)
         bad = False
         prev = time_before(t, b0, first)
-        for i in range(b0, b1):
+        for i in range(np.uint64(b0), np.uint64(b1)):
             bad |= read_checked(t, x, y, p, i, prev, width, height)[0]
             prev = t[i]
         if bad:
             prev = time_before(t, b0, first)
-            for i in range(b0, b1):
+            for i in range(np.uint64(b0), np.uint64(b1)):
                 if read_checked(t, x, y, p, i, prev, width, height)[0]:
-                    return i
+                    return np.int64(i)
                 prev = t[i]
     return -1
 

@@ -4,7 +4,9 @@ Output is a flat (2 * bins * plane) array, channel = polarity * bins + bin, plan
 Each event is checked as it is counted (inside the sensor, polarity 0/1, not earlier than the event
 before it) and counting stops at the first bad one, whose index the kernels return (-1: all valid).
 The check reads only what the count loads anyway, so it costs a compare per field instead of a second
-pass over the events (a separate pass measured 27-38 % of the histogram's time).
+pass over the events (a separate pass measured 27-38 % of the histogram's time). The saturating add always
+stores `v + (v < clip)`: a branch on saturation mispredicts wherever busy pixels reach the clip, and the
+branch-free form measured 2x faster on clustered events and the same on uniform ones.
 
 The parallel kernel splits the events into equal contiguous chunks; a chunk counts straight into the
 output except for its first bin when an earlier chunk also reached that bin, which it counts into a
@@ -31,15 +33,17 @@ def count_range(t, x, y, p, i0, i1, first, dest, offset, polarity_stride, width,
     if i0 >= i1:
         return -1
     prev = time_before(t, i0, first)
-    for i in range(i0, i1):
+    base = np.uint64(offset)
+    stride = np.uint64(polarity_stride)
+    row = np.uint64(width)
+    for i in range(np.uint64(i0), np.uint64(i1)):
         invalid, xi, yi, pi, ti = read_checked(t, x, y, p, i, prev, width, height)
         if invalid:
-            return i
+            return np.int64(i)
         prev = ti
-        k = offset + pi * polarity_stride + yi * width + xi
+        k = base + pi * stride + yi * row + xi
         v = dest[k]
-        if v < clip:
-            dest[k] = v + 1
+        dest[k] = v + (v < clip)
     return -1
 
 

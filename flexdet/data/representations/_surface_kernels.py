@@ -17,9 +17,12 @@ NEVER = np.iinfo(np.int64).min
 
 @numba.njit(cache=True, nogil=True)
 def latest_range(t, x, y, p, i0, i1, last, plane, width):
-    """last[p * plane + y * width + x] = t for events i0..i1 (time-sorted, so the latest one stays)."""
-    for i in range(i0, i1):
-        last[np.int64(p[i]) * plane + np.int64(y[i]) * width + np.int64(x[i])] = t[i]
+    """last[p * plane + y * width + x] = t for events i0..i1 (time-sorted, so the latest one stays); uint64
+    indices as in _event_checks (no wraparound code per access)."""
+    stride = np.uint64(plane)
+    row = np.uint64(width)
+    for i in range(np.uint64(i0), np.uint64(i1)):
+        last[np.uint64(p[i]) * stride + np.uint64(y[i]) * row + np.uint64(x[i])] = t[i]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
