@@ -102,8 +102,8 @@ def test_random_events_match_numpy(clustered, parallel):
     assert np.array_equal(event_frame(ev, h, w, parallel=parallel), ref_frame(ev, h, w))
 
 
-def test_large_sensor_voxel_sweeps_planes_separately_and_matches():
-    h, w = 720, 1280  # two int64 planes exceed the cache budget: the one-plane-per-sweep path
+def test_large_sensor_voxel_matches_numpy_and_parallel():
+    h, w = 720, 1280  # two int64 planes of 7.4 MB each: every cell comes from L3 or memory, prefetched ahead
     ev = random_events(300_000, h, w, seed=8)
     serial = voxel_grid(ev, h, w, 5, 1_000, 49_000, parallel=False)
     np.testing.assert_allclose(serial, ref_voxel(ev, h, w, 5, 1_000, 49_000), rtol=1e-6, atol=1e-5)
@@ -216,6 +216,9 @@ def test_border_pixels_and_hot_pixel_clip():
     assert hist.dtype == np.uint8 and hist[1, h - 1, w - 1] == 10  # 1000 events, saturated, not 1000 % 256
     assert stacked_histogram(hot, h, w, 1, 0, 1_000, clip=255)[1, h - 1, w - 1] == 255
     assert event_frame(hot, h, w)[1, h - 1, w - 1] == 1_000
+    hotter = make_events(np.arange(70_000), [0] * 70_000, [0] * 70_000, [0] * 70_000)
+    assert event_frame(hotter, h, w)[0, 0, 0] == 65_535  # saturates at the uint16 maximum, not 70000 % 65536
+    assert event_frame(hotter, h, w, clip=100)[0, 0, 0] == 100
 
 
 def test_events_outside_window_are_ignored():
@@ -240,12 +243,14 @@ def test_bad_events_raise_with_index(field, value, message):
 @pytest.mark.parametrize("parallel", [False, True])
 def test_kernels_name_the_first_bad_event_whichever_chunk_finds_it(parallel):
     """The count and voxel kernels check events as they read them; with 2 threads the chunks split at
-    150,000, so a bad event there is checked against its predecessor in the other chunk."""
+    150,000, so a bad event there is checked against its predecessor in the other chunk. The voxel kernel
+    prefetches the cells of the event 64 ahead before checking it: x=-1 sends that prefetch far outside
+    the grid, which must neither fault nor change what is reported."""
     n = 300_000
     base = random_events(n, 30, 40, seed=7)
     builds = (lambda ev: stacked_histogram(ev, 30, 40, 10, parallel=parallel),
               lambda ev: voxel_grid(ev, 30, 40, 5, 0, 50_000, parallel=parallel),
-              lambda ev: voxel_grid(ev, 600, 2_000, 5, 0, 50_000, parallel=parallel),  # planes swept separately
+              lambda ev: voxel_grid(ev, 600, 2_000, 5, 0, 50_000, parallel=parallel),  # planes beyond the caches
               lambda ev: event_frame(ev, 30, 40, parallel=parallel))
     for build in builds:
         cols = {k: base[k].astype(np.int64) for k in "txyp"}  # signed columns: negative values are possible

@@ -29,14 +29,14 @@ def counts_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, wid
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def voxels_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, height, split):
+def voxels_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, height):
     """out[i] (flat) = voxel grid of window i, exact integer accumulation then one division."""
     for i in numba.prange(len(ends_us)):
         lo, hi = _window_range(t, starts_us[i], ends_us[i])
         starts, t_base, span = window_starts(t, lo, hi, starts_us[i], ends_us[i], use_events_span, bins,
                                              max(bins - 1, 1))
         acc = np.zeros(bins * height * width, np.int64)
-        voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height, split)
+        voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height)
         voxel_finish(acc, span, out[i])
 
 

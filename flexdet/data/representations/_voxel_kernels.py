@@ -6,8 +6,8 @@ accumulator, and the grid is accumulator / span at the end. Integer sums do not 
 addition, so the parallel kernel (contiguous event chunks; a chunk's planes shared with the previous
 chunk go to a private two-plane buffer) equals the serial one bit for bit, and both are the correctly
 rounded value of the exact sum rather than of a float32 running sum. Events are validated as they are
-added (see _count_kernels), so no separate pass reads them first. When two int64 planes outgrow the
-cache (SPLIT_BYTES), each bin is swept twice, once per plane, which measured ~3x faster at 1280x720.
+added (see _count_kernels), so no separate pass reads them first. Two int64 planes outgrow the L2 cache
+from 640x480 on, so each event's two cells are prefetched PREFETCH_DISTANCE events ahead (_prefetch).
 """
 
 from __future__ import annotations
@@ -16,21 +16,14 @@ import numba
 import numpy as np
 
 from flexdet.data.representations._event_checks import read_checked, time_before
+from flexdet.data.representations._prefetch import PREFETCH_DISTANCE, prefetch_for_write
 from flexdet.data.representations._segments import chunk_bounds, first_bad, segment_of
-
-SPLIT_BYTES = 8 << 20
-
-
-def split_planes(plane: int) -> bool:
-    """Whether to sweep a bin once per plane: the two int64 planes an event touches exceed SPLIT_BYTES."""
-    return 2 * 8 * plane > SPLIT_BYTES
 
 
 @numba.njit(cache=True, nogil=True)
 def voxel_range(t, x, y, p, i0, i1, first, t_base, scale, num_base, span, lo_dest, lo_off, hi_dest, hi_off,
-                has_hi, width, height, split):
-    """Split events i0..i1 (all in one bin) between their lower plane and, if `has_hi`, the upper one
-    (in one sweep, or with `split` in two sweeps that each touch a single plane).
+                has_hi, width, height):
+    """Split events i0..i1 (all in one bin) between their lower plane and, if `has_hi`, the upper one.
 
     Each event is checked as it is added (inside the sensor, polarity 0/1, not earlier than the event
     before it; `first` is the selection's first event, the only one not compared with a predecessor).
@@ -39,27 +32,31 @@ def voxel_range(t, x, y, p, i0, i1, first, t_base, scale, num_base, span, lo_des
     if i0 >= i1:
         return -1
     prev = time_before(t, i0, first)
-    both = has_hi and not split
-    for i in range(i0, i1):
+    row = np.uint64(width)
+    lo_base = np.uint64(lo_off)
+    hi_base = np.uint64(hi_off)
+    last = np.uint64(i1 - 1)
+    for i in range(np.uint64(i0), np.uint64(i1)):
+        ahead = min(i + np.uint64(PREFETCH_DISTANCE), last)
+        pixel_ahead = np.uint64(y[ahead]) * row + np.uint64(x[ahead])
+        prefetch_for_write(lo_dest, lo_base + pixel_ahead)
+        if has_hi:
+            prefetch_for_write(hi_dest, hi_base + pixel_ahead)
         invalid, xi, yi, pi, ti = read_checked(t, x, y, p, i, prev, width, height)
         if invalid:
-            return i
+            return np.int64(i)
         prev = ti
         num = (ti - t_base) * scale - num_base
-        sign = 2 * pi - 1
-        pixel = yi * width + xi
-        lo_dest[lo_off + pixel] += sign * (span - num)
-        if both:
-            hi_dest[hi_off + pixel] += sign * num
-    if has_hi and split:
-        for i in range(i0, i1):
-            num = (t[i] - t_base) * scale - num_base
-            hi_dest[hi_off + np.int64(y[i]) * width + np.int64(x[i])] += (2 * np.int64(p[i]) - 1) * num
+        sign = 2 * np.int64(pi) - 1
+        pixel = yi * row + xi
+        lo_dest[lo_base + pixel] += sign * (span - num)
+        if has_hi:
+            hi_dest[hi_base + pixel] += sign * num
     return -1
 
 
 @numba.njit(cache=True, nogil=True)
-def voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height, split):
+def voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height):
     """Accumulate every bin of events into the flat int64 (bins * plane) accumulator; returns -1 or the
     index of the first invalid event."""
     bins = len(starts) - 1
@@ -67,14 +64,14 @@ def voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height, split):
     plane = height * width
     for j in range(bins):
         bad = voxel_range(t, x, y, p, starts[j], starts[j + 1], starts[0], t_base, scale, j * span, span,
-                          acc, j * plane, acc, (j + 1) * plane, j + 1 < bins, width, height, split)
+                          acc, j * plane, acc, (j + 1) * plane, j + 1 < bins, width, height)
         if bad >= 0:
             return bad
     return -1
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, height, split):
+def voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, height):
     """Same result as voxel_serial, with `private.shape[0]` chunks of events accumulated concurrently."""
     bins = len(starts) - 1
     scale = bins - 1
@@ -106,7 +103,7 @@ def voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, height
             else:
                 hi_dest, hi_off = acc, (j + 1) * plane
             bad[k] = voxel_range(t, x, y, p, s, e, starts[0], t_base, scale, j * span, span, lo_dest, lo_off,
-                                 hi_dest, hi_off, j + 1 < bins, width, height, split)
+                                 hi_dest, hi_off, j + 1 < bins, width, height)
             if bad[k] >= 0:
                 break
     found = first_bad(bad)

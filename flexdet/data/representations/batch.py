@@ -12,7 +12,6 @@ from flexdet.data.representations._columns import (EventsLike, check_sensor_size
                                                    validate_columns)
 from flexdet.data.representations._dispatch import PARALLEL_MIN_EVENTS, deliver
 from flexdet.data.representations._segments import search_left
-from flexdet.data.representations._voxel_kernels import split_planes
 from flexdet.errors import ConfigError
 
 KINDS = ("stacked_histogram", "voxel_grid", "time_surface", "event_frame")
@@ -90,7 +89,7 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
         bins = config.bins if config.kind == "stacked_histogram" else 1
         counts_batch(t, x, y, p, starts, ends, by_events, bins, flat, width, height, config.count_clip)
     elif config.kind == "voxel_grid":
-        voxels_batch(t, x, y, p, starts, ends, by_events, config.bins, flat, width, height, split_planes(plane))
+        voxels_batch(t, x, y, p, starts, ends, by_events, config.bins, flat, width, height)
     else:
         surfaces_batch(t, x, y, p, starts, ends, by_events, float(config.tau_us or 0.0), flat, width, plane)
     return deliver(out, as_tensor)

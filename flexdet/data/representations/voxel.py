@@ -9,7 +9,7 @@ import numpy as np
 from flexdet.data.representations._columns import EventsLike, raise_if_invalid
 from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
 from flexdet.data.representations._segments import window_starts
-from flexdet.data.representations._voxel_kernels import split_planes, voxel_finish, voxel_parallel, voxel_serial
+from flexdet.data.representations._voxel_kernels import voxel_finish, voxel_parallel, voxel_serial
 from flexdet.errors import ConfigError
 
 
@@ -42,8 +42,8 @@ def accumulate_voxels(chosen: Selection, height: int, width: int, bins: int,
     chunks = thread_chunks(parallel, chosen.hi - chosen.lo)
     if chunks > 1:
         private = np.zeros((chunks, 2 * plane), np.int64)
-        bad = voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, height, split_planes(plane))
+        bad = voxel_parallel(t, x, y, p, starts, t_base, span, acc, private, width, height)
     else:
-        bad = voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height, split_planes(plane))
+        bad = voxel_serial(t, x, y, p, starts, t_base, span, acc, width, height)
     raise_if_invalid(chosen.columns, int(bad), chosen.lo, width, height, chosen.source)
     return acc, int(span)
