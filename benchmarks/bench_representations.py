@@ -106,6 +106,13 @@ def peer_builders(height: int, width: int) -> dict:
     return peers
 
 
+@numba.njit(nogil=True)
+def plain_numba_histogram(t, x, y, p, out, height, width):
+    """The loop a user would write first: one thread, signed indices, no checks, wrapping uint8 counts."""
+    for i in range(len(t)):
+        out[((p[i] * BINS + t[i] * BINS // T_END) * height + y[i]) * width + x[i]] += 1
+
+
 def torch_histogram(cols, height, width):
     t, x, y, p = cols
     index = ((p * BINS + torch.div(t * BINS, T_END, rounding_mode="floor")) * height + y) * width + x
@@ -172,6 +179,7 @@ def main() -> None:
               f"the output's allocation and first touch)")
 
     n = args.matrix_events
+    targets = {}
     print(f"\n## matrix: {n:,} events, M events/s (ratio to numpy bincount of the same events, same run)")
     print(f"{'sensor':>9} {'events':>9} {'thr':>3} {'numpy':>7} {'torch':>7} {'hist':>14} {'hist(cols)':>14} "
           f"{'voxel':>14} {'surface':>8} {'frame':>8} {'np voxel':>8} {'mem x out':>9}")
@@ -194,12 +202,19 @@ def main() -> None:
                 out_bytes = 2 * BINS * h * w
                 extra = peak_extra_bytes(lambda: reps["stacked_histogram"](ev))
                 vox_extra = peak_extra_bytes(lambda: reps["voxel_grid"](ev))
+                if (h, w, clustered) == (480, 640, False):
+                    targets[threads] = (rates["stacked_histogram"], np_hist, rates["voxel_grid"])
                 print(f"{w}x{h:<4} {'clust' if clustered else 'unif':>9} {threads:>3} {np_hist:7.1f} {th:7.1f} "
                       f"{rates['stacked_histogram']:7.1f} ({rates['stacked_histogram'] / np_hist:4.1f}x) "
                       f"{hist_cols:7.1f} ({hist_cols / np_hist:4.1f}x) "
                       f"{rates['voxel_grid']:7.1f} ({rates['voxel_grid'] / np_vox:4.1f}x) "
                       f"{rates['time_surface']:8.1f} {rates['event_frame']:8.1f} {np_vox:8.1f} "
                       f"{extra / out_bytes:4.2f}/{vox_extra / (VOXEL_BINS * h * w * 4):4.2f}")
+            if (h, w, clustered) == (480, 640, False):
+                plain_out = np.zeros(2 * BINS * h * w, np.uint8)
+                plain_numba_histogram(ev["t"], ev["x"], ev["y"], ev["p"], plain_out, h, w)
+                targets["plain"] = best_rate(lambda: plain_numba_histogram(ev["t"], ev["x"], ev["y"], ev["p"],
+                                                                           plain_out, h, w), n, args.repeat)
             print(f"{'':>9} (copying the 4 fields to contiguous columns: {copy_rate:.0f} M events/s)")
             peer_rates = []
             for name, (convert, build) in peer_builders(h, w).items():
@@ -212,6 +227,19 @@ def main() -> None:
     print("\nhist(cols): the same call on contiguous columns (a dict) instead of the structured array.")
     print("mem x out: peak allocated bytes (output included) / output bytes, stacked histogram / voxel grid "
           "(the voxel grid adds an int64 accumulator: 2x the float32 output, plus 2 private planes per thread).")
+    print_targets(targets, thread_counts[-1], n)
+
+
+def print_targets(targets: dict, threads: int, n: int) -> None:
+    """The issue's targets on 640x480 uniform events with all threads: histogram >= 500 M events/s and >= 6x
+    numpy bincount of the same run, voxel grid >= 200 M events/s; next to the plain Numba loop."""
+    hist, np_hist, vox = targets[threads]
+    print(f"\n## targets: {n:,} events 640x480 uniform, {threads} thread(s)")
+    print(f"stacked histogram {hist:.0f} M events/s (target 500): {'met' if hist >= 500 else 'NOT met'}; "
+          f"{hist / np_hist:.1f}x numpy bincount (target 6x): {'met' if hist / np_hist >= 6 else 'NOT met'}")
+    print(f"voxel grid {vox:.0f} M events/s (target 200): {'met' if vox >= 200 else 'NOT met'}")
+    print(f"plain single-thread Numba histogram loop (no checks, wrapping counts): {targets['plain']:.0f} M events/s; "
+          f"flexdet's validating kernel on one thread: {targets[1][0]:.0f}")
 
 
 if __name__ == "__main__":
