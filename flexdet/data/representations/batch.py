@@ -10,7 +10,7 @@ import numpy as np
 from flexdet.data.representations._batch_kernels import counts_batch, surfaces_batch, voxels_batch
 from flexdet.data.representations._columns import (EventsLike, check_sensor_size, event_columns,
                                                    validate_columns)
-from flexdet.data.representations._dispatch import PARALLEL_MIN_EVENTS, deliver
+from flexdet.data.representations._dispatch import PARALLEL_SCAN_MIN_EVENTS, deliver
 from flexdet.data.representations._segments import search_left
 from flexdet.errors import ConfigError
 
@@ -81,7 +81,7 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
         return deliver(out, as_tensor)
     lo = int(search_left(t, 0, len(t), int(starts.min())))
     hi = int(search_left(t, lo, len(t), int(ends.max())))
-    validate_columns(columns, width, height, lo, hi, parallel=hi - lo >= PARALLEL_MIN_EVENTS)
+    validate_columns(columns, width, height, lo, hi, parallel=hi - lo >= PARALLEL_SCAN_MIN_EVENTS)
     flat = out.reshape(len(ends), -1)
     by_events = config.time_norm == "events"
     plane = height * width

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Protocol, Tuple, Union
 import numpy as np
 
 from flexdet.data.representations._columns import event_columns, validate_columns
+from flexdet.data.representations._dispatch import PARALLEL_SCAN_MIN_EVENTS
 from flexdet.data.representations._segments import search_left
 from flexdet.data.events import empty_events
 from flexdet.errors import ConfigError, FlexdetError
@@ -79,7 +80,7 @@ def iter_windows(source: Union[np.ndarray, Recording], *, rate_hz: Union[float, 
 
 def _array_windows(events, rate_hz, window_us, stride_us, t_start, t_end, width, height) -> Iterator[Window]:
     columns = event_columns(events)
-    validate_columns(columns, width, height, source="events", parallel=len(events) > 1 << 17)
+    validate_columns(columns, width, height, source="events", parallel=len(events) >= PARALLEL_SCAN_MIN_EVENTS)
     t = columns[0]
     if len(t) == 0 and (t_start is None or t_end is None):
         return
