@@ -145,24 +145,26 @@ def main() -> None:
         if importlib.util.find_spec(name) is None:
             print(f"# {name}: not installed, skipped")
 
-    def representations(h, w):
-        return {"stacked_histogram": lambda ev: stacked_histogram(ev, h, w, BINS, 0, T_END),
-                "voxel_grid": lambda ev: voxel_grid(ev, h, w, VOXEL_BINS, 0, T_END),
-                "time_surface": lambda ev: time_surface(ev, h, w, None, 0, T_END),
-                "event_frame": lambda ev: event_frame(ev, h, w, 0, T_END)}
+    def representations(h, w, parallel=None):
+        return {"stacked_histogram": lambda ev: stacked_histogram(ev, h, w, BINS, 0, T_END, parallel=parallel),
+                "voxel_grid": lambda ev: voxel_grid(ev, h, w, VOXEL_BINS, 0, T_END, parallel=parallel),
+                "time_surface": lambda ev: time_surface(ev, h, w, None, 0, T_END, parallel=parallel),
+                "event_frame": lambda ev: event_frame(ev, h, w, 0, T_END, parallel=parallel)}
 
     small = make_events(10_000, 48, 64, False)
-    for build in representations(48, 64).values():
-        build(small)
+    for parallel in (False, True):  # compile or load both kernel variants before timing anything
+        for build in representations(48, 64, parallel).values():
+            build(small)
 
-    print("\n## linearity: 640x480 uniform, 2 threads (M events/s; cost per event should stay flat)")
+    print("\n## linearity: 640x480 uniform, 2 threads even where one would be chosen (M events/s; cost per event "
+          "should stay flat)")
     numba.set_num_threads(thread_counts[-1])
     sizes = [1_000_000, 3_000_000, 10_000_000, 30_000_000] + ([100_000_000] if args.full else [])
     print(f"{'events':>12} {'hist':>8} {'voxel':>8} {'hist ms':>9} {'voxel ms':>9} {'marginal ns/event':>18}")
     times = []
     for n in sizes:
         ev = make_events(n, 480, 640, False)
-        reps = representations(480, 640)
+        reps = representations(480, 640, parallel=thread_counts[-1] > 1)
         hist = best_rate(lambda: reps["stacked_histogram"](ev), n, args.repeat)
         vox = best_rate(lambda: reps["voxel_grid"](ev), n, args.repeat)
         times.append((n, n / hist / 1e3, n / vox / 1e3))
