@@ -26,8 +26,10 @@ def prefetch_for_write(typingctx, array, index):
         data = context.make_array(array_type)(context, builder, args[0]).data
         byte_pointer = ir.IntType(8).as_pointer()
         int32 = ir.IntType(32)
+        # The intrinsic's name carries its pointer type: p0i8 for typed pointers, p0 where llvmlite is opaque.
+        name = "llvm.prefetch.p0" if getattr(byte_pointer, "is_opaque", False) else "llvm.prefetch.p0i8"
         function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]), "llvm.prefetch.p0i8")
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]), name)
         address = builder.bitcast(builder.gep(data, [args[1]]), byte_pointer)
         builder.call(function, [address, int32(1), int32(3), int32(1)])
         return context.get_dummy_value()
