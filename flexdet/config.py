@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Type, TypeVar
@@ -87,7 +88,7 @@ def _convert(hint: Any, value: Any, source: str) -> Any:
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, source)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] / Union[X, Y] and X | None
         if value is None and type(None) in args:
             return None
         errors = []
@@ -115,13 +116,25 @@ def _convert(hint: Any, value: Any, source: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        return _to_float(value, source)
     if hint in (int, str, bool) and not isinstance(value, hint):
         raise ConfigError(f"{source}: expected {hint.__name__}, got {value!r}")
     if hint is int and isinstance(value, bool):
         raise ConfigError(f"{source}: expected int, got {value!r}")
     return value
+
+
+def _to_float(value: Any, source: str) -> float:
+    """A number, or a string that spells one: PyYAML (YAML 1.1) reads `1e-3` without a dot as a string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{source}: expected a number, got {value!r}")
 
 
 def _plain(value: Any) -> Any:
