@@ -173,7 +173,6 @@ def main() -> None:
             (n0, h0, v0), (n1, h1, v1) = times[-2], times[-1]
             marginal = f"{(h1 - h0) * 1e6 / (n1 - n0):8.2f} /{(v1 - v0) * 1e6 / (n1 - n0):6.2f}"
         print(f"{n:>12,} {hist:8.1f} {vox:8.1f} {n / hist / 1e3:9.2f} {n / vox / 1e3:9.2f} {marginal:>18}")
-        del ev
     counts = np.array([row[0] for row in times], float)
     for column, name in ((1, "hist"), (2, "voxel")):
         slope, fixed = np.polyfit(counts, [row[column] for row in times], 1)
@@ -222,10 +221,8 @@ def main() -> None:
             for name, (convert, build) in peer_builders(h, w).items():
                 converted = convert(ev)
                 peer_rates.append(f"{name} {best_rate(lambda: build(converted), n, 2):.1f}")
-                del converted
             if peer_rates:
                 print(f"{'':>9} peers, same events, their own threading (M events/s): {', '.join(peer_rates)}")
-            del ev, columns
     print("\nhist(cols): the same call on contiguous columns (a dict) instead of the structured array.")
     print("mem x out: peak allocated bytes (output included) / output bytes, stacked histogram / voxel grid "
           "(the voxel grid adds an int64 accumulator: 2x the float32 output, plus 2 private planes per thread).")

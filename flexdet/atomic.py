@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def _default_mode() -> int:
@@ -24,7 +24,7 @@ _DEFAULT_MODE = _default_mode()
 
 
 @contextlib.contextmanager
-def atomic_path(path: "os.PathLike[str] | str") -> Iterator[Path]:
+def atomic_path(path: os.PathLike[str] | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`.
 
     The temporary file keeps the final suffix, so libraries that choose a format by suffix (numpy's
@@ -47,13 +47,13 @@ def atomic_path(path: "os.PathLike[str] | str") -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: "os.PathLike[str] | str", data: bytes) -> None:
+def atomic_write_bytes(path: os.PathLike[str] | str, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: "os.PathLike[str] | str", text: str) -> None:
+def atomic_write_text(path: os.PathLike[str] | str, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 

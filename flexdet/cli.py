@@ -11,7 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from flexdet import __version__
 from flexdet.errors import FlexdetError
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flexdet` console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
     module = importlib.import_module(args._module)

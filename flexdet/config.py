@@ -11,8 +11,9 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Type, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -22,7 +23,7 @@ from flexdet.errors import ConfigError
 T = TypeVar("T")
 
 
-def from_dict(cls: Type[T], data: Mapping[str, Any], source: str = "config") -> T:
+def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config") -> T:
     """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -42,7 +43,7 @@ def to_dict(obj: Any) -> dict:
     return _plain(dataclasses.asdict(obj))
 
 
-def load_yaml(cls: Type[T], path: "os.PathLike[str] | str") -> T:
+def load_yaml(cls: type[T], path: os.PathLike[str] | str) -> T:
     """Read a YAML file into dataclass `cls`."""
     path = Path(path)
     try:
@@ -54,12 +55,12 @@ def load_yaml(cls: Type[T], path: "os.PathLike[str] | str") -> T:
     return from_dict(cls, data, source=str(path))
 
 
-def save_yaml(obj: Any, path: "os.PathLike[str] | str") -> None:
+def save_yaml(obj: Any, path: os.PathLike[str] | str) -> None:
     """Write a dataclass to a YAML file atomically."""
     atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
-def apply_overrides(obj: T, overrides: "list[str] | Mapping[str, Any]") -> T:
+def apply_overrides(obj: T, overrides: list[str] | Mapping[str, Any]) -> T:
     """Return a copy of dataclass `obj` with `key=value` (dotted keys reach nested dataclasses) applied."""
     data = to_dict(obj)
     items = overrides.items() if isinstance(overrides, Mapping) else (_split(o) for o in overrides)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 
 class FlexdetError(Exception):
@@ -16,8 +15,8 @@ class FormatError(FlexdetError):
     The message always names the file and, where it helps, the byte offset or event index.
     """
 
-    def __init__(self, path: "os.PathLike[str] | str", problem: str, offset: Optional[int] = None,
-                 index: Optional[int] = None) -> None:
+    def __init__(self, path: os.PathLike[str] | str, problem: str, offset: int | None = None,
+                 index: int | None = None) -> None:
         where = ""
         if offset is not None:
             where = f" at byte offset {offset}"
@@ -41,7 +40,7 @@ class SensorSizeError(FlexdetError):
 class MissingDependencyError(FlexdetError):
     """An optional package (tensorrt, dv-processing, ...) is needed for this feature and is not installed."""
 
-    def __init__(self, package: str, feature: str, install_hint: Optional[str] = None) -> None:
+    def __init__(self, package: str, feature: str, install_hint: str | None = None) -> None:
         hint = install_hint or f"pip install {package}"
         super().__init__(f"{feature} needs the '{package}' package, which is not installed ({hint}).")
         self.package = package

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pytest
 
@@ -19,7 +18,7 @@ class Inner:
 
 @dataclass
 class Outer:
-    old_style: Optional[float] = None
+    old_style: float | None = None
     new_style: float | None = None
     name: str = "x"
     inner: Inner = field(default_factory=Inner)

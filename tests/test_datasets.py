@@ -8,12 +8,21 @@ import numpy as np
 import pytest
 import torch
 
+from flexdet.config import apply_overrides
 from flexdet.data.events import make_events
 from flexdet.data.synthetic import generate_dataset, load_preset
-from flexdet.config import apply_overrides
 from flexdet.training.config import AugmentConfig
-from flexdet.training.datasets import (ClipAugment, ClipLoader, ClipSampler, Geometry, WindowCache, augment_boxes,
-                                       augment_images, open_dataset, stream_windows)
+from flexdet.training.datasets import (
+    ClipAugment,
+    ClipLoader,
+    ClipSampler,
+    Geometry,
+    WindowCache,
+    augment_boxes,
+    augment_images,
+    open_dataset,
+    stream_windows,
+)
 from flexdet.training.datasets.sequences import _dsec_folders
 from flexdet.training.protocols import get_protocol
 
@@ -79,7 +88,7 @@ def test_frame_is_the_latest_at_window_start(dsec_root):
         assert torch.equal(clip_frames[j], expected)
 
 
-def _clip(sequence, rate_index, start, steps, augment=ClipAugment()):
+def _clip(sequence, rate_index, start, steps, augment=ClipAugment()):  # noqa: B008 (frozen dataclass)
     from flexdet.training.datasets import Clip
     return Clip(sequence, rate_index, start, steps, augment, True)
 

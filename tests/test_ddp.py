@@ -9,12 +9,11 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from test_datasets import tiny_dataset
 
 from flexdet.training.config import load_train_config
 from flexdet.training.distributed import DistContext, shard
 from flexdet.training.trainer import LossModule, Trainer
-
-from test_datasets import tiny_dataset
 
 OVERRIDES = ["model.inputs=events", "data.downsample=2", "data.batch_size=4", "data.clip_steps=2",
              "optim.steps=2", "run.progress=false", "run.threads=1", "optim.grad_clip=0"]

@@ -16,7 +16,7 @@ import pytest
 from flexdet.cli import main as cli_main
 from flexdet.data.events import EVENT_DTYPE, make_events
 from flexdet.demo.pipeline import StepClock, StepInput, WindowAssembler, WindowQueue
-from flexdet.demo.render import ON_COLOUR, OFF_COLOUR, RenderOptions, box_colour, display_scale, render_frame
+from flexdet.demo.render import OFF_COLOUR, ON_COLOUR, RenderOptions, box_colour, display_scale, render_frame
 from flexdet.demo.sources import Pacer, RecordingSource, SourceChunk, SourceEnded, VideoSource, open_source
 from flexdet.errors import FlexdetError, MissingDependencyError
 from flexdet.training.ground_truth import stream_step_times

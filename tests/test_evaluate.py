@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from test_datasets import tiny_dataset
 
 from flexdet.data.boxes import FILE_BOX_DTYPE, boxes_to_xyxy
 from flexdet.models import build_model
 from flexdet.training.datasets import open_dataset, stream_windows
 from flexdet.training.evaluate import ScoredRun, StreamRunner, evaluate, interframe_runs, score
 from flexdet.training.ground_truth import interframe_deltas, labels_at
-
-from test_datasets import tiny_dataset
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,14 @@ from flexdet.cli import main
 from flexdet.config import apply_overrides
 from flexdet.data.synthetic import load_preset
 from flexdet.errors import ConfigError
-from flexdet.training.experiment import (FrequencyOptions, budget_config, expectations, fal_base, run_frequency,
-                                         write_frequency)
+from flexdet.training.experiment import (
+    FrequencyOptions,
+    budget_config,
+    expectations,
+    fal_base,
+    run_frequency,
+    write_frequency,
+)
 
 
 def _rows(table: dict) -> list[dict]:

@@ -10,8 +10,14 @@ import torch
 
 from flexdet.cli import main as cli_main
 from flexdet.errors import CheckpointError, FormatError, MissingDependencyError
-from flexdet.export import (DeployMetadata, export_bundle, load_checkpoint, metadata_for_model,
-                            read_onnx_metadata, save_checkpoint)
+from flexdet.export import (
+    DeployMetadata,
+    export_bundle,
+    load_checkpoint,
+    metadata_for_model,
+    read_onnx_metadata,
+    save_checkpoint,
+)
 from flexdet.models import build_model
 
 onnx = pytest.importorskip("onnx")

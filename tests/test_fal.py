@@ -17,8 +17,14 @@ from flexdet.data.representations import stacked_histogram
 from flexdet.errors import ConfigError, FlexdetError
 from flexdet.training.fal.config import FALConfig, StudentConfig, TrackerConfig, student_target
 from flexdet.training.fal.generate import (
-    base_times, fine_grid, pseudo_label_dataset, pseudo_label_path, pseudo_label_sequence, split_pseudo_labels,
-    teacher_predictions)
+    base_times,
+    fine_grid,
+    pseudo_label_dataset,
+    pseudo_label_path,
+    pseudo_label_sequence,
+    split_pseudo_labels,
+    teacher_predictions,
+)
 from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
 from flexdet.training.fal.reverse import reverse_events, reverse_histogram
 from flexdet.training.fal.tracker import BoxTracker, track_filter

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_datasets import tiny_dataset
 
 from flexdet.cli import main
 from flexdet.config import apply_overrides
@@ -19,8 +20,6 @@ from flexdet.training.datasets import ClipAugment, ClipLoader, ClipSampler, Wind
 from flexdet.training.fal.config import StudentConfig
 from flexdet.training.fal.generate import pseudo_label_path
 from flexdet.training.fal.recipes import TrainingLabels, apply_recipe
-
-from test_datasets import tiny_dataset
 
 TINY = ["data.downsample=2", "data.batch_size=2", "data.clip_steps=2", "optim.lr=0.001", "run.progress=false",
         "run.threads=1", "run.log_every=1"]

@@ -9,9 +9,18 @@ import pytest
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.errors import ConfigError, FlexdetError
-from flexdet.training.ground_truth import (dense_labels_at, format_rate, interframe_deltas, interframe_targets,
-                                           interpolate_labels, interpolate_pair, label_times, labels_at,
-                                           persistent_pairs, stream_step_times)
+from flexdet.training.ground_truth import (
+    dense_labels_at,
+    format_rate,
+    interframe_deltas,
+    interframe_targets,
+    interpolate_labels,
+    interpolate_pair,
+    label_times,
+    labels_at,
+    persistent_pairs,
+    stream_step_times,
+)
 
 
 def rows(entries: list[tuple]) -> np.ndarray:

@@ -7,13 +7,12 @@ import json
 
 import pytest
 import yaml
+from test_datasets import SMALL
 
 from flexdet.cli import main
 from flexdet.config import apply_overrides, to_dict
 from flexdet.data.boxes import FILE_BOX_DTYPE
 from flexdet.data.synthetic import load_preset
-
-from test_datasets import SMALL
 
 
 @pytest.mark.slow

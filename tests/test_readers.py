@@ -60,7 +60,7 @@ def test_real_sizes_follow_the_stated_rule():
     with open_recording(real_file("ncars_obj_004397_td.dat")) as rec:
         assert not rec.sensor_size_known
         with pytest.raises(SensorSizeError):
-            rec.width
+            rec.width  # noqa: B018 (the property raises)
         assert rec.coordinate_extent == (54, 61)
     with open_recording(real_file("ncars_obj_004397_td.dat"), width=120, height=100) as rec:
         assert (rec.width, rec.height, rec.size_source) == (120, 100, "override")

@@ -10,10 +10,19 @@ import pytest
 import torch
 
 from flexdet.data.events import make_events
+from flexdet.data.representations import (
+    downsample_events,
+    event_frame,
+    event_frame_torch,
+    events_to_tensors,
+    stacked_histogram,
+    stacked_histogram_torch,
+    time_surface,
+    time_surface_torch,
+    voxel_grid,
+    voxel_grid_torch,
+)
 from flexdet.data.representations._columns import event_columns, validate_columns
-from flexdet.data.representations import (downsample_events, event_frame, events_to_tensors, event_frame_torch,
-                                          stacked_histogram, stacked_histogram_torch, time_surface,
-                                          time_surface_torch, voxel_grid, voxel_grid_torch)
 from flexdet.errors import FlexdetError
 
 REAL = Path(__file__).parents[1] / ".." / "shared" / "data" / "real"

@@ -12,8 +12,15 @@ import torch
 
 from flexdet.data.boxes import FILE_BOX_DTYPE
 from flexdet.errors import ConfigError, FlexdetError
-from flexdet.training.results import (detections_to_boxes, metrics_markdown, plot_ap_vs_rate, prediction_path,
-                                      write_metrics_json, write_predictions, write_results)
+from flexdet.training.results import (
+    detections_to_boxes,
+    metrics_markdown,
+    plot_ap_vs_rate,
+    prediction_path,
+    write_metrics_json,
+    write_predictions,
+    write_results,
+)
 
 ROWS = [
     {"model": "global", "rate_hz": 20.0, "AP": 0.5952, "AP50": 0.81, "APs": math.nan},

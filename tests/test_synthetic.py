@@ -4,6 +4,7 @@ occlusion against a numpy reference, and round trips of the written datasets thr
 from __future__ import annotations
 
 import math
+
 import cv2
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
@@ -12,7 +13,14 @@ import pytest
 import yaml
 
 from flexdet.config import apply_overrides
-from flexdet.data.synthetic import EventSensor, Scene, SynthConfig, generate_dataset, load_preset, simulate_sequence
+from flexdet.data.synthetic import (
+    EventSensor,
+    Scene,
+    SynthConfig,
+    generate_dataset,
+    load_preset,
+    simulate_sequence,
+)
 from flexdet.data.synthetic.config import SensorConfig
 from flexdet.data.synthetic.dataset import DSEC_CLASS_IDS, plan_sequences
 from flexdet.errors import ConfigError, FlexdetError

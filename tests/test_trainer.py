@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_datasets import tiny_dataset
 
 from flexdet.training.checkpoint import load_checkpoint, load_detector
 from flexdet.training.config import load_train_config
 from flexdet.training.trainer import Trainer, train, train_or_reuse
-
-from test_datasets import tiny_dataset
 
 TINY = ["model.inputs=events", "data.downsample=2", "data.batch_size=2", "data.clip_steps=2",
         "data.stream_fraction=0.5", "optim.lr=0.001", "run.progress=false", "run.threads=1", "run.log_every=1"]

@@ -7,9 +7,17 @@ import pytest
 
 from flexdet.config import from_dict
 from flexdet.data.events import make_events
-from flexdet.data.representations import (RepresentationConfig, build_windows, event_frame, iter_windows,
-                                          make_representation, stacked_histogram, time_surface, voxel_grid,
-                                          window_bounds)
+from flexdet.data.representations import (
+    RepresentationConfig,
+    build_windows,
+    event_frame,
+    iter_windows,
+    make_representation,
+    stacked_histogram,
+    time_surface,
+    voxel_grid,
+    window_bounds,
+)
 from flexdet.errors import ConfigError, FlexdetError
 
 

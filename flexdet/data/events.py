@@ -6,8 +6,6 @@ polarity in {0 (OFF), 1 (ON)}. Arrays are sorted by `t` (non-decreasing) once a 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from flexdet.errors import FlexdetError
@@ -35,7 +33,7 @@ def make_events(t, x, y, p) -> np.ndarray:
     return events
 
 
-def check_events(events: np.ndarray, width: Optional[int] = None, height: Optional[int] = None,
+def check_events(events: np.ndarray, width: int | None = None, height: int | None = None,
                  source: str = "events") -> np.ndarray:
     """Check dtype, coordinate range and polarity; return `events` unchanged or raise FlexdetError.
 
@@ -65,7 +63,7 @@ def check_events(events: np.ndarray, width: Optional[int] = None, height: Option
     return events
 
 
-def time_slice(events: np.ndarray, t_start: Optional[int] = None, t_end: Optional[int] = None) -> np.ndarray:
+def time_slice(events: np.ndarray, t_start: int | None = None, t_end: int | None = None) -> np.ndarray:
     """The events with t in [t_start, t_end) of a time-sorted array, as a view (binary search)."""
     lo = 0 if t_start is None else int(np.searchsorted(events["t"], t_start, side="left"))
     hi = len(events) if t_end is None else int(np.searchsorted(events["t"], t_end, side="left"))

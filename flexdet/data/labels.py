@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -19,8 +18,8 @@ _REQUIRED = ("t", "x", "y", "w", "h", "class_id")
 _DEFAULTS = {"class_confidence": 1.0, "track_id": 0}
 
 
-def read_boxes(path: "os.PathLike[str] | str", width: Optional[int] = None,
-               height: Optional[int] = None) -> np.ndarray:
+def read_boxes(path: os.PathLike[str] | str, width: int | None = None,
+               height: int | None = None) -> np.ndarray:
     """BOX_DTYPE boxes sorted by time (stable), clipped to [0, width) x [0, height) when both are given.
 
     Boxes left with no area after clipping are dropped. An `.npz` is read from its 'labels' array.

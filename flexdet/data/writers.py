@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -27,8 +26,8 @@ def dsec_ms_to_idx(t_relative: np.ndarray) -> np.ndarray:
     return np.searchsorted(t_relative, edges, side="left").astype(np.uint64)
 
 
-def write_dsec_h5(path: "os.PathLike[str] | str", events: np.ndarray, t_offset: Optional[int] = None,
-                  width: Optional[int] = None, height: Optional[int] = None, compression: str = "zstd") -> None:
+def write_dsec_h5(path: os.PathLike[str] | str, events: np.ndarray, t_offset: int | None = None,
+                  width: int | None = None, height: int | None = None, compression: str = "zstd") -> None:
     """Write events in DSEC's `events.h5` layout: /events/{t,x,y,p}, /t_offset, /ms_to_idx.
 
     `t` is stored relative to `t_offset` as uint32 (DSEC's layout); `t_offset` defaults to the first
@@ -62,7 +61,7 @@ def write_dsec_h5(path: "os.PathLike[str] | str", events: np.ndarray, t_offset: 
             f.create_dataset("ms_to_idx", data=dsec_ms_to_idx(rel))
 
 
-def write_dat(path: "os.PathLike[str] | str", events: np.ndarray, width: int, height: int,
+def write_dat(path: os.PathLike[str] | str, events: np.ndarray, width: int, height: int,
               version: int = 2) -> None:
     """Write events as a Prophesee DAT file (Gen1 `*_td.dat`): '% ' header, then 8-byte CD records."""
     check_events(events, width, height, source=str(path))
@@ -82,8 +81,8 @@ def write_dat(path: "os.PathLike[str] | str", events: np.ndarray, width: int, he
             f.write(body.tobytes())
 
 
-def write_npz(path: "os.PathLike[str] | str", events: np.ndarray, width: Optional[int] = None,
-              height: Optional[int] = None) -> None:
+def write_npz(path: os.PathLike[str] | str, events: np.ndarray, width: int | None = None,
+              height: int | None = None) -> None:
     """Write events as a plain npz with arrays t, x, y, p (and width/height when known)."""
     check_events(events, width, height, source=str(path))
     extra = {} if width is None or height is None else {"width": np.int64(width), "height": np.int64(height)}
@@ -92,7 +91,7 @@ def write_npz(path: "os.PathLike[str] | str", events: np.ndarray, width: Optiona
             np.savez(f, t=events["t"], x=events["x"], y=events["y"], p=events["p"], **extra)
 
 
-def write_boxes(path: "os.PathLike[str] | str", boxes: np.ndarray) -> None:
+def write_boxes(path: os.PathLike[str] | str, boxes: np.ndarray) -> None:
     """Write labels as a DSEC-Det `tracks.npy` / Prophesee `_bbox.npy` structured array (t as uint64)."""
     if boxes.dtype != BOX_DTYPE:
         raise ValueError(f"{path}: write_boxes expects BOX_DTYPE rows, got {boxes.dtype}")

@@ -4,7 +4,7 @@ state carried, the step's frame handed over only when a new one arrives."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class StepDetector:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.metadata = runtime.metadata
-        self._last_frame_time: Optional[int] = None
+        self._last_frame_time: int | None = None
 
     @property
     def window_us(self) -> int:
@@ -51,7 +51,7 @@ class StepDetector:
     def close(self) -> None:
         self.runtime.close()
 
-    def _new_frame(self, step: StepInput) -> Optional[np.ndarray]:
+    def _new_frame(self, step: StepInput) -> np.ndarray | None:
         if not self.metadata.use_frames or step.model_frame is None or step.model_frame[0] == self._last_frame_time:
             return None
         self._last_frame_time, frame = step.model_frame
@@ -64,7 +64,7 @@ class StepDetector:
 
 
 def load_detector(model: str, backend: str, width: int, height: int, score_thresh: float,
-                  device: Optional[str] = None) -> StepDetector:
+                  device: str | None = None) -> StepDetector:
     """A StepDetector for a width x height sensor over `load_runtime(model, backend)`, keeping detections with
     score > score_thresh (0 shows every box the network proposes)."""
     from flexdet.export import load_runtime

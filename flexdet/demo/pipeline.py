@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from flexdet.errors import ConfigError, FlexdetError
 OVERLOAD_POLICIES = ("drop", "merge")
 
 
-def exact_rate(rate_hz: "float | str | Fraction") -> Fraction:
+def exact_rate(rate_hz: float | str | Fraction) -> Fraction:
     """The rate as an exact fraction read from its decimal text (so 25.7 Hz is 257/10 Hz)."""
     rate = rate_hz if isinstance(rate_hz, Fraction) else Fraction(str(rate_hz))
     if rate <= 0:
@@ -38,7 +38,7 @@ class StepClock:
     `set_rate` re-anchors at the last step's end, so a rate change never moves a step already taken.
     """
 
-    def __init__(self, t0: int, rate_hz: "float | str | Fraction") -> None:
+    def __init__(self, t0: int, rate_hz: float | str | Fraction) -> None:
         self.t0 = int(t0)
         self.rate = exact_rate(rate_hz)
         self.k = 0
@@ -57,7 +57,7 @@ class StepClock:
         self.k += 1
         return self.end(self.k)
 
-    def set_rate(self, rate_hz: "float | str | Fraction") -> None:
+    def set_rate(self, rate_hz: float | str | Fraction) -> None:
         self.t0 = self.end(self.k) if self.k else self.t0
         self.rate = exact_rate(rate_hz)
         self.k = 0
@@ -72,8 +72,8 @@ class StepInput:
     t_start: int
     t_end: int
     events: np.ndarray
-    model_frame: Optional[Frame]
-    display_frame: Optional[Frame]
+    model_frame: Frame | None
+    display_frame: Frame | None
     ready_time: float
     merged: int = 0
 
@@ -89,7 +89,7 @@ def merge_steps(older: StepInput, newer: StepInput) -> StepInput:
 class WindowAssembler:
     """Cuts detection windows out of source chunks, keeping only the events and frames still needed."""
 
-    def __init__(self, window_us: int, clock: StepClock, stop_at: Optional[int] = None) -> None:
+    def __init__(self, window_us: int, clock: StepClock, stop_at: int | None = None) -> None:
         if int(window_us) < 1:
             raise ConfigError(f"window length must be >= 1 µs, got {window_us}")
         self.window_us = int(window_us)
@@ -125,7 +125,7 @@ class WindowAssembler:
         self._forget_before(self.clock.next_end - self.window_us)
         return steps
 
-    def _latest_frame(self, t: int, inclusive: bool) -> Optional[Frame]:
+    def _latest_frame(self, t: int, inclusive: bool) -> Frame | None:
         best = None
         for frame in self._frames:
             if frame[0] < t or (inclusive and frame[0] == t):
@@ -155,8 +155,8 @@ class WindowQueue:
         self.dropped = 0
         self.merged = 0
         self.max_length = 0
-        self.end_reason: Optional[str] = None
-        self.error: Optional[BaseException] = None
+        self.end_reason: str | None = None
+        self.error: BaseException | None = None
 
     def __len__(self) -> int:
         with self._cond:
@@ -180,7 +180,7 @@ class WindowQueue:
             self.max_length = max(self.max_length, len(self._items))
             self._cond.notify_all()
 
-    def get(self, timeout: Optional[float] = None) -> Optional[StepInput]:
+    def get(self, timeout: float | None = None) -> StepInput | None:
         """The oldest step; None once the queue is closed and empty (or on timeout)."""
         deadline = None if timeout is None else time.perf_counter() + timeout
         with self._cond:
@@ -195,7 +195,7 @@ class WindowQueue:
             self._cond.notify_all()
             return step
 
-    def close(self, reason: str, error: Optional[BaseException] = None) -> None:
+    def close(self, reason: str, error: BaseException | None = None) -> None:
         """No more steps will come; `reason` says why (end of source, duration reached, error)."""
         with self._cond:
             if self.end_reason is None:
@@ -210,9 +210,9 @@ class WindowQueue:
 class Producer(threading.Thread):
     """The source thread: reads chunks, cuts windows, fills the queue; closes it with the reason it ended."""
 
-    def __init__(self, source: EventSource, queue: WindowQueue, window_us: int, rate_hz: "float | str",
-                 pacer: Pacer, duration_s: Optional[float] = None, lossless: bool = False,
-                 current_rate: Optional[Callable[[], Fraction]] = None) -> None:
+    def __init__(self, source: EventSource, queue: WindowQueue, window_us: int, rate_hz: float | str,
+                 pacer: Pacer, duration_s: float | None = None, lossless: bool = False,
+                 current_rate: Callable[[], Fraction] | None = None) -> None:
         super().__init__(name="flexdet-demo-source", daemon=True)
         self.source, self.queue, self.window_us = source, queue, int(window_us)
         self.rate = exact_rate(rate_hz)
@@ -231,7 +231,7 @@ class Producer(threading.Thread):
             self.queue.close(f"source failed: {type(exc).__name__}: {exc}", exc)
 
     def _produce(self) -> None:
-        assembler: Optional[WindowAssembler] = None
+        assembler: WindowAssembler | None = None
         for chunk in self.source.chunks(self.pacer):
             if self.pacer.stop.is_set():
                 self.queue.close("stopped")

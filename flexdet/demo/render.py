@@ -3,8 +3,8 @@ class name and score, and a status bar below the image. Images are BGR uint8, as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -39,8 +39,8 @@ class RenderOptions:
 
 
 def render_frame(width: int, height: int, events: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                 labels: np.ndarray, status: str, frame_rgb: Optional[np.ndarray] = None,
-                 options: Optional[RenderOptions] = None) -> np.ndarray:
+                 labels: np.ndarray, status: str, frame_rgb: np.ndarray | None = None,
+                 options: RenderOptions | None = None) -> np.ndarray:
     """The BGR image of one step: (height * s + status bar, width * s, 3), s = display_scale(height).
 
     boxes are (N, 4) xyxy in sensor pixels; events are EVENT_DTYPE within the sensor.
@@ -61,7 +61,7 @@ def render_frame(width: int, height: int, events: np.ndarray, boxes: np.ndarray,
     return np.ascontiguousarray(np.concatenate((image, bar), axis=0))
 
 
-def _canvas(width: int, height: int, frame_rgb: Optional[np.ndarray]) -> np.ndarray:
+def _canvas(width: int, height: int, frame_rgb: np.ndarray | None) -> np.ndarray:
     import cv2
 
     if frame_rgb is None:

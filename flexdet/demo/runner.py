@@ -12,7 +12,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Optional
 
 from flexdet.atomic import atomic_write_bytes
 from flexdet.demo.detector import StepDetector
@@ -33,19 +32,19 @@ class DemoConfig:
     model: str
     rate_hz: str = "20"
     backend: str = "auto"
-    device: Optional[str] = None
+    device: str | None = None
     speed: float = 1.0
     headless: bool = False
-    out: Optional[str] = None
-    log: Optional[str] = None
+    out: str | None = None
+    log: str | None = None
     score_thresh: float = 0.3
-    duration_s: Optional[float] = None
-    width: Optional[int] = None
-    height: Optional[int] = None
+    duration_s: float | None = None
+    width: int | None = None
+    height: int | None = None
     queue_size: int = 2
     overload: str = "drop"
     max_boxes: int = 50
-    snapshot: Optional[str] = None
+    snapshot: str | None = None
 
     def validate(self) -> None:
         exact_rate(self.rate_hz)

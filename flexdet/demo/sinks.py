@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from flexdet.errors import FlexdetError
 class _AtomicFile:
     """An atomic_path held open for the whole demo: `commit()` renames it into place, `discard()` removes it."""
 
-    def __init__(self, path: "os.PathLike[str] | str") -> None:
+    def __init__(self, path: os.PathLike[str] | str) -> None:
         self.path = Path(path)
         self._context = atomic_path(self.path)
         self.tmp = self._context.__enter__()
@@ -35,11 +34,11 @@ class _AtomicFile:
 class VideoSink:
     """MP4 (mp4v) at `fps` frames per second; every `write` is one frame of exactly the first frame's size."""
 
-    def __init__(self, path: "os.PathLike[str] | str", fps: float) -> None:
+    def __init__(self, path: os.PathLike[str] | str, fps: float) -> None:
         self.file = _AtomicFile(path)
         self.fps = float(fps)
         self.writer = None
-        self.size: Optional[tuple[int, int]] = None
+        self.size: tuple[int, int] | None = None
         self.frames = 0
 
     def write(self, image_bgr: np.ndarray) -> None:
@@ -73,7 +72,7 @@ class JsonlSink:
     """One JSON object per detection step: step, t (window end, µs), t_start, boxes (xyxy px), scores,
     labels, class names, merged step count and latency."""
 
-    def __init__(self, path: "os.PathLike[str] | str") -> None:
+    def __init__(self, path: os.PathLike[str] | str) -> None:
         self.file = _AtomicFile(path)
         self.handle = open(self.file.tmp, "w", encoding="utf-8")
         self.lines = 0

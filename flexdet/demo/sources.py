@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 
@@ -41,14 +41,14 @@ class Pacer:
     Time spent paused is added to the start, so a replay resumes where it stopped.
     """
 
-    def __init__(self, speed: float, paused: Optional[threading.Event] = None,
-                 stop: Optional[threading.Event] = None) -> None:
+    def __init__(self, speed: float, paused: threading.Event | None = None,
+                 stop: threading.Event | None = None) -> None:
         if speed < 0:
             raise FlexdetError(f"--speed must be >= 0 (0 = as fast as possible), got {speed}")
         self.speed = float(speed)
         self.paused = paused or threading.Event()
         self.stop = stop or threading.Event()
-        self._t0: Optional[int] = None
+        self._t0: int | None = None
         self._wall0 = 0.0
 
     def wait_until(self, t_us: int) -> None:
@@ -73,7 +73,7 @@ class EventSource:
 
     width: int
     height: int
-    t_start: Optional[int] = None
+    t_start: int | None = None
     description: str = "source"
     live: bool = False  # a camera: never paced, never replayed losslessly
 
@@ -87,14 +87,14 @@ class EventSource:
 class RecordingSource(EventSource):
     """Replay any recording flexdet reads (with its RGB frames when it has them) in chunks of `chunk_us`."""
 
-    def __init__(self, path: "os.PathLike[str] | str", width: Optional[int] = None, height: Optional[int] = None,
+    def __init__(self, path: os.PathLike[str] | str, width: int | None = None, height: int | None = None,
                  chunk_us: int = 2000) -> None:
         from flexdet.data.readers import open_recording
 
         self.recording = open_recording(path, width, height)
         self.width, self.height = self.recording.width, self.recording.height
         self._frames = self.recording.frames() if self.recording.has_frames else iter(())
-        self._first_frame: Optional[Frame] = next(self._frames, None)
+        self._first_frame: Frame | None = next(self._frames, None)
         # With frames, steps count from the first frame (or event) so 20 Hz steps land on 20 Hz frame times.
         first_frame_t = self._first_frame[0] if self._first_frame is not None else self.recording.t_start
         self.t_start = int(min(self.recording.t_start, first_frame_t))
@@ -128,7 +128,7 @@ class VideoSource(EventSource):
     The RGB frames themselves are passed on too, for models with a frame branch and for the display.
     """
 
-    def __init__(self, spec: str, width: Optional[int] = None, height: Optional[int] = None, seed: int = 0) -> None:
+    def __init__(self, spec: str, width: int | None = None, height: int | None = None, seed: int = 0) -> None:
         import cv2
 
         self.webcam = self.live = spec.startswith("webcam:")
@@ -262,7 +262,7 @@ class MetavisionSource(EventSource):
         raise SourceEnded(f"{self.description} stopped streaming")
 
 
-def open_source(spec: str, width: Optional[int] = None, height: Optional[int] = None) -> EventSource:
+def open_source(spec: str, width: int | None = None, height: int | None = None) -> EventSource:
     """The source a `--source` string names: `webcam:N`, `dv:[NAME]`, `prophesee:[SERIAL]`, a video file
     (.mp4/.avi/.mov/.mkv/.webm) or any recording flexdet reads."""
     if spec.startswith("webcam:"):

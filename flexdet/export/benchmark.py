@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def uniform_events(height: int, width: int, rate_hz: float, duration_us: int, se
                        rng.integers(0, height, count), rng.integers(0, 2, count))
 
 
-def recording_events(path: "os.PathLike[str] | str", duration_us: int) -> tuple[np.ndarray, int, int]:
+def recording_events(path: os.PathLike[str] | str, duration_us: int) -> tuple[np.ndarray, int, int]:
     """(events of the recording's first `duration_us`, shifted to start at 0; height; width)."""
     from flexdet.data.readers import open_recording
 
@@ -46,7 +46,7 @@ def step_windows(events: np.ndarray, steps: int, step_us: int, window_us: int) -
 
 
 def benchmark(runtime: StreamingRuntime, events: np.ndarray, steps: int, step_us: int = 1000, warmup: int = 10,
-              frame_every: Optional[int] = None) -> dict:
+              frame_every: int | None = None) -> dict:
     """Run warmup + steps windows through `runtime` (state carried); steps/s and p50/p99 ms of each stage.
 
     frame_every: with a fused model, pass a new frame every that many steps (None: one frame at the start).

@@ -19,9 +19,9 @@ METADATA_NAME = "metadata.json"
 ENGINE_SUFFIX = ".engine"
 
 
-def export_bundle(model: nn.Module, metadata: DeployMetadata, out_dir: "os.PathLike[str] | str", opset: int = 17,
+def export_bundle(model: nn.Module, metadata: DeployMetadata, out_dir: os.PathLike[str] | str, opset: int = 17,
                   fp16: bool = False, dynamic_batch: bool = False, engine: bool = False,
-                  device: "str | None" = None) -> dict[str, Path]:
+                  device: str | None = None) -> dict[str, Path]:
     """Write every deployable artifact of `model` into `out_dir`; returns {artifact: path}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -23,8 +23,8 @@ _STATE_KEYS = ("state_dict", "model", "model_state")
 _CONFIG_KEYS = ("model_config", "config")
 
 
-def save_checkpoint(path: "os.PathLike[str] | str", model: torch.nn.Module,
-                    metadata: Optional[DeployMetadata] = None) -> Path:
+def save_checkpoint(path: os.PathLike[str] | str, model: torch.nn.Module,
+                    metadata: DeployMetadata | None = None) -> Path:
     """Write `model`'s config and weights (and deploy metadata) atomically; returns the path."""
     payload = {"format": FORMAT, "version": VERSION, "model_config": to_dict(model.config),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -34,8 +34,8 @@ def save_checkpoint(path: "os.PathLike[str] | str", model: torch.nn.Module,
     return Path(path)
 
 
-def load_checkpoint(path: "os.PathLike[str] | str", map_location: "str | torch.device" = "cpu"
-                    ) -> tuple[torch.nn.Module, Optional[DeployMetadata]]:
+def load_checkpoint(path: os.PathLike[str] | str, map_location: str | torch.device = "cpu"
+                    ) -> tuple[torch.nn.Module, DeployMetadata | None]:
     """(FlexDetector in eval mode, its DeployMetadata or None) from a checkpoint file."""
     from flexdet.models.checkpoint_io import model_from_state, read_torch_file
 
@@ -56,7 +56,7 @@ def load_checkpoint(path: "os.PathLike[str] | str", map_location: "str | torch.d
     return model, _training_metadata(model, payload)
 
 
-def _training_metadata(model: torch.nn.Module, payload: dict) -> Optional[DeployMetadata]:
+def _training_metadata(model: torch.nn.Module, payload: dict) -> DeployMetadata | None:
     """Deploy metadata from a training checkpoint's dataset info (classes, input size) and data config
     (window = 1 / first training rate); None when those are absent."""
     from flexdet.export.metadata import metadata_for_model

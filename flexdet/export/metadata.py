@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from flexdet import __version__
 from flexdet.config import from_dict, to_dict
@@ -39,7 +39,7 @@ class DeployMetadata:
     dtype: str = "float32"
     dynamic_batch: bool = False
     opset: int = 17
-    frame_encoder: Optional[str] = None
+    frame_encoder: str | None = None
     model_config: dict = field(default_factory=dict)
     flexdet_version: str = __version__
 
@@ -56,7 +56,7 @@ class DeployMetadata:
         return json.dumps(to_dict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "metadata") -> "DeployMetadata":
+    def from_json(cls, text: str, source: str = "metadata") -> DeployMetadata:
         """Parse JSON written by `to_json`; a clear FormatError when it is not."""
         try:
             data = json.loads(text)
@@ -67,7 +67,7 @@ class DeployMetadata:
         return from_dict(cls, data, source=source)
 
 
-def metadata_for_model(model: Any, height: int, width: int, classes: Optional[list[str]] = None,
+def metadata_for_model(model: Any, height: int, width: int, classes: list[str] | None = None,
                        window_us: int = 50_000, **fields: Any) -> DeployMetadata:
     """Metadata of a FlexDetector deployed at (height, width); classes default to class_0..class_{K-1}."""
     config = model.config
@@ -91,7 +91,7 @@ def write_onnx_metadata(model_proto: Any, metadata: DeployMetadata) -> None:
     entry.value = metadata.to_json()
 
 
-def read_onnx_metadata(path: "os.PathLike[str] | str") -> DeployMetadata:
+def read_onnx_metadata(path: os.PathLike[str] | str) -> DeployMetadata:
     """The DeployMetadata stored in an ONNX file's metadata_props; FormatError if absent or unreadable."""
     import onnx
 

@@ -12,6 +12,7 @@ import copy
 import os
 import warnings
 from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -57,7 +58,7 @@ class FrameEncoderGraph(nn.Module):
         return self.model.encode_frames(frames)
 
 
-def deployable_copy(model: nn.Module, fp16: bool = False, device: "torch.device | str | None" = None) -> nn.Module:
+def deployable_copy(model: nn.Module, fp16: bool = False, device: torch.device | str | None = None) -> nn.Module:
     """An eval-mode copy with the matmul DFT (no torch.fft in the graph), optionally in half precision."""
     model = copy.deepcopy(model).eval()
     model.set_spectral_impl("matmul")
@@ -66,9 +67,9 @@ def deployable_copy(model: nn.Module, fp16: bool = False, device: "torch.device 
     return model.half() if fp16 else model
 
 
-def export_onnx(model: nn.Module, metadata: DeployMetadata, path: "os.PathLike[str] | str", opset: int = 17,
+def export_onnx(model: nn.Module, metadata: DeployMetadata, path: os.PathLike[str] | str, opset: int = 17,
                 dynamic_batch: bool = False, fp16: bool = False, simplify: bool = True,
-                device: "torch.device | str | None" = None) -> dict[str, Path]:
+                device: torch.device | str | None = None) -> dict[str, Path]:
     """Write the step graph to `path` (and `frame_encoder.onnx` beside it for a fused model); returns
     {"model": path, "frame_encoder": path?}. The graphs are checked, simplified with onnxslim when it is
     installed, carry `metadata` in metadata_props and use the lowest IR version their opset allows."""
@@ -78,7 +79,7 @@ def export_onnx(model: nn.Module, metadata: DeployMetadata, path: "os.PathLike[s
         raise MissingDependencyError("onnx", "ONNX export") from None
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if fp16 and device.type == "cpu":
-        warnings.warn("fp16 export on the CPU traces half-precision CPU kernels; prefer a CUDA device")
+        warnings.warn("fp16 export on the CPU traces half-precision CPU kernels; prefer a CUDA device", stacklevel=2)
     net = deployable_copy(model, fp16, device)
     dtype = torch.float16 if fp16 else torch.float32
     height, width = metadata.height, metadata.width

@@ -23,7 +23,7 @@ def import_tensorrt():
     return tensorrt
 
 
-def build_engine(onnx_path: "os.PathLike[str] | str", engine_path: "os.PathLike[str] | str", fp16: bool = False,
+def build_engine(onnx_path: os.PathLike[str] | str, engine_path: os.PathLike[str] | str, fp16: bool = False,
                  dynamic_batch: bool = False, max_batch: int = 8, workspace_gib: float = 4.0) -> Path:
     """Parse `onnx_path`, build a serialized engine (fp16 kernels allowed when `fp16`) and write it atomically."""
     trt = import_tensorrt()

@@ -9,7 +9,7 @@ from flexdet.models.config import ModelConfig, load_model_config
 from flexdet.models.detector import FlexDetector
 
 
-def build_model(preset: "str | ModelConfig", num_classes: int, use_frames: bool = True,
+def build_model(preset: str | ModelConfig, num_classes: int, use_frames: bool = True,
                 **overrides: Any) -> FlexDetector:
     """Build a FlexDetector from a preset name (nano/tiny/small/base), a YAML path, or a ModelConfig.
 

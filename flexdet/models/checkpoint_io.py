@@ -13,7 +13,7 @@ import torch
 from flexdet.errors import CheckpointError, FlexdetError
 
 
-def read_torch_file(path: "os.PathLike[str] | str", what: str, map_location: "str | torch.device" = "cpu") -> Any:
+def read_torch_file(path: os.PathLike[str] | str, what: str, map_location: str | torch.device = "cpu") -> Any:
     """`torch.load(path, weights_only=True)`; a missing or unreadable file raises CheckpointError (`what` names it)."""
     file = Path(path)
     if not file.is_file():
@@ -24,7 +24,7 @@ def read_torch_file(path: "os.PathLike[str] | str", what: str, map_location: "st
         raise CheckpointError(f"{file}: not a readable {what} ({type(exc).__name__}: {exc})") from None
 
 
-def model_from_state(source: "os.PathLike[str] | str", config: dict, state: dict) -> torch.nn.Module:
+def model_from_state(source: os.PathLike[str] | str, config: dict, state: dict) -> torch.nn.Module:
     """A FlexDetector in eval mode built from a stored ModelConfig mapping and loaded with `state`."""
     from flexdet.config import from_dict
     from flexdet.models import ModelConfig, build_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from flexdet.config import apply_overrides, load_yaml
 from flexdet.errors import ConfigError
@@ -46,7 +46,7 @@ class ModelConfig:
     # Frame branch (ResNet + FPN) and FlexFuser gates.
     frame_backbone: str = "resnet18"
     frame_fpn_width: int = 64
-    frame_weights: Optional[str] = None
+    frame_weights: str | None = None
     fuse_stages: list[bool] = field(default_factory=lambda: [False, True, True, True])
     fuser_noise: bool = True
     balance_loss_weight: float = 0.01

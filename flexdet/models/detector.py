@@ -9,8 +9,6 @@ latest frame's features.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,7 +83,7 @@ class FlexDetector(nn.Module):
         height, width = int(height), int(width)
         return -(-height // m) * m, -(-width // m) * m
 
-    def init_state(self, batch_size: int, height: int, width: int, device: Optional[torch.device] = None
+    def init_state(self, batch_size: int, height: int, width: int, device: torch.device | None = None
                    ) -> tuple[torch.Tensor, ...]:
         """Zero state for a new sequence of (height, width) inputs (sizes before padding)."""
         hp, wp = self.padded_size(height, width)
@@ -97,8 +95,8 @@ class FlexDetector(nn.Module):
         return tuple(lstm + frames)
 
     # ----- forward paths -----
-    def forward(self, events: torch.Tensor, frames: Optional[torch.Tensor] = None,
-                state: Optional[tuple[torch.Tensor, ...]] = None, events_sub: Optional[torch.Tensor] = None
+    def forward(self, events: torch.Tensor, frames: torch.Tensor | None = None,
+                state: tuple[torch.Tensor, ...] | None = None, events_sub: torch.Tensor | None = None
                 ) -> tuple[Detections, tuple[torch.Tensor, ...]]:
         """One streaming step. events (B, C, H, W) float counts; frames (B, 3, H, W) in [0, 1] or None (reuse
         the cached features of the last frame); state None (new sequence) or the previous step's state.
@@ -110,7 +108,7 @@ class FlexDetector(nn.Module):
         raw = self._decode(logits, events.shape[-2], events.shape[-1])
         return self.postprocess(raw), new_state
 
-    def forward_raw(self, events: torch.Tensor, frames: Optional[torch.Tensor], *state: torch.Tensor
+    def forward_raw(self, events: torch.Tensor, frames: torch.Tensor | None, *state: torch.Tensor
                     ) -> tuple[torch.Tensor, ...]:
         """Exportable step without NMS: returns (raw, *new_state), raw (B, A, 5 + K) =
         [cx, cy, w, h (input px, clipped to the image), objectness prob, class probs]; anchors whose centre
@@ -132,16 +130,16 @@ class FlexDetector(nn.Module):
             raise ConfigError("this model has no frame branch (use_frames is false)")
         return tuple(self.frame_backbone(frames, self.padded_size(frames.shape[-2], frames.shape[-1])))
 
-    def postprocess(self, raw: torch.Tensor, conf_thresh: Optional[float] = None,
-                    nms_thresh: Optional[float] = None) -> Detections:
+    def postprocess(self, raw: torch.Tensor, conf_thresh: float | None = None,
+                    nms_thresh: float | None = None) -> Detections:
         """Raw outputs -> list of {boxes xyxy, scores, labels}; thresholds default to the config's."""
         return postprocess(raw, self.config.conf_thresh if conf_thresh is None else conf_thresh,
                            self.config.nms_thresh if nms_thresh is None else nms_thresh, self.config.max_detections)
 
     # ----- training -----
-    def compute_losses(self, events_seq: torch.Tensor, frames_seq: Optional[torch.Tensor],
-                       targets_seq: list[Optional[list[dict]]], state: Optional[tuple[torch.Tensor, ...]] = None,
-                       events_sub_seq: Optional[torch.Tensor] = None
+    def compute_losses(self, events_seq: torch.Tensor, frames_seq: torch.Tensor | None,
+                       targets_seq: list[list[dict] | None], state: tuple[torch.Tensor, ...] | None = None,
+                       events_sub_seq: torch.Tensor | None = None
                        ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         """BPTT over T steps. events_seq (T, B, C, H, W); frames_seq (T, B, 3, H, W) or None; targets_seq: T
         items, None (unlabelled step) or B dicts {boxes (N, 4) xyxy px, labels (N,), optional weights (N,),
@@ -187,14 +185,14 @@ class FlexDetector(nn.Module):
                 module.impl = impl
 
     # ----- internals -----
-    def _join_views(self, events: torch.Tensor, events_sub: Optional[torch.Tensor]) -> torch.Tensor:
+    def _join_views(self, events: torch.Tensor, events_sub: torch.Tensor | None) -> torch.Tensor:
         if events_sub is not None:
             if not self.config.dual_windows:
                 raise ConfigError("events_sub given but model.dual_windows is false")
             return torch.cat([events, events_sub], dim=1)
         return events
 
-    def _step(self, events: torch.Tensor, frames: Optional[torch.Tensor], state: tuple[torch.Tensor, ...]
+    def _step(self, events: torch.Tensor, frames: torch.Tensor | None, state: tuple[torch.Tensor, ...]
               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list[torch.Tensor]]:
         """One step -> (head logits (B, A, 5 + K), new state, gate weights of every fuser call)."""
         expected = self.config.in_channels * self.num_views

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torchvision
@@ -42,7 +41,7 @@ class FrameBackbone(nn.Module):
     ImageNet normalisation happens here so the exported graph and the runtime cannot disagree about it.
     """
 
-    def __init__(self, name: str, fpn_width: int, strides: tuple[int, ...], weights: Optional[str] = None) -> None:
+    def __init__(self, name: str, fpn_width: int, strides: tuple[int, ...], weights: str | None = None) -> None:
         super().__init__()
         resnet = getattr(torchvision.models, name)(weights=None)
         if weights is not None:

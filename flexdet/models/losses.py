@@ -6,8 +6,6 @@ a per-sample `bg_weight` scales the objectness loss of background anchors. Defau
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, generalized_box_iou_loss
@@ -72,7 +70,7 @@ def detection_loss(logits: torch.Tensor, grid: torch.Tensor, strides: torch.Tens
     return losses
 
 
-def _optional(values: Optional[torch.Tensor], count: int, like: torch.Tensor) -> torch.Tensor:
+def _optional(values: torch.Tensor | None, count: int, like: torch.Tensor) -> torch.Tensor:
     if values is None:
         return torch.ones(count, dtype=like.dtype, device=like.device)
     return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(count)

@@ -45,7 +45,7 @@ def _python_state() -> dict[str, Any]:
     return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
 
 
-def save_checkpoint(path: "os.PathLike[str] | str", payload: dict[str, Any]) -> Path:
+def save_checkpoint(path: os.PathLike[str] | str, payload: dict[str, Any]) -> Path:
     """Write `payload` (+ format tag) atomically: a crash leaves the previous checkpoint intact."""
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -53,7 +53,7 @@ def save_checkpoint(path: "os.PathLike[str] | str", payload: dict[str, Any]) -> 
     return path
 
 
-def load_checkpoint(path: "os.PathLike[str] | str", map_location: str = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: os.PathLike[str] | str, map_location: str = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file and the problem."""
     from flexdet.models.checkpoint_io import read_torch_file
 
@@ -67,7 +67,7 @@ def load_checkpoint(path: "os.PathLike[str] | str", map_location: str = "cpu") -
     return payload
 
 
-def load_detector(path: "os.PathLike[str] | str", map_location: str = "cpu"):
+def load_detector(path: os.PathLike[str] | str, map_location: str = "cpu"):
     """(model in eval mode, TrainConfig, model config dict, dataset info dict) from a training checkpoint."""
     from flexdet.config import from_dict
     from flexdet.models.checkpoint_io import model_from_state

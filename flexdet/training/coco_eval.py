@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,11 +21,11 @@ from flexdet.errors import FlexdetError
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
-Frame = Union[np.ndarray, Mapping[str, Any]]
+Frame = np.ndarray | Mapping[str, Any]
 
 
 def coco_metrics(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[Frame],
-                 classes: Union[int, Sequence[int]], height: int, width: int,
+                 classes: int | Sequence[int], height: int, width: int,
                  verbose: bool = False, per_class: bool = False) -> dict[str, float]:
     """COCO box metrics over `len(gt_frames)` images; frame i's predictions are `pred_frames[i]`.
 

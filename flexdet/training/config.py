@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from flexdet.config import apply_overrides, load_yaml
 from flexdet.errors import ConfigError
@@ -26,7 +26,7 @@ class ModelSection:
     preset: str = "nano"
     inputs: str = "fusion"
     options: dict[str, Any] = field(default_factory=dict)
-    init: Optional[str] = None
+    init: str | None = None
 
 
 @dataclass
@@ -52,7 +52,7 @@ class DataConfig:
     batch_size: int = 8
     stream_fraction: float = 0.5
     cache: str = "memory"
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     labels: str = "auto"
     clip_align: int = 1
 
@@ -141,8 +141,8 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
-def load_train_config(config: Optional[str] = None, preset: Optional[str] = None,
-                      overrides: Optional[list[str]] = None) -> TrainConfig:
+def load_train_config(config: str | None = None, preset: str | None = None,
+                      overrides: list[str] | None = None) -> TrainConfig:
     """A recipe from a YAML file (`config`) or by name (`preset`), then `key=value` overrides."""
     if config and preset:
         raise ConfigError("give either a config file or a preset, not both")

@@ -12,9 +12,10 @@ core (coco_eval, protocols, ground_truth, results).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence as Seq
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ class StreamRunner:
     """Runs one detector over sequences in the protocol's input geometry (batch of one, eval mode)."""
 
     def __init__(self, model: torch.nn.Module, protocol: Protocol, bins: int = 10,
-                 device: torch.device = torch.device("cpu")) -> None:
+                 device: torch.device = torch.device("cpu")) -> None:  # noqa: B008 (immutable)
         self.model = model.eval().to(device)
         self.protocol = protocol
         self.geometry = Geometry.from_protocol(protocol)
@@ -61,14 +62,14 @@ class StreamRunner:
 
     @torch.inference_mode()
     def run(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray,
-            branch: Optional[Callable] = None) -> list[dict]:
+            branch: Callable | None = None) -> list[dict]:
         """Detections (eval frame) after each window [starts[k], ends[k]); `branch(k, state, frame_index)` is
         called after step k, for protocols that fork from the stream."""
         return self.run_many([sequence], [starts], [ends], branch)[0]
 
     @torch.inference_mode()
     def run_many(self, sequences: list[Sequence], starts: list[np.ndarray], ends: list[np.ndarray],
-                 branch: Optional[Callable] = None) -> list[list[dict]]:
+                 branch: Callable | None = None) -> list[list[dict]]:
         """Several sequences streamed side by side as one batch (each its own state); shorter ones are fed
         empty windows past their end and those outputs dropped. Same detections as one at a time."""
         count = max(len(e) for e in ends)
@@ -94,7 +95,7 @@ class StreamRunner:
                     branch(k, state, shown[0])
         return detections
 
-    def step_from(self, sequence: Sequence, state, start: int, end: int, frame_index: Optional[int]) -> dict:
+    def step_from(self, sequence: Sequence, state, start: int, end: int, frame_index: int | None) -> dict:
         """One forked step [start, end) from `state` with the frame `frame_index` (interframe protocol)."""
         hist = self._histograms(sequence, np.array([start]), np.array([end]))
         frame = self._frame_batch([self._frames(sequence)[frame_index]]) if self.uses_frames else None
@@ -102,7 +103,7 @@ class StreamRunner:
         return _to_numpy(result[0])
 
     def _histograms(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray,
-                    count: Optional[int] = None) -> torch.Tensor:
+                    count: int | None = None) -> torch.Tensor:
         """(count, C, H, W) float histograms of the windows; empty windows and rows past `len(ends)` are zero."""
         width, height = self.geometry.size
         out = np.zeros((count or len(ends), 2 * self.bins, height, width), np.uint8)
@@ -152,7 +153,7 @@ def _labels_at(sequence: Sequence, t: int) -> np.ndarray:
     return labels_at(sequence.labels, t)
 
 
-def interframe_runs(runner: StreamRunner, sequence: Sequence) -> dict[Optional[float], ScoredRun]:
+def interframe_runs(runner: StreamRunner, sequence: Sequence) -> dict[float | None, ScoredRun]:
     """DAGr's interframe protocol for one sequence: one ScoredRun per delta (keyed by its rate, None = empty)."""
     protocol = runner.protocol
     prepared = protocol.prepare_ground_truth(sequence.labels, sequence.start_us)
@@ -213,7 +214,7 @@ def _filtered(detection: dict, t: int, protocol: Protocol, sequence_start: int) 
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], protocol_kind: str = "stream",
-             out_dir: Optional["str | Path"] = None, model_name: str = "model", progress: bool = True,
+             out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
              bins: int = 10, batch_size: int = 8) -> list[dict]:
     """Metric rows ({model, protocol, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
     predictions per rate and sequence (label files' frame and dtype). Stream protocols run `batch_size`
@@ -226,7 +227,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
         raise ConfigError(f"{dataset.root}: the interframe protocol needs RGB frames (DSEC layout)")
     runner = StreamRunner(model, dataset.protocol, bins, next(model.parameters()).device)
     dense = protocol_kind == "stream" and all(s.dense is not None for s in dataset.sequences)
-    per_rate: dict[Optional[float], list[ScoredRun]] = {}
+    per_rate: dict[float | None, list[ScoredRun]] = {}
     bar = tqdm(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),
                desc=f"eval {model_name} ({protocol_kind})", unit="run", disable=not progress, dynamic_ncols=True)
     if protocol_kind == "interframe":
@@ -254,9 +255,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
     return rows
 
 
-def evaluate_checkpoint(checkpoint: "str | Path", data_root: "str | Path", rates_hz: Seq[float],
-                        protocol_kind: str = "stream", out_dir: Optional["str | Path"] = None, split: str = "test",
-                        model_name: Optional[str] = None, progress: bool = True) -> list[dict]:
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float],
+                        protocol_kind: str = "stream", out_dir: str | Path | None = None, split: str = "test",
+                        model_name: str | None = None, progress: bool = True) -> list[dict]:
     """Load a training checkpoint, open `split` of the dataset the way it was trained, evaluate, write results."""
     from flexdet.training.checkpoint import load_detector
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from flexdet.atomic import atomic_write_text
 from flexdet.errors import ConfigError
@@ -34,7 +33,7 @@ class FrequencyOptions:
     rates_hz: tuple[float, ...] = RATES_HZ
     models: tuple[str, ...] = MODELS
     overrides: list[str] = field(default_factory=list)
-    data: Optional[str] = None
+    data: str | None = None
     progress: bool = True
     ablations: bool = False
 
@@ -59,13 +58,13 @@ def fal_base(config):
     return apply_overrides(config, {"optim.steps": teacher_steps})
 
 
-def run_frequency(out: "str | Path", options: Optional[FrequencyOptions] = None) -> list[dict]:
+def run_frequency(out: str | Path, options: FrequencyOptions | None = None) -> list[dict]:
     """Run the experiment into `out`; returns the rows written to `frequency.json`."""
     from flexdet.config import apply_overrides
     from flexdet.training.evaluate import evaluate_checkpoint
     from flexdet.training.fal.chain import run_fal_chain
-    from flexdet.training.trainer import train_or_reuse
     from flexdet.training.quickstart import make_data
+    from flexdet.training.trainer import train_or_reuse
 
     options = options or FrequencyOptions()
     unknown = set(options.models) - set(MODELS)
@@ -122,7 +121,7 @@ def fal_ablations(config, teacher: Path, data: Path, out: Path, options: Frequen
 
 
 def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timings: dict[str, float],
-                    teacher_rows: Optional[list[dict]] = None, ablation_rows: Optional[list[dict]] = None) -> None:
+                    teacher_rows: list[dict] | None = None, ablation_rows: list[dict] | None = None) -> None:
     """frequency.json, frequency.md, frequency.png and README.md (table, verdicts, the FAL teacher's own AP
     for reading the student's, settings, wall time)."""
     from flexdet.training.results import metrics_markdown, plot_ap_vs_rate, write_metrics_json

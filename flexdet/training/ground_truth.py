@@ -7,21 +7,21 @@ All functions take BOX_DTYPE label arrays sorted by `t`, where every box of one 
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
 
 import numpy as np
 
 from flexdet.data.boxes import boxes_to_xyxy
 from flexdet.errors import ConfigError, FlexdetError
 
-Rate = Union[int, float, str, Fraction]
+Rate = int | float | str | Fraction
 
 
 class InterframeDelta(NamedTuple):
     """One step of the DAGr interframe protocol: events span `delta_us` after the frame."""
 
     delta_us: int
-    rate_hz: Optional[float]
+    rate_hz: float | None
     name: str
 
 
@@ -72,7 +72,7 @@ def interpolate_labels(boxes: np.ndarray, t: int) -> np.ndarray:
 
 
 def persistent_pairs(boxes: np.ndarray, min_iou: float = 0.1,
-                     frame_times: Optional[np.ndarray] = None) -> np.ndarray:
+                     frame_times: np.ndarray | None = None) -> np.ndarray:
     """(K, 2) int64 (t0, t1) of consecutive labelled instants whose tracks persist (DAGr's "perfect tracks").
 
     A pair is kept when both instants have boxes, they hold the same set of track ids, and every track's
@@ -131,7 +131,7 @@ def dense_labels_at(boxes: np.ndarray, t: int, step_us: int = 1000, origin_us: i
     return interpolate_pair(before, labels_at(boxes, grid + step_us), t)
 
 
-def format_rate(rate_hz: Optional[float]) -> str:
+def format_rate(rate_hz: float | None) -> str:
     """A rate as people write it: 20, 25.7, 1000 (up to 3 decimals, no trailing zeros); None -> 'empty'."""
     if rate_hz is None:
         return "empty"

@@ -7,8 +7,9 @@ same size and time filter applies to predictions, which are already in the evalu
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +45,8 @@ class Protocol:
     name: str
     class_names: tuple[str, ...]
     sensor_size: tuple[int, int]
-    class_map: Optional[Mapping[int, int]] = None
-    crop_height: Optional[int] = None
+    class_map: Mapping[int, int] | None = None
+    crop_height: int | None = None
     scale: int = 1
     eval_filter: SizeFilter = field(default_factory=SizeFilter)
     train_filter: SizeFilter = field(default_factory=SizeFilter)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from flexdet.atomic import atomic_write_text
 
@@ -51,7 +50,7 @@ def train_model(inputs: str, data: Path, run_dir: Path, options: QuickstartOptio
     return train_or_reuse(config, data, run_dir)
 
 
-def run_quickstart(out: "str | Path", options: Optional[QuickstartOptions] = None) -> list[dict]:
+def run_quickstart(out: str | Path, options: QuickstartOptions | None = None) -> list[dict]:
     """Run everything into `out`; returns the metric rows written to `out/metrics.json`."""
     from flexdet.training.evaluate import evaluate_checkpoint
     from flexdet.training.results import metrics_markdown, write_results

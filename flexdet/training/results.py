@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def detections_to_boxes(detections: Sequence[Frame], timestamps: Sequence[int], 
     return merged[np.argsort(merged["t"], kind="stable")].astype(FILE_BOX_DTYPE)
 
 
-def prediction_path(run_dir: PathLike, rate_hz: Optional[float], sequence: str) -> Path:
+def prediction_path(run_dir: PathLike, rate_hz: float | None, sequence: str) -> Path:
     """`run_dir/predictions/<rate>hz/<sequence>.npy` (`predictions/empty/...` when `rate_hz` is None)."""
     if not sequence or Path(sequence).name != sequence or sequence in (".", ".."):
         raise ConfigError(f"sequence name {sequence!r} must be a plain file name")
@@ -53,7 +54,7 @@ def prediction_path(run_dir: PathLike, rate_hz: Optional[float], sequence: str) 
     return Path(run_dir) / "predictions" / folder / f"{sequence}.npy"
 
 
-def write_predictions(run_dir: PathLike, rate_hz: Optional[float], sequence: str, boxes: np.ndarray) -> Path:
+def write_predictions(run_dir: PathLike, rate_hz: float | None, sequence: str, boxes: np.ndarray) -> Path:
     """Save predictions (FILE_BOX_DTYPE or BOX_DTYPE rows) atomically where prediction_path says; returns it."""
     if boxes.dtype not in (FILE_BOX_DTYPE, BOX_DTYPE):
         raise FlexdetError(f"predictions for {sequence} must be box rows, got dtype {boxes.dtype}")
@@ -70,7 +71,7 @@ def write_metrics_json(path: PathLike, rows: Sequence[Mapping[str, Any]]) -> Non
     atomic_write_text(path, json.dumps(clean, indent=2) + "\n")
 
 
-def metrics_markdown(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> str:
+def metrics_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     """A Markdown table of the rows; AP metrics are shown in percent with two decimals, nan as '-'."""
     if columns is None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -81,7 +82,7 @@ def metrics_markdown(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequen
 
 
 def write_metrics_markdown(path: PathLike, rows: Sequence[Mapping[str, Any]],
-                           columns: Optional[Sequence[str]] = None) -> None:
+                           columns: Sequence[str] | None = None) -> None:
     """Write metrics_markdown(rows) atomically."""
     atomic_write_text(path, metrics_markdown(rows, columns))
 

@@ -12,7 +12,6 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -61,8 +60,8 @@ def build_detector(config: TrainConfig, num_classes: int):
 class Trainer:
     """One training run of `config` on the dataset at `data_root`, writing into `out_dir`."""
 
-    def __init__(self, config: TrainConfig, data_root: "str | Path", out_dir: "str | Path",
-                 context: Optional[DistContext] = None) -> None:
+    def __init__(self, config: TrainConfig, data_root: str | Path, out_dir: str | Path,
+                 context: DistContext | None = None) -> None:
         self.config = config
         self.data_root = Path(data_root)
         self.out_dir = Path(out_dir)
@@ -99,7 +98,7 @@ class Trainer:
         self.amp = optim.amp and self.context.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
-        self.stream_state: Optional[tuple[torch.Tensor, ...]] = None
+        self.stream_state: tuple[torch.Tensor, ...] | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -168,7 +167,7 @@ class Trainer:
             save_checkpoint(self.checkpoint_path, self.state_dict())
         return self.checkpoint_path
 
-    def resume(self, path: Optional["str | Path"] = None) -> None:
+    def resume(self, path: str | Path | None = None) -> None:
         """Continue exactly from a checkpoint (default: this run's last.pt)."""
         payload = load_checkpoint(path or self.checkpoint_path, map_location=str(self.context.device))
         if payload.get("world_size", 1) != self.context.world_size:
@@ -191,7 +190,7 @@ class Trainer:
             self.stream_state = None
             _seed_everything(self.config.run.seed + 1000 * self.step + self.context.rank)
 
-    def fit(self, stop_after: Optional[int] = None) -> TrainResult:
+    def fit(self, stop_after: int | None = None) -> TrainResult:
         """Train to `optim.steps` (or stop after step `stop_after`, checkpointing there)."""
         from tqdm import tqdm
 
@@ -234,8 +233,8 @@ class Trainer:
         self.dataset.close()
 
 
-def train(config: TrainConfig, data_root: "str | Path", out_dir: "str | Path", resume: bool = False,
-          stop_after: Optional[int] = None) -> TrainResult:
+def train(config: TrainConfig, data_root: str | Path, out_dir: str | Path, resume: bool = False,
+          stop_after: int | None = None) -> TrainResult:
     """Build a Trainer, optionally resume from `out_dir/checkpoints/last.pt`, and fit."""
     trainer = Trainer(config, data_root, out_dir)
     try:
@@ -246,7 +245,7 @@ def train(config: TrainConfig, data_root: "str | Path", out_dir: "str | Path", r
         trainer.close()
 
 
-def train_or_reuse(config: TrainConfig, data: "str | Path", run_dir: "str | Path") -> Path:
+def train_or_reuse(config: TrainConfig, data: str | Path, run_dir: str | Path) -> Path:
     """Train `config` into `run_dir`, resuming an unfinished run and reusing a finished one; its checkpoint."""
     trainer = Trainer(config, data, run_dir)
     try:

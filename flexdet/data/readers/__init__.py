@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -22,7 +21,7 @@ _SUFFIXES = {".dat": "dat", ".raw": "raw", ".h5": "h5", ".hdf5": "h5", ".hdf": "
              ".aedat4": "aedat4"}
 
 
-def open_recording(path: "os.PathLike[str] | str", width: Optional[int] = None, height: Optional[int] = None,
+def open_recording(path: os.PathLike[str] | str, width: int | None = None, height: int | None = None,
                    **options) -> Recording:
     """Open a recording (file, DSEC or RVT sequence folder); `width`/`height` override the file's size."""
     path = Path(path)
@@ -48,14 +47,14 @@ def open_recording(path: "os.PathLike[str] | str", width: Optional[int] = None, 
     return Aedat4Recording(path, width, height)
 
 
-def read_events(path: "os.PathLike[str] | str", t_start: Optional[int] = None, t_end: Optional[int] = None,
+def read_events(path: os.PathLike[str] | str, t_start: int | None = None, t_end: int | None = None,
                 **options) -> np.ndarray:
     """EVENT_DTYPE events of `path` with t in [t_start, t_end), sorted; options go to open_recording."""
     with open_recording(path, **options) as recording:
         return recording.read(t_start, t_end)
 
 
-def _open_directory(path: Path, width: Optional[int], height: Optional[int], options: dict) -> Recording:
+def _open_directory(path: Path, width: int | None, height: int | None, options: dict) -> Recording:
     from flexdet.data.readers.dsec import EVENTS_RELATIVE, DsecRecording
     from flexdet.data.readers.rvt import RvtSequence, is_rvt_sequence
 
@@ -67,9 +66,9 @@ def _open_directory(path: Path, width: Optional[int], height: Optional[int], opt
                                  f"an RVT sequence (event_representations_v2/)")
 
 
-def _open_h5(path: Path, width: Optional[int], height: Optional[int]) -> Recording:
-    import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
+def _open_h5(path: Path, width: int | None, height: int | None) -> Recording:
     import h5py
+    import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
 
     from flexdet.data.readers.dsec import DsecRecording, is_dsec_h5
     from flexdet.data.readers.plain import open_h5

@@ -7,8 +7,8 @@ memory. The first event stream and the first frame stream are used.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def _packets(path: Path, decoder) -> Iterator[dict]:
 class Aedat4Recording(ArrayRecording):
     """AEDAT4 events (in memory) plus streamed frames when the file has a frame stream."""
 
-    def __init__(self, path: Path, width: Optional[int] = None, height: Optional[int] = None) -> None:
+    def __init__(self, path: Path, width: int | None = None, height: int | None = None) -> None:
         decoder = _decoder(path)
         streams = decoder.id_to_stream()
         event_ids = sorted(i for i, s in streams.items() if s.get("type") == "events")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from flexdet.errors import FormatError
 class ArrayRecording(Recording):
     """Events already decoded into memory; windows are binary searches on the (monotonic) times."""
 
-    def __init__(self, path: Path, fmt: str, events: np.ndarray, width: Optional[int], height: Optional[int],
+    def __init__(self, path: Path, fmt: str, events: np.ndarray, width: int | None, height: int | None,
                  size_source: str) -> None:
         super().__init__(path, width, height, size_source)
         self.format = fmt
@@ -29,7 +28,7 @@ class ArrayRecording(Recording):
         else:
             self.coordinate_extent = (0, 0)
 
-    def _read(self, t_start: Optional[int], t_end: Optional[int]) -> np.ndarray:
+    def _read(self, t_start: int | None, t_end: int | None) -> np.ndarray:
         return time_slice(self._events, t_start, t_end).copy()
 
 

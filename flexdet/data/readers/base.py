@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 
@@ -20,7 +20,7 @@ class Recording:
 
     format: str = ""
 
-    def __init__(self, path: Path, width: Optional[int], height: Optional[int],
+    def __init__(self, path: Path, width: int | None, height: int | None,
                  size_source: str) -> None:
         self.path = Path(path)
         self._width = None if width is None else int(width)
@@ -28,9 +28,9 @@ class Recording:
         self.size_source = size_source if width is not None and height is not None else "unknown"
         self.t_start = 0
         self.t_end = 0
-        self.num_events: Optional[int] = 0
+        self.num_events: int | None = 0
         self.time_corrections = 0
-        self.coordinate_extent: Optional[tuple[int, int]] = None
+        self.coordinate_extent: tuple[int, int] | None = None
 
     @property
     def sensor_size_known(self) -> bool:
@@ -53,14 +53,14 @@ class Recording:
                                   f"height= (or --width/--height)")
         return self._height
 
-    def read(self, t_start: Optional[int] = None, t_end: Optional[int] = None) -> np.ndarray:
+    def read(self, t_start: int | None = None, t_end: int | None = None) -> np.ndarray:
         """EVENT_DTYPE events with t in [t_start, t_end) (None = open end), sorted by time."""
         if t_start is not None and t_end is not None and t_end <= t_start:
             from flexdet.data.events import empty_events
             return empty_events(0)
         return self._read(t_start, t_end)
 
-    def _read(self, t_start: Optional[int], t_end: Optional[int]) -> np.ndarray:
+    def _read(self, t_start: int | None, t_end: int | None) -> np.ndarray:
         raise NotImplementedError
 
     @property
@@ -77,7 +77,7 @@ class Recording:
         """Whether a label file sits next to the recording."""
         return self._label_path() is not None
 
-    def _label_path(self) -> Optional[Path]:
+    def _label_path(self) -> Path | None:
         return None
 
     def labels(self) -> np.ndarray:
@@ -94,7 +94,7 @@ class Recording:
     def close(self) -> None:
         """Release open files (the base class holds none)."""
 
-    def __enter__(self) -> "Recording":
+    def __enter__(self) -> Recording:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -106,7 +106,7 @@ class Recording:
                 f"events={self.num_events}, t=[{self.t_start}, {self.t_end}))")
 
 
-def check_coordinates(path: Path, x: np.ndarray, y: np.ndarray, width: Optional[int], height: Optional[int],
+def check_coordinates(path: Path, x: np.ndarray, y: np.ndarray, width: int | None, height: int | None,
                       first_index: int = 0) -> None:
     """Raise FormatError naming the first event whose x or y falls outside the sensor."""
     for name, column, limit in (("x", x, width), ("y", y, height)):

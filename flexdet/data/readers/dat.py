@@ -11,13 +11,16 @@ Very old files without any header have no type/size bytes either. Sensor size: s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from numba import njit
 
-from flexdet.data.readers.kernel_status import (STATUS_BAD_COORD, STATUS_CHECKPOINTS_FULL, STATUS_DONE,
-                                                STATUS_OUTPUT_FULL)
+from flexdet.data.readers.kernel_status import (
+    STATUS_BAD_COORD,
+    STATUS_CHECKPOINTS_FULL,
+    STATUS_DONE,
+    STATUS_OUTPUT_FULL,
+)
 from flexdet.data.readers.prophesee_header import prophesee_label_path, read_header
 from flexdet.data.readers.sequential import Codec, SequentialRecording
 from flexdet.errors import FormatError
@@ -92,7 +95,7 @@ DAT_CODEC = Codec(name="dat", word_dtype=RECORD_DTYPE, state_size=STATE_SIZE, in
                   kernel=decode_dat, coordinate_limit=1 << 14)
 
 
-def open_dat(path: Path, width: Optional[int] = None, height: Optional[int] = None,
+def open_dat(path: Path, width: int | None = None, height: int | None = None,
              **options) -> SequentialRecording:
     """Open a DAT file; `width`/`height` override the header."""
     header = read_header(path, stop_at_end_line=False)
@@ -117,7 +120,7 @@ def open_dat(path: Path, width: Optional[int] = None, height: Optional[int] = No
                                **options)
 
 
-def _dat_sensor_size(fields: dict[str, str]) -> tuple[Optional[tuple[int, int]], str]:
+def _dat_sensor_size(fields: dict[str, str]) -> tuple[tuple[int, int] | None, str]:
     width, height = fields.get("width", ""), fields.get("height", "")
     if width.isdigit() and height.isdigit():
         return (int(width), int(height)), "header"

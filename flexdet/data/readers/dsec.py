@@ -8,8 +8,8 @@ raises FormatError instead of being silently patched, since ms_to_idx would be w
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 from numba import njit
@@ -35,9 +35,9 @@ class DsecRecording(Recording):
 
     format = "dsec"
 
-    def __init__(self, events_path: Path, width: Optional[int] = None, height: Optional[int] = None) -> None:
-        import hdf5plugin  # noqa: F401  (registers the Blosc/ZSTD filter 32001 before h5py opens files)
+    def __init__(self, events_path: Path, width: int | None = None, height: int | None = None) -> None:
         import h5py
+        import hdf5plugin  # noqa: F401  (registers the Blosc/ZSTD filter 32001 before h5py opens files)
 
         events_path = Path(events_path)
         try:
@@ -53,7 +53,7 @@ class DsecRecording(Recording):
             self._file.close()
             raise FormatError(events_path, f"not a DSEC events file ({exc})") from None
 
-    def _open(self, events_path: Path, width: Optional[int], height: Optional[int]) -> None:
+    def _open(self, events_path: Path, width: int | None, height: int | None) -> None:
         group = self._file["events"]
         self._columns = {}
         for name in ("t", "x", "y", "p"):
@@ -85,7 +85,7 @@ class DsecRecording(Recording):
             self.t_start = int(t[0]) + self.t_offset
             self.t_end = int(t[n - 1]) + self.t_offset + 1
 
-    def _slice_bounds(self, t_start: Optional[int], t_end: Optional[int]) -> tuple[int, int]:
+    def _slice_bounds(self, t_start: int | None, t_end: int | None) -> tuple[int, int]:
         n = self.num_events
         lo, hi = 0, n
         if t_start is not None:
@@ -96,7 +96,7 @@ class DsecRecording(Recording):
             hi = n if ms >= len(self.ms_to_idx) else (0 if ms < 0 else int(self.ms_to_idx[ms]))
         return lo, max(lo, hi)
 
-    def _read(self, t_start: Optional[int], t_end: Optional[int]) -> np.ndarray:
+    def _read(self, t_start: int | None, t_end: int | None) -> np.ndarray:
         lo, hi = self._slice_bounds(t_start, t_end)
         if hi <= lo:
             return empty_events(0)
@@ -112,7 +112,7 @@ class DsecRecording(Recording):
             raise FormatError(self.path, messages[problem], index=lo + where)
         return time_slice(events, t_start, t_end)
 
-    def _label_path(self) -> Optional[Path]:
+    def _label_path(self) -> Path | None:
         if self.sequence_dir is None:
             return None
         path = self.sequence_dir / TRACKS_RELATIVE
@@ -172,7 +172,7 @@ def _pack_columns(t, x, y, p, t_offset, width, height, out):
     return 0, 0
 
 
-def _sequence_dir(events_path: Path) -> Optional[Path]:
+def _sequence_dir(events_path: Path) -> Path | None:
     """`<seq>` when the file is `<seq>/events/left/events.h5`, else None."""
     parts = events_path.resolve().parts
     if len(parts) >= 4 and tuple(parts[-3:]) == EVENTS_RELATIVE.parts:

@@ -16,8 +16,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flexdet.data.readers.kernel_status import (STATUS_BAD_COORD, STATUS_BAD_WORD, STATUS_CHECKPOINTS_FULL,
-                                                STATUS_DONE, STATUS_OUTPUT_FULL)
+from flexdet.data.readers.kernel_status import (
+    STATUS_BAD_COORD,
+    STATUS_BAD_WORD,
+    STATUS_CHECKPOINTS_FULL,
+    STATUS_DONE,
+    STATUS_OUTPUT_FULL,
+)
 
 WORD_DTYPE = np.dtype("<u2")
 # State slots: running max, corrections, current TIME_HIGH (-1 = unknown), wrap count, TIME_LOW, y, base x, pol.

@@ -108,7 +108,7 @@ def encode_evt3(events: np.ndarray, vectorize: bool = True) -> np.ndarray:
     return words[:n_words]
 
 
-def write_raw(path: "os.PathLike[str] | str", events: np.ndarray, width: int, height: int,
+def write_raw(path: os.PathLike[str] | str, events: np.ndarray, width: int, height: int,
               evt: str = "3.0", vectorize: bool = True) -> None:
     """Write a Prophesee RAW file (EVT 2.0 or 3.0) atomically, with its geometry in the header."""
     check_events(events, width, height, source=os.fspath(path))

@@ -19,7 +19,6 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -44,7 +43,7 @@ class SparseIndex:
     max_y: int
     end_offset: int
 
-    def span(self, t_start: Optional[int], t_end: Optional[int]) -> tuple[int, int]:
+    def span(self, t_start: int | None, t_end: int | None) -> tuple[int, int]:
         """Checkpoint index to start decoding from, and the one to stop at (len = end of file)."""
         run_max = self.states[:, 0]
         first = 0 if t_start is None else max(0, int(np.searchsorted(run_max, t_start, side="left")) - 1)
@@ -72,7 +71,7 @@ def cache_paths(source: Path) -> list[Path]:
             cache_root / (hashlib.sha256(key).hexdigest()[:32] + INDEX_SUFFIX)]
 
 
-def load_index(source: Path, kind: str, step_us: int) -> Optional[SparseIndex]:
+def load_index(source: Path, kind: str, step_us: int) -> SparseIndex | None:
     """The cached index of `source` if one matches its size, mtime, format and step; else None."""
     expected = dict(_signature(source), version=INDEX_VERSION, step_us=step_us)
     for candidate in cache_paths(source):
@@ -104,7 +103,7 @@ def folder_writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def save_index(source: Path, kind: str, step_us: int, index: SparseIndex) -> Optional[Path]:
+def save_index(source: Path, kind: str, step_us: int, index: SparseIndex) -> Path | None:
     """Cache `index` beside `source`, or in the user cache when that folder is not writable."""
     buffer = io.BytesIO()
     np.savez(buffer, offsets=index.offsets, states=index.states, counts=index.counts, kind=np.str_(kind),

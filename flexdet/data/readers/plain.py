@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from flexdet.errors import FormatError
 _COLUMNS = ("t", "x", "y", "p")
 
 
-def _sensor_size(stored: tuple, width: Optional[int], height: Optional[int]) -> tuple:
+def _sensor_size(stored: tuple, width: int | None, height: int | None) -> tuple:
     """(width, height, source): the override wins, then what the file stores, else unknown."""
     if width is not None or height is not None:
         return (width if width is not None else stored[0], height if height is not None else stored[1],
@@ -25,7 +24,7 @@ def _sensor_size(stored: tuple, width: Optional[int], height: Optional[int]) -> 
     return None, None, "unknown"
 
 
-def open_npz(path: Path, width: Optional[int] = None, height: Optional[int] = None) -> ArrayRecording:
+def open_npz(path: Path, width: int | None = None, height: int | None = None) -> ArrayRecording:
     """Open an npz holding t, x, y, p (and optionally width, height)."""
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -45,10 +44,10 @@ def open_npz(path: Path, width: Optional[int] = None, height: Optional[int] = No
     return recording
 
 
-def open_h5(path: Path, width: Optional[int] = None, height: Optional[int] = None) -> ArrayRecording:
+def open_h5(path: Path, width: int | None = None, height: int | None = None) -> ArrayRecording:
     """Open an HDF5 file with t, x, y, p datasets at the top level or under /events."""
-    import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
     import h5py
+    import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
 
     try:
         with h5py.File(path, "r") as f:
@@ -69,7 +68,7 @@ def open_h5(path: Path, width: Optional[int] = None, height: Optional[int] = Non
     return recording
 
 
-def _attr(path: Path, group, root, key: str) -> Optional[int]:
+def _attr(path: Path, group, root, key: str) -> int | None:
     for holder in (group, root):
         if key in holder.attrs:
             return _scalar(path, np.asarray(holder.attrs[key]), key)

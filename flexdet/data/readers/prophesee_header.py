@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from flexdet.errors import FormatError
 
@@ -35,7 +34,7 @@ class PropheseeHeader:
     fields: dict[str, str] = field(default_factory=dict)
     body_offset: int = 0
 
-    def sensor_size(self) -> tuple[Optional[tuple[int, int]], str]:
+    def sensor_size(self) -> tuple[tuple[int, int] | None, str]:
         """(width, height) stated by the header or known for its camera, and where it came from."""
         width, height = self.fields.get("width"), self.fields.get("height")
         if width and height and width.isdigit() and height.isdigit():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from flexdet.data.readers import evt2, evt3
 from flexdet.data.readers.prophesee_header import PropheseeHeader, prophesee_label_path, read_header
@@ -28,7 +27,7 @@ def raw_codec(path: Path, header: PropheseeHeader) -> Codec:
     raise UnsupportedFormatError(f"{path}: RAW encoding '{stated}' is not supported (EVT 2.0 and EVT 3.0 are)")
 
 
-def open_raw(path: Path, width: Optional[int] = None, height: Optional[int] = None,
+def open_raw(path: Path, width: int | None = None, height: int | None = None,
              **options) -> SequentialRecording:
     """Open a RAW file; the sensor size comes from the override, the header or the known-camera table."""
     header = read_header(path, stop_at_end_line=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -30,9 +29,9 @@ class RvtSequence(Recording):
 
     format = "rvt"
 
-    def __init__(self, sequence_dir: Path, width: Optional[int] = None, height: Optional[int] = None) -> None:
-        import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
+    def __init__(self, sequence_dir: Path, width: int | None = None, height: int | None = None) -> None:
         import h5py
+        import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
 
         sequence_dir = Path(sequence_dir)
         representation = _representation_dir(sequence_dir)
@@ -78,12 +77,12 @@ class RvtSequence(Recording):
         """Histograms [start, stop) as a (stop - start, C, H, W) uint8 array."""
         return np.asarray(self._data[start:stop])
 
-    def read(self, t_start: Optional[int] = None, t_end: Optional[int] = None) -> np.ndarray:
+    def read(self, t_start: int | None = None, t_end: int | None = None) -> np.ndarray:
         """Always raises: the raw events were discarded when RVT preprocessed this sequence."""
         raise FlexdetError(f"{self.path}: RVT preprocessed data has no raw events, only stacked histograms "
                            f"(use histograms(start, stop))")
 
-    def _label_path(self) -> Optional[Path]:
+    def _label_path(self) -> Path | None:
         path = self.path / LABELS_RELATIVE
         return path if path.is_file() else None
 

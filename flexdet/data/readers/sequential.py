@@ -8,17 +8,22 @@ index (see index.py) so only the needed part of the file is decoded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
 from flexdet.data.events import EVENT_DTYPE, empty_events, time_slice
 from flexdet.data.readers.base import Recording
 from flexdet.data.readers.index import SparseIndex, load_index, save_index
-from flexdet.data.readers.kernel_status import (STATUS_BAD_COORD, STATUS_BAD_WORD, STATUS_CHECKPOINTS_FULL,
-                                                STATUS_DONE, STATUS_OUTPUT_FULL)
+from flexdet.data.readers.kernel_status import (
+    STATUS_BAD_COORD,
+    STATUS_BAD_WORD,
+    STATUS_CHECKPOINTS_FULL,
+    STATUS_DONE,
+    STATUS_OUTPUT_FULL,
+)
 from flexdet.errors import FormatError
 
 DEFAULT_CHUNK_BYTES = 16 << 20
@@ -41,10 +46,10 @@ class Codec:
 class SequentialRecording(Recording):
     """A recording stored as a header then a stream of fixed-size words decoded by a kernel."""
 
-    def __init__(self, path: Path, codec: Codec, body_offset: int, width: Optional[int],
-                 height: Optional[int], size_source: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    def __init__(self, path: Path, codec: Codec, body_offset: int, width: int | None,
+                 height: int | None, size_source: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  index_step_us: int = DEFAULT_INDEX_STEP_US, cache_index: bool = True,
-                 label_path: Optional[Path] = None) -> None:
+                 label_path: Path | None = None) -> None:
         super().__init__(path, width, height, size_source)
         self._labels_file = label_path
         self.format = codec.name
@@ -71,7 +76,7 @@ class SequentialRecording(Recording):
         self.t_end = index.t_last + 1 if index.num_events else 0
         self.coordinate_extent = (index.max_x + 1, index.max_y + 1) if index.num_events else (0, 0)
 
-    def _label_path(self) -> Optional[Path]:
+    def _label_path(self) -> Path | None:
         return self._labels_file if self._labels_file is not None and self._labels_file.is_file() else None
 
     def _limits(self) -> tuple[int, int]:
@@ -87,7 +92,7 @@ class SequentialRecording(Recording):
                                              f"({self._width}x{self._height}, {self.size_source})")
 
     def _decode(self, start: int, stop: int, state: np.ndarray, out: np.ndarray, store: bool,
-                step: int = 0, checkpoints: Optional[list] = None) -> tuple[int, np.ndarray]:
+                step: int = 0, checkpoints: list | None = None) -> tuple[int, np.ndarray]:
         """Run the kernel over bytes [start, stop) of the file; returns (events decoded, max x and y)."""
         word = self.codec.word_dtype.itemsize
         width, height = self._limits()
@@ -151,7 +156,7 @@ class SequentialRecording(Recording):
             index.t_first = int(head["t"][0])
         return index
 
-    def _read(self, t_start: Optional[int], t_end: Optional[int]) -> np.ndarray:
+    def _read(self, t_start: int | None, t_end: int | None) -> np.ndarray:
         first, stop = self.index.span(t_start, t_end)
         start_offset = int(self.index.offsets[first])
         stop_offset, stop_count = self.index.stop_position(stop)

@@ -8,7 +8,7 @@ report the first bad index, which `raise_if_invalid` turns into the same error m
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
 
 import numba
 import numpy as np
@@ -17,8 +17,8 @@ from flexdet.data.representations._event_checks import read_checked, time_before
 from flexdet.data.representations._segments import first_bad
 from flexdet.errors import ConfigError, FlexdetError
 
-EventsLike = Union[np.ndarray, Mapping[str, np.ndarray]]
-Columns = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+EventsLike = np.ndarray | Mapping[str, np.ndarray]
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 _NO_LIMIT = np.int64(2**62)
 _PROBLEMS = {1: "x", 2: "y", 3: "polarity", 4: "t"}
@@ -94,8 +94,8 @@ def _first_invalid_parallel(t, x, y, p, start, stop, width, height, chunks):
     return first_bad(found)
 
 
-def validate_columns(columns: Columns, width: Optional[int], height: Optional[int], start: int = 0,
-                     stop: Optional[int] = None, source: str = "events", parallel: bool = False) -> None:
+def validate_columns(columns: Columns, width: int | None, height: int | None, start: int = 0,
+                     stop: int | None = None, source: str = "events", parallel: bool = False) -> None:
     """Raise FlexdetError naming the first event in [start, stop) that is outside the sensor, has a
     polarity other than 0/1, or is earlier than the event before it."""
     t, x, y, p = columns
@@ -112,7 +112,7 @@ def validate_columns(columns: Columns, width: Optional[int], height: Optional[in
     raise_if_invalid(columns, int(bad), start, width, height, source)
 
 
-def raise_if_invalid(columns: Columns, index: int, start: int, width: Optional[int], height: Optional[int],
+def raise_if_invalid(columns: Columns, index: int, start: int, width: int | None, height: int | None,
                      source: str = "events") -> None:
     """Raise FlexdetError describing event `index` (what a validating pass or kernel found); -1 means none.
     `start` is the first event of the checked range, the only one not compared with its predecessor."""
@@ -140,7 +140,7 @@ def check_sensor_size(height: int, width: int) -> None:
         raise ConfigError(f"sensor size must be positive, got height={height}, width={width}")
 
 
-def resolve_span(t_start: Optional[int], t_end: Optional[int]) -> Tuple[Optional[int], Optional[int]]:
+def resolve_span(t_start: int | None, t_end: int | None) -> tuple[int | None, int | None]:
     """Both bounds or neither: a half-given window is ambiguous, a reversed one is an error."""
     if (t_start is None) != (t_end is None):
         raise ConfigError("give both t_start and t_end, or neither (then the events' own span is used)")

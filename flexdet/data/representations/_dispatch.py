@@ -4,13 +4,18 @@ validate them, choose serial or parallel, and hand back numpy or torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numba
 import numpy as np
 
-from flexdet.data.representations._columns import (Columns, EventsLike, check_sensor_size, event_columns,
-                                                   resolve_span, validate_columns)
+from flexdet.data.representations._columns import (
+    Columns,
+    EventsLike,
+    check_sensor_size,
+    event_columns,
+    resolve_span,
+    validate_columns,
+)
 from flexdet.data.representations._segments import search_left
 
 # Below these sizes one thread is faster (measured on 2 cores, 640x480, best of 21 calls). The kernels that
@@ -28,8 +33,8 @@ class Selection:
     columns: Columns
     lo: int
     hi: int
-    t_start: Optional[int]
-    t_end: Optional[int]
+    t_start: int | None
+    t_end: int | None
     source: str = "events"
 
     @property
@@ -37,7 +42,7 @@ class Selection:
         return self.t_start is None
 
 
-def select(events: EventsLike, height: int, width: int, t_start: Optional[int], t_end: Optional[int],
+def select(events: EventsLike, height: int, width: int, t_start: int | None, t_end: int | None,
            source: str = "events", validate: bool = True) -> Selection:
     """Binary-search the window in the time-sorted events and validate exactly the events it holds
     (`validate=False` for kernels that check each event themselves and report the first bad one)."""
@@ -55,7 +60,7 @@ def select(events: EventsLike, height: int, width: int, t_start: Optional[int], 
     return Selection(columns, lo, hi, t_start, t_end, source)
 
 
-def thread_chunks(parallel: Optional[bool], n_events: int) -> int:
+def thread_chunks(parallel: bool | None, n_events: int) -> int:
     """How many event chunks to process concurrently: 1 (serial) or the Numba thread count."""
     threads = numba.get_num_threads()
     if parallel is None:

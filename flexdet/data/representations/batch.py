@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
 from flexdet.data.representations._batch_kernels import counts_batch, surfaces_batch, voxels_batch
-from flexdet.data.representations._columns import (EventsLike, check_sensor_size, event_columns,
-                                                   validate_columns)
+from flexdet.data.representations._columns import (
+    EventsLike,
+    check_sensor_size,
+    event_columns,
+    validate_columns,
+)
 from flexdet.data.representations._dispatch import PARALLEL_SCAN_MIN_EVENTS, deliver
 from flexdet.data.representations._segments import search_left
 from flexdet.errors import ConfigError
@@ -28,8 +31,8 @@ class RepresentationConfig:
 
     kind: str = "stacked_histogram"
     bins: int = 10
-    clip: Optional[int] = None
-    tau_us: Optional[float] = None
+    clip: int | None = None
+    tau_us: float | None = None
     time_norm: str = "window"
 
     def __post_init__(self) -> None:
@@ -62,7 +65,7 @@ class RepresentationConfig:
 
 
 def build_windows(events: EventsLike, height: int, width: int, window_ends, window_us: int,
-                  config: Optional[RepresentationConfig] = None, *, as_tensor: bool = False):
+                  config: RepresentationConfig | None = None, *, as_tensor: bool = False):
     """(N, C, H, W) representations of the windows [end - window_us, end) for each of the N `window_ends`.
 
     One call validates the events the windows cover once and builds the windows in parallel (one window
@@ -96,7 +99,7 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
 
 
 def make_representation(events: EventsLike, height: int, width: int, config: RepresentationConfig,
-                        t_start: Optional[int] = None, t_end: Optional[int] = None, *, as_tensor: bool = False):
+                        t_start: int | None = None, t_end: int | None = None, *, as_tensor: bool = False):
     """The representation `config` names for one window (or the events' own span when t_start/t_end are None)."""
     from flexdet.data.representations import event_frame, stacked_histogram, time_surface, voxel_grid
 

@@ -12,13 +12,16 @@ library implements it.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numba
 import numpy as np
 
 from flexdet.data.events import EVENT_DTYPE
-from flexdet.data.representations._columns import EventsLike, check_sensor_size, event_columns, validate_columns
+from flexdet.data.representations._columns import (
+    EventsLike,
+    check_sensor_size,
+    event_columns,
+    validate_columns,
+)
 from flexdet.errors import ConfigError
 
 
@@ -49,7 +52,7 @@ def downsampled_size(height: int, width: int, factor: int = 2) -> tuple[int, int
 
 
 def downsample_events(events: EventsLike, height: int, width: int, factor: int = 2, mode: str = "signed",
-                      threshold: Optional[int] = None, state: Optional[np.ndarray] = None) -> np.ndarray:
+                      threshold: int | None = None, state: np.ndarray | None = None) -> np.ndarray:
     """Events of the (ceil(H/f), ceil(W/f)) sensor fired by integrate-and-fire cells, as an EVENT_DTYPE array.
 
     Pass the same `state` (int32, shape (1 or 2, H', W'), zeros to begin) to consecutive chunks of one

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
+from flexdet.data.representations._columns import EventsLike, raise_if_invalid
 from flexdet.data.representations._count_kernels import count_parallel, count_serial
 from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
-from flexdet.data.representations._columns import EventsLike, raise_if_invalid
 from flexdet.data.representations._segments import window_starts
 from flexdet.errors import ConfigError
 
 
-def stacked_histogram(events: EventsLike, height: int, width: int, bins: int = 10, t_start: Optional[int] = None,
-                      t_end: Optional[int] = None, clip: int = 10, *, as_tensor: bool = False,
-                      parallel: Optional[bool] = None):
+def stacked_histogram(events: EventsLike, height: int, width: int, bins: int = 10, t_start: int | None = None,
+                      t_end: int | None = None, clip: int = 10, *, as_tensor: bool = False,
+                      parallel: bool | None = None):
     """Counts per (polarity, time bin, pixel) as uint8 (2 * bins, H, W), channel = p * bins + bin, saturating
     at `clip` (never wrapping).
 
@@ -34,9 +32,9 @@ def stacked_histogram(events: EventsLike, height: int, width: int, bins: int = 1
     return deliver(out.reshape(2 * bins, height, width), as_tensor)
 
 
-def event_frame(events: EventsLike, height: int, width: int, t_start: Optional[int] = None,
-                t_end: Optional[int] = None, clip: int = 65535, *, as_tensor: bool = False,
-                parallel: Optional[bool] = None):
+def event_frame(events: EventsLike, height: int, width: int, t_start: int | None = None,
+                t_end: int | None = None, clip: int = 65535, *, as_tensor: bool = False,
+                parallel: bool | None = None):
     """Event counts per polarity as uint16 (2, H, W) (channel 0 = OFF, 1 = ON), saturating at `clip`; with
     t_start/t_end only the events in [t_start, t_end) count."""
     _check_bins_clip(1, clip, 65535)
@@ -46,7 +44,7 @@ def event_frame(events: EventsLike, height: int, width: int, t_start: Optional[i
 
 
 def count_events(chosen: Selection, height: int, width: int, bins: int, clip: int, dtype,
-                 parallel: Optional[bool]) -> np.ndarray:
+                 parallel: bool | None) -> np.ndarray:
     """The flat saturating count array of the chosen events, serial or parallel (identical results); the
     kernels check each event as they count it, and the first bad one raises FlexdetError."""
     t, x, y, p = chosen.columns
@@ -64,7 +62,7 @@ def count_events(chosen: Selection, height: int, width: int, bins: int, clip: in
     return out
 
 
-def _or_zero(value: Optional[int]) -> int:
+def _or_zero(value: int | None) -> int:
     return 0 if value is None else value
 
 

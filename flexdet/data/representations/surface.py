@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from flexdet.data.representations._columns import EventsLike
@@ -12,9 +10,9 @@ from flexdet.data.representations._surface_kernels import NEVER, decay, latest_p
 from flexdet.errors import ConfigError
 
 
-def time_surface(events: EventsLike, height: int, width: int, tau_us: Optional[float] = None,
-                 t_start: Optional[int] = None, t_end: Optional[int] = None, *, as_tensor: bool = False,
-                 parallel: Optional[bool] = None):
+def time_surface(events: EventsLike, height: int, width: int, tau_us: float | None = None,
+                 t_start: int | None = None, t_end: int | None = None, *, as_tensor: bool = False,
+                 parallel: bool | None = None):
     """float32 (2, H, W), channel = polarity: exp(-(t_ref - t_last) / tau_us) where the pixel fired, 0 elsewhere.
 
     With t_start/t_end: events in [t_start, t_end), t_ref = t_end. Without: all events, t_ref = the last
@@ -28,7 +26,7 @@ def time_surface(events: EventsLike, height: int, width: int, tau_us: Optional[f
     return deliver(out.reshape(2, height, width), as_tensor)
 
 
-def surface_clock(chosen: Selection, tau_us: Optional[float]) -> tuple[int, float]:
+def surface_clock(chosen: Selection, tau_us: float | None) -> tuple[int, float]:
     """The time the surface is read at and the decay constant in µs."""
     t = chosen.columns[0]
     if chosen.t_end is not None:
@@ -43,7 +41,7 @@ def surface_clock(chosen: Selection, tau_us: Optional[float]) -> tuple[int, floa
     return t_ref, tau
 
 
-def latest_times(chosen: Selection, height: int, width: int, parallel: Optional[bool]) -> np.ndarray:
+def latest_times(chosen: Selection, height: int, width: int, parallel: bool | None) -> np.ndarray:
     """The flat int64 (2 * H * W) latest event time per polarity and pixel, NEVER where none fired."""
     t, x, y, p = chosen.columns
     plane = height * width

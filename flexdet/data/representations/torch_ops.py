@@ -4,8 +4,6 @@ the same bits as the Numba versions (the voxel grid is accumulated in int64 here
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -14,7 +12,7 @@ from flexdet.errors import ConfigError, FlexdetError
 Tensor = torch.Tensor
 
 
-def events_to_tensors(events: np.ndarray, device: "torch.device | str | None" = None) -> dict:
+def events_to_tensors(events: np.ndarray, device: torch.device | str | None = None) -> dict:
     """Copy a structured event array into four contiguous tensors t (int64), x, y (int32), p (uint8)."""
     return {"t": torch.as_tensor(np.ascontiguousarray(events["t"], np.int64), device=device),
             "x": torch.as_tensor(np.ascontiguousarray(events["x"], np.int32), device=device),
@@ -23,7 +21,7 @@ def events_to_tensors(events: np.ndarray, device: "torch.device | str | None" = 
 
 
 def stacked_histogram_torch(t: Tensor, x: Tensor, y: Tensor, p: Tensor, height: int, width: int, bins: int = 10,
-                            t_start: Optional[int] = None, t_end: Optional[int] = None, clip: int = 10) -> Tensor:
+                            t_start: int | None = None, t_end: int | None = None, clip: int = 10) -> Tensor:
     """uint8 (2 * bins, H, W) on the events' device; the rule of `stacked_histogram` (RVT's without t_start/t_end)."""
     if not 1 <= clip <= 255 or bins < 1:
         raise ConfigError(f"need bins >= 1 and clip in [1, 255], got bins={bins}, clip={clip}")
@@ -35,7 +33,7 @@ def stacked_histogram_torch(t: Tensor, x: Tensor, y: Tensor, p: Tensor, height: 
 
 
 def event_frame_torch(t: Tensor, x: Tensor, y: Tensor, p: Tensor, height: int, width: int,
-                      t_start: Optional[int] = None, t_end: Optional[int] = None, clip: int = 65535) -> Tensor:
+                      t_start: int | None = None, t_end: int | None = None, clip: int = 65535) -> Tensor:
     """int32 (2, H, W) counts per polarity saturating at `clip` (values of `event_frame`)."""
     t, x, y, p, _, _ = _window(t, x, y, p, height, width, t_start, t_end)
     counts = torch.bincount((p * height + y) * width + x, minlength=2 * height * width)
@@ -43,7 +41,7 @@ def event_frame_torch(t: Tensor, x: Tensor, y: Tensor, p: Tensor, height: int, w
 
 
 def voxel_grid_torch(t: Tensor, x: Tensor, y: Tensor, p: Tensor, height: int, width: int, bins: int = 5,
-                     t_start: Optional[int] = None, t_end: Optional[int] = None) -> Tensor:
+                     t_start: int | None = None, t_end: int | None = None) -> Tensor:
     """float32 (bins, H, W), the definition of `voxel_grid`, exact int64 sums then one division."""
     if bins < 1:
         raise ConfigError(f"bins must be >= 1, got {bins}")
@@ -62,8 +60,8 @@ def voxel_grid_torch(t: Tensor, x: Tensor, y: Tensor, p: Tensor, height: int, wi
 
 
 def time_surface_torch(t: Tensor, x: Tensor, y: Tensor, p: Tensor, height: int, width: int,
-                       tau_us: Optional[float] = None, t_start: Optional[int] = None,
-                       t_end: Optional[int] = None) -> Tensor:
+                       tau_us: float | None = None, t_start: int | None = None,
+                       t_end: int | None = None) -> Tensor:
     """float32 (2, H, W), the definition of `time_surface` (latest event per pixel by scatter_reduce amax)."""
     t, x, y, p, t_base, span = _window(t, x, y, p, height, width, t_start, t_end)
     if t_end is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from flexdet.data.representations._columns import EventsLike, raise_if_invalid
@@ -13,8 +11,8 @@ from flexdet.data.representations._voxel_kernels import voxel_finish, voxel_para
 from flexdet.errors import ConfigError
 
 
-def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_start: Optional[int] = None,
-               t_end: Optional[int] = None, *, as_tensor: bool = False, parallel: Optional[bool] = None):
+def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_start: int | None = None,
+               t_end: int | None = None, *, as_tensor: bool = False, parallel: bool | None = None):
     """float32 (bins, H, W): an event at tn = (t - t_start) / (t_end - t_start) * (bins - 1) adds
     p * (1 - (tn - floor(tn))) to bin floor(tn) and p * (tn - floor(tn)) to the next, p = +1 ON / -1 OFF.
 
@@ -31,7 +29,7 @@ def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_sta
 
 
 def accumulate_voxels(chosen: Selection, height: int, width: int, bins: int,
-                      parallel: Optional[bool]) -> tuple[np.ndarray, int]:
+                      parallel: bool | None) -> tuple[np.ndarray, int]:
     """The flat int64 accumulator (value * span) of the chosen events and the span it is scaled by; the
     kernels check each event as they add it, and the first bad one raises FlexdetError."""
     t, x, y, p = chosen.columns

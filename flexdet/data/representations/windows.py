@@ -8,16 +8,17 @@ window_us, end); without window_us, consecutive windows tile time: [end_{k-1}, e
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Optional, Protocol, Tuple, Union
+from typing import Protocol
 
 import numpy as np
 
+from flexdet.data.events import empty_events
 from flexdet.data.representations._columns import event_columns, validate_columns
 from flexdet.data.representations._dispatch import PARALLEL_SCAN_MIN_EVENTS
 from flexdet.data.representations._segments import search_left
-from flexdet.data.events import empty_events
 from flexdet.errors import ConfigError, FlexdetError
 
 
@@ -42,8 +43,8 @@ class Window:
     events: np.ndarray
 
 
-def window_bounds(t_first: int, t_last: int, *, rate_hz: Union[float, str, Fraction, None] = None,
-                  window_us: Optional[int] = None, stride_us: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def window_bounds(t_first: int, t_last: int, *, rate_hz: float | str | Fraction | None = None,
+                  window_us: int | None = None, stride_us: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) int64 of every window ending in (t_first, t_last]: end_k = t_first + round(k * stride).
 
     Give `rate_hz` or `stride_us` (or only `window_us`, meaning stride = window). A window may start
@@ -63,10 +64,10 @@ def window_bounds(t_first: int, t_last: int, *, rate_hz: Union[float, str, Fract
     return starts, ends
 
 
-def iter_windows(source: Union[np.ndarray, Recording], *, rate_hz: Union[float, str, Fraction, None] = None,
-                 window_us: Optional[int] = None, stride_us: Optional[int] = None, t_start: Optional[int] = None,
-                 t_end: Optional[int] = None, width: Optional[int] = None,
-                 height: Optional[int] = None) -> Iterator[Window]:
+def iter_windows(source: np.ndarray | Recording, *, rate_hz: float | str | Fraction | None = None,
+                 window_us: int | None = None, stride_us: int | None = None, t_start: int | None = None,
+                 t_end: int | None = None, width: int | None = None,
+                 height: int | None = None) -> Iterator[Window]:
     """Yield the windows of a time-sorted event array or of a recording, reading each event once.
 
     Windows end at t_start + k * stride (t_start defaults to the recording's start or the first event;

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import yaml
@@ -60,8 +60,8 @@ def plan_sequences(config: SynthConfig) -> list[SequencePlan]:
     return plans
 
 
-def generate_dataset(out: "os.PathLike[str] | str", config: SynthConfig,
-                     progress: Optional[Callable[[SequencePlan], None]] = None) -> Path:
+def generate_dataset(out: os.PathLike[str] | str, config: SynthConfig,
+                     progress: Callable[[SequencePlan], None] | None = None) -> Path:
     """Simulate and write every sequence of `config` under `out`, then `out/dataset.yaml`; returns `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

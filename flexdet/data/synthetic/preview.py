@@ -10,7 +10,7 @@ from flexdet.data.events import time_slice
 from flexdet.data.synthetic.simulate import SyntheticSequence
 
 
-def save_preview(sequence: SyntheticSequence, path: "os.PathLike[str] | str", frame_index: int | None = None,
+def save_preview(sequence: SyntheticSequence, path: os.PathLike[str] | str, frame_index: int | None = None,
                  window_us: int = 50_000) -> None:
     """Save a two-panel PNG (frame | events in red ON / blue OFF) with boxes and class names drawn on both.
 

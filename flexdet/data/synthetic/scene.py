@@ -13,8 +13,14 @@ import numpy as np
 from flexdet.data.synthetic import render as kernels
 from flexdet.data.synthetic.config import SceneConfig
 from flexdet.data.synthetic.motion import Trajectory, camera_trajectory, object_trajectory, stack_trajectories
-from flexdet.data.synthetic.textures import Sprite, background_texture, car_sprite, mirrored, \
-    pedestrian_sprite, to_luma
+from flexdet.data.synthetic.textures import (
+    Sprite,
+    background_texture,
+    car_sprite,
+    mirrored,
+    pedestrian_sprite,
+    to_luma,
+)
 
 WORLD_MARGIN = 1.8  # world texture size relative to the sensor, room for the camera to pan
 SPRITE_RESOLUTION = 1.5  # sprite pixels per world pixel, so zooming in stays sharp

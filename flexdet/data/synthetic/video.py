@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class VideoToEvents:
 
     def __post_init__(self) -> None:
         self._pixels = EventSensor(self.width, self.height, self.sensor, self.seed)
-        self._last_time: Optional[int] = None
+        self._last_time: int | None = None
 
     def feed(self, frame: np.ndarray, time_us: int) -> np.ndarray:
         """Events (EVENT_DTYPE, time-sorted) between the previous frame and this one."""
@@ -69,7 +69,7 @@ class VideoToEvents:
         return grey / 255.0 if np.issubdtype(frame.dtype, np.integer) else grey
 
 
-def read_video_frames(path: "os.PathLike[str] | str", size: Optional[tuple[int, int]] = None
+def read_video_frames(path: os.PathLike[str] | str, size: tuple[int, int] | None = None
                       ) -> Iterator[tuple[np.ndarray, int]]:
     """(RGB uint8 frame, time µs) pairs of a video file read with OpenCV, optionally resized to (w, h)."""
     import cv2
@@ -94,10 +94,10 @@ def read_video_frames(path: "os.PathLike[str] | str", size: Optional[tuple[int, 
         raise FormatError(path, "the video holds no readable frame")
 
 
-def video_file_to_events(path: "os.PathLike[str] | str", sensor: Optional[SensorConfig] = None,
-                         size: Optional[tuple[int, int]] = None, seed: int = 0) -> np.ndarray:
+def video_file_to_events(path: os.PathLike[str] | str, sensor: SensorConfig | None = None,
+                         size: tuple[int, int] | None = None, seed: int = 0) -> np.ndarray:
     """All events of a video file converted by VideoToEvents (frame times from the file's frame rate)."""
-    converter: Optional[VideoToEvents] = None
+    converter: VideoToEvents | None = None
     chunks = []
     for frame, time_us in read_video_frames(path, size):
         if converter is None:

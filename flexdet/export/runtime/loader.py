@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from flexdet.errors import CheckpointError, ConfigError, FormatError
 from flexdet.export.bundle import CHECKPOINT_NAME, ENGINE_SUFFIX, METADATA_NAME, ONNX_NAME
@@ -24,20 +24,20 @@ _RUNTIME_OPTS = ("conf_thresh", "nms_thresh", "max_detections")
 class Artifacts:
     """What a path gives: deploy metadata and whichever of model / checkpoint / ONNX / engine exist."""
 
-    metadata: Optional[DeployMetadata] = None
+    metadata: DeployMetadata | None = None
     model: Any = None
-    onnx: Optional[Path] = None
-    engine: Optional[Path] = None
-    checkpoint: Optional[Path] = None
+    onnx: Path | None = None
+    engine: Path | None = None
+    checkpoint: Path | None = None
 
-    def sibling(self, base: Optional[Path], suffix: str) -> Optional[Path]:
+    def sibling(self, base: Path | None, suffix: str) -> Path | None:
         """The frame encoder beside `base` (fused models only), with `suffix`."""
         if base is None or self.metadata is None or not self.metadata.frame_encoder:
             return None
         return base.with_name(Path(self.metadata.frame_encoder).stem + suffix)
 
 
-def load_runtime(path: "os.PathLike[str] | str", backend: str = "auto", device: "str | None" = None,
+def load_runtime(path: os.PathLike[str] | str, backend: str = "auto", device: str | None = None,
                  **opts: Any) -> StreamingRuntime:
     """A StreamingRuntime for `path` on `backend`.
 
@@ -75,9 +75,9 @@ def load_runtime(path: "os.PathLike[str] | str", backend: str = "auto", device: 
     return runtime
 
 
-def resolve_artifacts(path: "os.PathLike[str] | str", height: Optional[int] = None, width: Optional[int] = None,
+def resolve_artifacts(path: os.PathLike[str] | str, height: int | None = None, width: int | None = None,
                       num_classes: int = 2, use_frames: bool = False, seed: int = 0, window_us: int = 50_000,
-                      classes: Optional[list[str]] = None) -> Artifacts:
+                      classes: list[str] | None = None) -> Artifacts:
     """Artifacts of an export folder, a .onnx / .engine / .pt file, or a preset name (random seeded weights)."""
     from flexdet.models.config import PRESETS
 
@@ -134,7 +134,7 @@ def _with_checkpoint(artifacts: Artifacts, checkpoint: Path) -> Artifacts:
     return artifacts
 
 
-def _from_checkpoint(file: Path, sized: dict, window_us: int, classes: Optional[list[str]]) -> Artifacts:
+def _from_checkpoint(file: Path, sized: dict, window_us: int, classes: list[str] | None) -> Artifacts:
     from flexdet.export.checkpoint import load_checkpoint
     from flexdet.export.metadata import metadata_for_model
 
@@ -161,7 +161,7 @@ def _check_size(metadata: DeployMetadata, sized: dict, source: Path) -> DeployMe
     return metadata
 
 
-def _choose_backend(backend: str, device: Optional[str]) -> str:
+def _choose_backend(backend: str, device: str | None) -> str:
     """'auto' -> tensorrt when it imports and CUDA is there, torch on any other CUDA device, else onnxruntime."""
     if backend != "auto":
         return backend
@@ -177,7 +177,7 @@ def _choose_backend(backend: str, device: Optional[str]) -> str:
     return "onnxruntime"
 
 
-def _export_temporary(artifacts: Artifacts, resources: list, device: Optional[str]) -> Path:
+def _export_temporary(artifacts: Artifacts, resources: list, device: str | None) -> Path:
     """Export the in-memory model to a temporary folder owned by the runtime (presets, bare checkpoints)."""
     if artifacts.model is None:
         raise FormatError("model", "no ONNX graph and no checkpoint to export one from")
@@ -191,7 +191,7 @@ def _export_temporary(artifacts: Artifacts, resources: list, device: Optional[st
     return written["model"]
 
 
-def _build_temporary_engine(artifacts: Artifacts, resources: list, device: Optional[str], opts: dict) -> Path:
+def _build_temporary_engine(artifacts: Artifacts, resources: list, device: str | None, opts: dict) -> Path:
     """Build model.engine (+ frame_encoder.engine) into a temporary folder owned by the runtime."""
     from flexdet.export.tensorrt_build import build_engine, import_tensorrt
 

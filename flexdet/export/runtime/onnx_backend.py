@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from flexdet.export.onnx_export import EVENTS_INPUT, FRAMES_INPUT, RAW_OUTPUT, s
 _LEVELS = ("disable", "basic", "extended", "layout", "all")
 
 
-def make_session(path: "os.PathLike[str] | str", providers: Optional[Sequence[str]] = None,
-                 intra_op_num_threads: Optional[int] = None, graph_optimization_level: str = "all",
+def make_session(path: os.PathLike[str] | str, providers: Sequence[str] | None = None,
+                 intra_op_num_threads: int | None = None, graph_optimization_level: str = "all",
                  allow_spinning: bool = False):
     """An onnxruntime InferenceSession with explicit threads and graph optimisation level. Worker threads do
     not spin-wait between runs by default: spinning steals the CPU from the representation and NMS stages."""
@@ -48,7 +48,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, metadata: DeployMetadata, encoder_path: Optional[Path] = None,
+    def __init__(self, onnx_path: Path, metadata: DeployMetadata, encoder_path: Path | None = None,
                  **session_options) -> None:
         self.metadata = metadata
         self.session = make_session(onnx_path, **session_options)

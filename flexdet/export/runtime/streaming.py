@@ -7,9 +7,10 @@ the metadata names, keeps the latest frame, applies score threshold + NMS, and t
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
+
 from flexdet.data.representations import stacked_histogram
 from flexdet.errors import ConfigError
 from flexdet.export.metadata import DeployMetadata
@@ -26,8 +27,8 @@ class StreamingRuntime:
     >>> out["boxes"], out["scores"], out["labels"], out["raw"]
     """
 
-    def __init__(self, backend: Any, metadata: DeployMetadata, conf_thresh: Optional[float] = None,
-                 nms_thresh: Optional[float] = None, max_detections: Optional[int] = None) -> None:
+    def __init__(self, backend: Any, metadata: DeployMetadata, conf_thresh: float | None = None,
+                 nms_thresh: float | None = None, max_detections: int | None = None) -> None:
         self.backend = backend
         self.metadata = metadata
         model_config = metadata.model_config
@@ -36,7 +37,7 @@ class StreamingRuntime:
         self.max_detections = int(model_config.get("max_detections", 300) if max_detections is None
                                   else max_detections)
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
-        self._last_t_end: Optional[int] = None
+        self._last_t_end: int | None = None
         self._resources: list[Any] = []
 
     @property
@@ -53,7 +54,7 @@ class StreamingRuntime:
         self.backend.reset()
         self._last_t_end = None
 
-    def step(self, events: np.ndarray, t_end: Optional[int] = None, frame: Optional[np.ndarray] = None
+    def step(self, events: np.ndarray, t_end: int | None = None, frame: np.ndarray | None = None
              ) -> dict[str, np.ndarray]:
         """Detect on the events of [t_end - window_us, t_end) (time-sorted EVENT_DTYPE array); `frame` is an
         HxWx3 uint8 RGB image that replaces the kept one. Returns boxes (N, 4) xyxy px, scores, labels, raw."""
@@ -81,7 +82,7 @@ class StreamingRuntime:
             resource.cleanup()
         self._resources.clear()
 
-    def _resolve_t_end(self, events: np.ndarray, t_end: Optional[int]) -> int:
+    def _resolve_t_end(self, events: np.ndarray, t_end: int | None) -> int:
         if t_end is None:
             if len(events):
                 t_end = int(events["t"][-1]) + 1

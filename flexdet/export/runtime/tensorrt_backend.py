@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -48,8 +47,8 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: Path, metadata: DeployMetadata, encoder_path: Optional[Path] = None,
-                 device: "str | torch.device | None" = None) -> None:
+    def __init__(self, engine_path: Path, metadata: DeployMetadata, encoder_path: Path | None = None,
+                 device: str | torch.device | None = None) -> None:
         trt = import_tensorrt()
         self.device = torch.device(device or "cuda")
         if self.device.type != "cuda" or not torch.cuda.is_available():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import numpy as np
 import torch
 from torch import nn
@@ -23,8 +21,8 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, metadata: DeployMetadata, device: "str | torch.device | None" = None,
-                 compile: Union[bool, str] = False, cuda_graphs: bool = False, half: bool = False) -> None:
+    def __init__(self, model: nn.Module, metadata: DeployMetadata, device: str | torch.device | None = None,
+                 compile: bool | str = False, cuda_graphs: bool = False, half: bool = False) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if (cuda_graphs or half) and self.device.type != "cuda":
             raise ConfigError(f"cuda_graphs / half need a CUDA device, got {self.device}")
@@ -37,7 +35,7 @@ class TorchBackend:
         self._step = step
         self._num_lstm = self.model.num_lstm_states
         self.state = self._zero_state()
-        self._graph: Optional[torch.cuda.CUDAGraph] = None
+        self._graph: torch.cuda.CUDAGraph | None = None
         if cuda_graphs:
             self._capture()
 

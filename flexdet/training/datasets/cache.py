@@ -7,7 +7,6 @@ training step into array indexing. The disk cache is keyed by sequence, rate, si
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -40,7 +39,7 @@ def window_histograms(sequence: Sequence, starts: np.ndarray, ends: np.ndarray, 
 class WindowCache:
     """Per (sequence, rate): stream window times, their histograms and the frames at input size."""
 
-    def __init__(self, geometry: Geometry, bins: int, cache_dir: Optional[str] = None, keep: bool = True) -> None:
+    def __init__(self, geometry: Geometry, bins: int, cache_dir: str | None = None, keep: bool = True) -> None:
         self.geometry = geometry
         self.bins = bins
         self.cache_dir = Path(cache_dir) if cache_dir else None

@@ -9,7 +9,6 @@ the ranks of a distributed run (each takes its slice of the global batch), see e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -40,8 +39,8 @@ class Batch:
     targets (T items: None when no column is labelled at that step, else B dicts), reset (B,) bool."""
 
     events: torch.Tensor
-    frames: Optional[torch.Tensor]
-    targets: list[Optional[list[dict]]]
+    frames: torch.Tensor | None
+    targets: list[list[dict] | None]
     reset: torch.Tensor
     clips: list[Clip]
 
@@ -142,7 +141,7 @@ class ClipLoader:
         return Batch(torch.stack(events, dim=1), torch.stack(frames, dim=1) if self.use_frames else None, per_step,
                      torch.tensor([c.reset for c in clips]), clips)
 
-    def load_clip(self, clip: Clip) -> tuple[torch.Tensor, Optional[torch.Tensor], list[Optional[dict]]]:
+    def load_clip(self, clip: Clip) -> tuple[torch.Tensor, torch.Tensor | None, list[dict | None]]:
         """(T, C, H, W) float events, (T, 3, H, W) frames or None, and T targets (None = unlabelled step)."""
         sequence = self.dataset.sequences[clip.sequence]
         rate = self.rates[clip.rate_index]
@@ -159,7 +158,7 @@ class ClipLoader:
         targets = [self.target(sequence, int(t), clip.augment, width, height) for t in ends[index]]
         return events, frames, targets
 
-    def target(self, sequence, t: int, augment: ClipAugment, width: int, height: int) -> Optional[dict]:
+    def target(self, sequence, t: int, augment: ClipAugment, width: int, height: int) -> dict | None:
         """Training target at `t` in the augmented input frame (protocol's training filter), None if unlabelled."""
         from flexdet.data.boxes import boxes_to_xyxy
 

@@ -19,7 +19,7 @@ class Geometry:
     scale: int
 
     @classmethod
-    def from_protocol(cls, protocol: Protocol) -> "Geometry":
+    def from_protocol(cls, protocol: Protocol) -> Geometry:
         """The geometry a protocol evaluates in (its eval_size is this geometry's size)."""
         width, height = protocol.sensor_size
         crop = min(height, protocol.crop_height) if protocol.crop_height is not None else height

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import yaml
@@ -39,9 +38,9 @@ class DenseLabels:
 class Sequence:
     """One labelled recording: events (or stored histograms), optional RGB frames, labels, dense labels."""
 
-    def __init__(self, name: str, path: Path, events_path: Optional[Path], labels: np.ndarray,
-                 frame_times: Optional[np.ndarray] = None, frame_dir: Optional[Path] = None,
-                 dense: Optional[DenseLabels] = None) -> None:
+    def __init__(self, name: str, path: Path, events_path: Path | None, labels: np.ndarray,
+                 frame_times: np.ndarray | None = None, frame_dir: Path | None = None,
+                 dense: DenseLabels | None = None) -> None:
         self.name = name
         self.path = path
         self.events_path = events_path
@@ -50,7 +49,7 @@ class Sequence:
         self.frame_dir = frame_dir
         self.dense = dense
         self._recording = None
-        self._frame_files: Optional[list[Path]] = None
+        self._frame_files: list[Path] | None = None
 
     @property
     def has_frames(self) -> bool:
@@ -163,7 +162,7 @@ class Dataset:
             sequence.close()
 
 
-def open_dataset(root: "str | Path", split: str, layout: str = "auto", protocol: str = "auto",
+def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: str = "auto",
                  downsample: int = 1) -> Dataset:
     """The sequences of `split` under `root`, with the protocol that scores them (scale x `downsample`)."""
     root = Path(root)
@@ -259,7 +258,7 @@ def _dsec_folders(root: Path, split: str) -> list[Path]:
     raise ConfigError(f"{root}: DSEC-Det split must be train, val or test, got {split!r}")
 
 
-def _dsec_sequence(folder: Path, dense_name: Optional[str] = None) -> Sequence:
+def _dsec_sequence(folder: Path, dense_name: str | None = None) -> Sequence:
     from flexdet.data.labels import read_boxes
 
     tracks = folder / "object_detections" / "left" / "tracks.npy"
@@ -279,7 +278,7 @@ def _dsec_sequence(folder: Path, dense_name: Optional[str] = None) -> Sequence:
                     frame_dir if frame_times is not None else None, dense)
 
 
-def _gen1_sequence(dat: Path, dense_suffix: Optional[str] = None) -> Sequence:
+def _gen1_sequence(dat: Path, dense_suffix: str | None = None) -> Sequence:
     from flexdet.data.labels import read_boxes
 
     stem = dat.name[:-len("_td.dat")]

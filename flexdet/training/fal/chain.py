@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 from flexdet.atomic import atomic_write_text
 from flexdet.config import apply_overrides
@@ -28,8 +28,8 @@ class ChainResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def run_fal_chain(base: TrainConfig, data: "str | Path", out: "str | Path", rates_hz: Sequence[float] = (20.0, 180.0),
-                  eval_split: Optional[str] = "test", progress: bool = True) -> ChainResult:
+def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz: Sequence[float] = (20.0, 180.0),
+                  eval_split: str | None = "test", progress: bool = True) -> ChainResult:
     """Teacher (base recipe + teacher overlay, `optim.steps` of the base) -> pseudo-label the training split ->
     student (`fal.student` lr / steps) -> stream evaluation of teacher and student on `eval_split` (None: skip)."""
     from flexdet.training.checkpoint import load_detector

@@ -8,7 +8,6 @@ confidence x 0.15, pseudo background objectness x 0.015 and the pseudo term x 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -82,7 +81,7 @@ class FALConfig:
         return float(self.class_thresholds.get(int(class_id), self.confidence_threshold))
 
 
-def student_target(boxes_xyxy: np.ndarray, labels: np.ndarray, confidences: Optional[np.ndarray],
+def student_target(boxes_xyxy: np.ndarray, labels: np.ndarray, confidences: np.ndarray | None,
                    pseudo: bool, config: StudentConfig) -> dict:
     """One sample's target for `FlexDetector.compute_losses`. A pseudo-labelled step weights each positive by
     teacher confidence x box_weight x loss_weight and background objectness by background_weight x

@@ -15,8 +15,8 @@ ones at instants that have no ground truth (`split_pseudo_labels`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def base_times(sequence: Sequence) -> np.ndarray:
 
 
 def teacher_predictions(model, sequence: Sequence, geometry: Geometry, grid: np.ndarray, reverse: bool = True,
-                        device: str = "cpu", progress: Optional[Callable[[int], None]] = None
+                        device: str = "cpu", progress: Callable[[int], None] | None = None
                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(forward, reversed) BOX_DTYPE predictions at every grid instant (input frame, model class ids, score
     in class_confidence); forward[i] is at grid[i] (forward[0] is empty: no window ends there), and
@@ -105,7 +105,7 @@ def teacher_predictions(model, sequence: Sequence, geometry: Geometry, grid: np.
 
 
 def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config: FALConfig, device: str = "cpu",
-                          progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                          progress: Callable[[int], None] | None = None) -> np.ndarray:
     """BOX_DTYPE rows of the sequence's ground truth plus its kept pseudo boxes (label-file frame and ids)."""
     geometry = Geometry.from_protocol(protocol)
     base = base_times(sequence)
@@ -147,7 +147,7 @@ def split_pseudo_labels(boxes: np.ndarray, ground_truth: np.ndarray) -> tuple[np
     return boxes[~pseudo], boxes[pseudo]
 
 
-def pseudo_label_dataset(model, root: "str | Path", split: str = "train", config: Optional[FALConfig] = None,
+def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: FALConfig | None = None,
                          layout: str = "auto", protocol: str = "auto", downsample: int = 1, device: str = "cpu",
                          show_progress: bool = True) -> list[Path]:
     """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths."""
@@ -189,7 +189,7 @@ def pseudo_label_dataset(model, root: "str | Path", split: str = "train", config
 
 
 def _inputs(sequence: Sequence, geometry: Geometry, bins: int, starts: np.ndarray, ends: np.ndarray, dual: bool,
-            backwards: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
+            backwards: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Histograms of [starts, ends) and, for dual-window models, of the half window nearest the prediction
     instant in the stream's own time (the last half forward, the first half when played backwards)."""
     full = _histograms(sequence, geometry, bins, starts, ends)
@@ -219,7 +219,7 @@ def _histograms(sequence: Sequence, geometry: Geometry, bins: int, starts: np.nd
 
 
 def _frames(model, sequence: Sequence, geometry: Geometry, grid: np.ndarray, step: int, steps: int, views: int,
-            shown: Optional[tuple[int, ...]], device: str):
+            shown: tuple[int, ...] | None, device: str):
     """The frame batch for this step, or None when every view's frame is the one already encoded."""
     if not model.config.use_frames:
         return None, shown

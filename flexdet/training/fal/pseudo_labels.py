@@ -6,7 +6,7 @@ Predictions are BOX_DTYPE rows (x, y, w, h top-left + size, score in `class_conf
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from flexdet.data.boxes import BOX_DTYPE, boxes_to_xyxy
 
 
 def apply_thresholds(boxes: np.ndarray, threshold: float,
-                     class_thresholds: Optional[Mapping[int, float]] = None) -> np.ndarray:
+                     class_thresholds: Mapping[int, float] | None = None) -> np.ndarray:
     """The rows whose confidence is strictly above their class's threshold (`threshold` for the others),
     compared in float32 as the scores are stored (a score of 0.6 does not pass a threshold of 0.6)."""
     limits = np.full(len(boxes), threshold, dtype=np.float32)

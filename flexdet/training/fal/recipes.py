@@ -12,7 +12,6 @@ kinds are normalised separately (the loss of a step is divided by that step's ow
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import yaml
@@ -27,7 +26,7 @@ from flexdet.training.ground_truth import labels_at
 RECIPES = ("teacher", "student")
 
 
-def apply_recipe(config: TrainConfig, recipe: str, init: Optional[str] = None) -> TrainConfig:
+def apply_recipe(config: TrainConfig, recipe: str, init: str | None = None) -> TrainConfig:
     """`config` turned into the FAL teacher or student recipe: the overlay flexdet/configs/train/<recipe>.yaml
     merged in, the stream rate set to `fal.factor` x the base recipe's rate (which is the label rate: 20 Hz
     recipes become 40 Hz streams); the student also takes `fal.student.lr`
@@ -65,13 +64,13 @@ class TrainingLabels:
     "pseudo" the label file plus the pseudo labels of `pseudo_tracks.npy` at the in-between grid instants
     (an instant with no kept pseudo box is an all-background pseudo step)."""
 
-    def __init__(self, source: str, factor: int = 2, student: Optional[StudentConfig] = None) -> None:
+    def __init__(self, source: str, factor: int = 2, student: StudentConfig | None = None) -> None:
         self.source = source
         self.factor = int(factor)
         self.student = student or StudentConfig()
         self._pseudo: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def at(self, sequence, t: int) -> tuple[Optional[np.ndarray], bool]:
+    def at(self, sequence, t: int) -> tuple[np.ndarray | None, bool]:
         """(BOX_DTYPE rows in the label file's frame, is_pseudo); rows None when the step is unlabelled."""
         if self.source == "auto":
             return (sequence.ground_truth(t), False) if sequence.is_labelled(t) else (None, False)
@@ -118,7 +117,7 @@ class TrainingLabels:
         return self._pseudo[sequence.name]
 
 
-def training_labels(config: TrainConfig) -> Optional[TrainingLabels]:
+def training_labels(config: TrainConfig) -> TrainingLabels | None:
     """The label source a recipe asks for (None: the loader's default, the data's own ground truth)."""
     if config.data.labels == "auto":
         return None

@@ -11,8 +11,8 @@ claimed. Written by hand because no installed library tracks mixed GT/pseudo box
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
