@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # onnxruntime (CPU) for exporting and running ONNX; `gpu` replaces it with the CUDA build.
     "ort": ["onnxruntime>=1.17"],
-    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "onnxruntime>=1.17", "onnxslim>=0.1.30"],
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "onnxruntime>=1.17", "onnxslim>=0.1.30", "ruff>=0.6"],
     "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10.0"],
     "camera": ["dv-processing>=1.7"],
 }
