@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import pytest
 
@@ -18,7 +19,7 @@ class Inner:
 
 @dataclass
 class Outer:
-    old_style: float | None = None
+    old_style: Optional[float] = None  # noqa: UP045 (the typing.Union spelling is what this field tests)
     new_style: float | None = None
     name: str = "x"
     inner: Inner = field(default_factory=Inner)
