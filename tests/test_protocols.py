@@ -1,4 +1,5 @@
-"""Evaluation protocols: size/time filters, class maps and DSEC's half-resolution transform on hand-made boxes."""
+"""Benchmarks: size/time filters, class maps, clipping rules and DSEC's half-resolution transform on hand-made
+boxes (the official metrics themselves are reproduced in test_score.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.errors import ConfigError
-from flexdet.training.protocols import SizeFilter, get_protocol
+from flexdet.training.benchmarks import SizeFilter, get_benchmark
+from flexdet.training.protocols import get_protocol
 
 
 def rows(entries: list[tuple]) -> np.ndarray:
@@ -20,33 +22,49 @@ def rows(entries: list[tuple]) -> np.ndarray:
 
 
 def test_gen1_filter_on_ground_truth_and_predictions():
-    gen1 = get_protocol("gen1")
+    gen1 = get_benchmark("gen1")
     boxes = rows([
         (600_000, 10, 10, 20, 20, 0),   # diagonal 28.3 < 30: dropped
         (600_000, 10, 10, 24, 18, 0),   # diagonal 30 exactly, sides >= 10: kept
         (600_000, 10, 10, 9, 40, 1),    # side 9 < 10: dropped
         (600_000, 10, 10, 10, 40, 1),   # side 10 exactly: kept
         (499_999, 10, 10, 50, 50, 0),   # before 0.5 s: dropped
-        (500_000, 10, 10, 50, 50, 1),   # at 0.5 s: kept
+        (500_000, 10, 10, 50, 50, 1),   # at 0.5 s: dropped (the toolbox keeps t > 0.5 s only)
+        (500_001, 10, 10, 50, 50, 1),   # kept
     ])
-    assert gen1.prepare_ground_truth(boxes)["track_id"].tolist() == [2, 4, 6]
-    assert gen1.filter_boxes(boxes)["track_id"].tolist() == [2, 4, 6]
-    # The skip counts from the sequence start.
+    assert gen1.prepare_ground_truth(boxes)["track_id"].tolist() == [2, 4, 7]
+    assert gen1.prepare_predictions(boxes)["track_id"].tolist() == [2, 4, 7]
+    # The skip counts from the recording start (t = 0 for Prophesee recordings), not from the first label.
     shifted = boxes.copy()
     shifted["t"] += 2_000_000
-    assert gen1.filter_boxes(shifted, sequence_start_us=2_000_000)["track_id"].tolist() == [2, 4, 6]
-    assert gen1.filter_boxes(shifted)["track_id"].tolist() == [2, 4, 5, 6]
+    assert gen1.filter_boxes(shifted, recording_start_us=2_000_000)["track_id"].tolist() == [2, 4, 7]
+    assert gen1.filter_boxes(shifted)["track_id"].tolist() == [2, 4, 5, 6, 7]
     assert gen1.eval_size == (304, 240) and gen1.class_names == ("car", "pedestrian")
+    # The old import path names the same benchmark.
+    assert get_protocol("gen1") == gen1
 
 
-def test_gen1_clips_to_the_sensor_before_filtering():
-    # 290 + 30 runs past the 304-px edge: clipped to w = 14, diagonal hypot(14, 40) = 42.4, kept as (290, 14).
-    kept = get_protocol("gen1").prepare_ground_truth(rows([(600_000, 290, 10, 30, 40, 0)]))
-    assert (float(kept["x"][0]), float(kept["w"][0])) == (290.0, 14.0)
+def test_gen1_scores_boxes_past_the_edge_whole_but_trains_on_clipped_ones():
+    # 290 + 30 runs past the 304-px edge: scored as it is (the Prophesee evaluator does not clip); the
+    # training target is clipped to w = 14 (diagonal hypot(14, 40) = 42.4, kept).
+    box = rows([(600_000, 290, 10, 30, 40, 0)])
+    scored = get_benchmark("gen1").prepare_ground_truth(box)
+    assert (float(scored["x"][0]), float(scored["w"][0])) == (290.0, 30.0)
+    trained = get_benchmark("gen1").prepare_ground_truth(box, training=True)
+    assert (float(trained["x"][0]), float(trained["w"][0])) == (290.0, 14.0)
+
+
+def test_1mpx_downsampled_by_2_halves_boxes_and_thresholds():
+    # RVT evaluates 1 Mpx at half resolution with diag 30 / side 10: the same boxes pass as at full size.
+    half = get_benchmark("1mpx").downsampled(2)
+    assert half.eval_size == (640, 360) and half.eval_filter.min_diag == 30 and half.eval_filter.min_side == 10
+    boxes = rows([(1_000_000, 100, 100, 48, 36, 0), (1_000_000, 100, 100, 40, 40, 1)])
+    kept = half.prepare_ground_truth(boxes)
+    assert kept["track_id"].tolist() == [1] and float(kept["w"][0]) == 24.0
 
 
 def test_1mpx_keeps_three_classes_and_larger_boxes():
-    mpx = get_protocol("1mpx")
+    mpx = get_benchmark("1mpx")
     boxes = rows([(1_000_000, 100, 100, 48, 36, 0),   # diagonal 60 exactly: kept
                   (1_000_000, 100, 100, 40, 40, 1),   # diagonal 56.6: dropped
                   (1_000_000, 100, 100, 19, 80, 2),   # side 19: dropped
@@ -59,19 +77,21 @@ def test_1mpx_keeps_three_classes_and_larger_boxes():
 
 
 def test_dsec_two_class_mapping():
-    dsec2 = get_protocol("dsec2")
+    dsec2 = get_benchmark("dsec2")
     boxes = rows([(0, 10, 10, 100, 100, c) for c in range(8)])  # pedestrian, rider, car, bus, truck, ...
     mapped = dsec2.map_classes(boxes)
     assert mapped["track_id"].tolist() == [1, 3, 4, 5]
     assert mapped["class_id"].tolist() == [1, 0, 0, 0]
     assert dsec2.class_names[0] == "car" and dsec2.class_names[1] == "pedestrian"
-    dsec8 = get_protocol("dsec8")
+    # Predictions go back to the label file's ids: evaluated car 0 -> DSEC car 2, pedestrian 1 -> 0.
+    assert dsec2.label_class_ids().tolist() == [2, 0]
+    dsec8 = get_benchmark("dsec8")
     assert dsec8.map_classes(boxes)["class_id"].tolist() == list(range(8))
-    assert dsec8.num_classes == 8
+    assert dsec8.num_classes == 8 and dsec8.label_class_ids().tolist() == list(range(8))
 
 
 def test_dsec_half_resolution_transform():
-    dsec = get_protocol("dsec8")
+    dsec = get_benchmark("dsec8")
     assert dsec.eval_size == (320, 215)
     boxes = rows([(0, 100, 100, 60, 40, 2),    # inside: halved -> (50, 50, 30, 20)
                   (0, 600, 100, 80, 60, 2),    # right edge: x 300..340 clipped to 320 -> w 20
@@ -83,12 +103,16 @@ def test_dsec_half_resolution_transform():
     assert half["track_id"].tolist() == [1, 2, 3]
     back = dsec.to_label_frame(half[:1])
     assert [float(back[k][0]) for k in ("x", "y", "w", "h")] == [100, 100, 60, 40]
-    # The 5-px-high box fails the eval filter (sides > 10 at half resolution).
+    # Scored ground truth is clipped as DAGr does, to the last pixel (319, 214): w 19, h 4; the 4-px-high
+    # box and the one below the crop then fail the eval filter (sides > 10 at half resolution).
+    scored = dsec.to_eval_frame(boxes, clip="last_pixel")
+    assert scored["w"].tolist()[1] == 19 and scored["h"].tolist()[2:] == [4, 0]
     assert dsec.prepare_ground_truth(boxes)["track_id"].tolist() == [1, 2]
+    assert dsec.prepare_ground_truth(boxes)["w"].tolist() == [30, 19]
 
 
 def test_dsec_filters_are_strict_and_differ_for_training():
-    dsec = get_protocol("dsec2")
+    dsec = get_benchmark("dsec2")
     half = rows([(0, 10, 10, 11, 11, 0),   # diag 15.6 > 15, sides > 10: eval yes, training no (diag <= 20)
                  (0, 10, 10, 10, 30, 0),   # side 10 is not > 10
                  (0, 10, 10, 15, 15, 1)])  # diag 21.2: both
@@ -100,16 +124,20 @@ def test_size_filter_inclusive_vs_strict():
     box = rows([(0, 0, 0, 10, 10, 0)])
     assert SizeFilter(min_side=10).keep(box).tolist() == [True]
     assert SizeFilter(min_side=10, strict=True).keep(box).tolist() == [False]
+    # Diagonal exactly 15 (9, 12): DAGr's strict filter drops it, Prophesee's inclusive one keeps it.
+    edge = rows([(0, 0, 0, 9, 12, 0), (0, 0, 0, 9, 12.01, 0)])
+    assert SizeFilter(min_diag=15, strict=True).keep(edge).tolist() == [False, True]
+    assert SizeFilter(min_diag=15).keep(edge).tolist() == [True, True]
 
 
-def test_synthetic_protocol_and_registry_errors():
-    synthetic = get_protocol("synthetic", class_names=["car", "pedestrian", "cyclist"], width=320, height=240)
+def test_synthetic_benchmark_and_registry_errors():
+    synthetic = get_benchmark("synthetic", class_names=["car", "pedestrian", "cyclist"], width=320, height=240)
     boxes = rows([(0, 5, 5, 1.5, 30, 2), (0, 5, 5, 2, 2, 2), (0, 5, 5, 8, 8, 3)])
     assert synthetic.prepare_ground_truth(boxes)["track_id"].tolist() == [2]  # class 3 is not a dataset class
     assert synthetic.eval_size == (320, 240)
-    with pytest.raises(ConfigError, match="unknown evaluation protocol"):
-        get_protocol("coco")
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        get_benchmark("coco")
     with pytest.raises(ConfigError, match="class names"):
-        get_protocol("synthetic", class_names=[], width=320, height=240)
+        get_benchmark("synthetic", class_names=[], width=320, height=240)
     with pytest.raises(ConfigError, match="synthetic"):
-        get_protocol("synthetic")
+        get_benchmark("synthetic")

@@ -43,31 +43,27 @@ class ScoredRun:
     scored: list[int]
 
 
-def _to_numpy(detection: dict) -> dict:
-    return {k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy() for k, v in detection.items()}
-
-
 class StreamRunner:
-    """Runs one detector over sequences in the protocol's input geometry (batch of one, eval mode)."""
+    """Drives one detector through sequences with the stepper (`StreamingRuntime`, torch backend), its inputs
+    built by the model's input specification; several sequences side by side as one batch."""
 
-    def __init__(self, model: torch.nn.Module, protocol: Protocol, bins: int = 10,
-                 device: torch.device = torch.device("cpu")) -> None:  # noqa: B008 (immutable)
-        self.model = model.eval().to(device)
-        self.protocol = protocol
-        self.geometry = Geometry.from_protocol(protocol)
-        self.bins = bins
-        self.device = device
+    def __init__(self, model: torch.nn.Module, spec: InputSpec, device: torch.device | None = None) -> None:
+        from flexdet.export.metadata import metadata_for_model
+        from flexdet.export.runtime.streaming import torch_runtime
+
+        device = device if device is not None else next(model.parameters()).device
+        self.spec = spec
+        self.runtime = torch_runtime(model.eval(), metadata_for_model(model, spec), device)
         self.uses_events = getattr(model.config, "use_events", True)
         self.uses_frames = model.config.use_frames
+        self._frame_cache: tuple[str, np.ndarray] | None = None
 
-    @torch.inference_mode()
     def run(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray,
             branch: Callable | None = None) -> list[dict]:
-        """Detections (eval frame) after each window [starts[k], ends[k]); `branch(k, state, frame_index)` is
-        called after step k, for protocols that fork from the stream."""
+        """Detections (input frame) after each window [starts[k], ends[k]); `branch(k, state, frame_index)` is
+        called after step k, for schedules that fork from the stream."""
         return self.run_many([sequence], [starts], [ends], branch)[0]
 
-    @torch.inference_mode()
     def run_many(self, sequences: list[Sequence], starts: list[np.ndarray], ends: list[np.ndarray],
                  branch: Callable | None = None) -> list[list[dict]]:
         """Several sequences streamed side by side as one batch (each its own state); shorter ones are fed
@@ -75,53 +71,61 @@ class StreamRunner:
         count = max(len(e) for e in ends)
         detections: list[list[dict]] = [[] for _ in sequences]
         frames = [self._frames(s) if self.uses_frames else None for s in sequences]
-        state, shown = None, [None] * len(sequences)
+        shown: list[int] | None = None
+        self.runtime.reset(len(sequences))
         for lo in range(0, count, CHUNK_STEPS):
-            hist = torch.stack([self._histograms(s, b[lo:lo + CHUNK_STEPS], e[lo:lo + CHUNK_STEPS],
-                                                 min(CHUNK_STEPS, count - lo))
-                                for s, b, e in zip(sequences, starts, ends)], dim=1)
-            for j in range(hist.shape[0]):
+            steps = min(CHUNK_STEPS, count - lo)
+            inputs = np.stack([self._inputs(s, b[lo:lo + steps], e[lo:lo + steps], steps)
+                               for s, b, e in zip(sequences, starts, ends)], axis=1)
+            for j in range(steps):
                 k = lo + j
-                frame = None
+                batch = None
                 if self.uses_frames:
-                    wanted = [max(s.frame_index(int(b[min(k, len(b) - 1)])), 0) for s, b in zip(sequences, starts)]
-                    if wanted != shown:
-                        frame, shown = self._frame_batch([f[i] for f, i in zip(frames, wanted)]), wanted
-                result, state = self.model(hist[j].to(self.device), frame, state)
-                for i, detection in enumerate(result):
+                    wanted = [self.spec.frame_index(s.frame_times, int(b[min(k, len(b) - 1)]))
+                              for s, b in zip(sequences, starts)]
+                    if wanted != shown and max(wanted) >= 0:
+                        batch, shown = _frame_batch(frames, wanted), wanted
+                for i, detection in enumerate(self.runtime.step_inputs(inputs[j], batch)):
                     if k < len(ends[i]):
-                        detections[i].append(_to_numpy(detection))
+                        detections[i].append(detection)
                 if branch is not None:
-                    branch(k, state, shown[0])
+                    branch(k, self.runtime.state, shown[0] if shown else -1)
         return detections
 
-    def step_from(self, sequence: Sequence, state, start: int, end: int, frame_index: int | None) -> dict:
-        """One forked step [start, end) from `state` with the frame `frame_index` (interframe protocol)."""
-        hist = self._histograms(sequence, np.array([start]), np.array([end]))
-        frame = self._frame_batch([self._frames(sequence)[frame_index]]) if self.uses_frames else None
-        result, _ = self.model(hist.to(self.device), frame, state)
-        return _to_numpy(result[0])
+    def step_from(self, sequence: Sequence, state, start: int, end: int, frame_index: int) -> dict:
+        """One forked step [start, end) from `state` (None: a fresh stream) with frame `frame_index` (-1: none);
+        the stream's own state is left as it was."""
+        kept = self.runtime.state
+        if state is None:
+            self.runtime.reset(1)
+        else:
+            self.runtime.restore(state)
+        inputs = self._inputs(sequence, np.array([start]), np.array([end]), 1)
+        frame = None
+        if self.uses_frames and frame_index >= 0:
+            frame = self._frames(sequence)[frame_index][None]
+        detection = self.runtime.step_inputs(inputs, frame)[0]
+        self.runtime.restore(kept)
+        return detection
 
-    def _histograms(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray,
-                    count: int | None = None) -> torch.Tensor:
-        """(count, C, H, W) float histograms of the windows; empty windows and rows past `len(ends)` are zero."""
-        width, height = self.geometry.size
-        out = np.zeros((count or len(ends), 2 * self.bins, height, width), np.uint8)
-        if not self.uses_events:
-            return torch.from_numpy(out).float()
-        full = np.flatnonzero(ends > starts)
-        if len(full):
-            out[full] = window_histograms(sequence, starts[full], ends[full], self.geometry, self.bins)
-        return torch.from_numpy(out).float()
+    def _inputs(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray, count: int) -> np.ndarray:
+        """(count, C, H, W) uint8 inputs of the windows; rows past `len(ends)` (and all, frames-only) are zero."""
+        width, height = self.spec.size
+        out = np.zeros((count, self.spec.channels, height, width), np.uint8)
+        if self.uses_events and len(ends):
+            out[:len(ends)] = sequence.model_inputs(self.spec, starts, ends)
+        return out
 
     def _frames(self, sequence: Sequence) -> np.ndarray:
-        if getattr(self, "_frames_for", None) != sequence.name:
-            self._frame_cache = np.stack([sequence.frame(i, self.geometry) for i in range(len(sequence.frame_times))])
-            self._frames_for = sequence.name
-        return self._frame_cache
+        if self._frame_cache is None or self._frame_cache[0] != sequence.name:
+            self._frame_cache = (sequence.name, np.stack([sequence.frame(i, self.spec)
+                                                          for i in range(len(sequence.frame_times))]))
+        return self._frame_cache[1]
 
-    def _frame_batch(self, images: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
+
+def _frame_batch(frames: list[np.ndarray], wanted: list[int]) -> np.ndarray:
+    """(B, H, W, 3) frames of each column; a column before its first frame sees a black image."""
+    return np.stack([f[i] if i >= 0 else np.zeros_like(f[0]) for f, i in zip(frames, wanted)])
 
 
 def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float, dense: bool) -> list[ScoredRun]:
@@ -194,23 +198,26 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence) -> dict[float | No
     return runs
 
 
-def score(runs: Seq[ScoredRun], protocol: Protocol, sequence_starts: Seq[int]) -> dict[str, float]:
-    """COCO metrics over the scored steps of several runs; predictions get the protocol's filters too."""
+def score(runs: Seq[ScoredRun], protocol: Protocol, recording_starts: Seq[int]) -> dict[str, float]:
+    """COCO metrics over the scored steps of several runs, one image per step (RVT's validation feeds one
+    element per labelled instant): predictions get the benchmark's prediction filter, and a step whose
+    ground truth is all filtered out is not scored unless the benchmark scores empty instants."""
     gt_frames, pred_frames = [], []
-    for run, start in zip(runs, sequence_starts):
+    for run, start in zip(runs, recording_starts):
         for gt, k in zip(run.gt, run.scored):
-            gt_frames.append(gt)
-            pred_frames.append(_filtered(run.detections[k], int(run.times[k]), protocol, start))
+            if len(gt) or protocol.score_empty_instants:
+                gt_frames.append(gt)
+                pred_frames.append(_filtered(run.detections[k], int(run.times[k]), protocol, start))
     width, height = protocol.eval_size
     return coco_metrics(gt_frames, pred_frames, protocol.num_classes, height, width)
 
 
-def _filtered(detection: dict, t: int, protocol: Protocol, sequence_start: int) -> np.ndarray:
+def _filtered(detection: dict, t: int, protocol: Protocol, recording_start: int) -> np.ndarray:
     from flexdet.training.coco_eval import predictions_as_boxes
 
     boxes = predictions_as_boxes(detection).copy()
     boxes["t"] = t
-    return protocol.filter_boxes(boxes, sequence_start)
+    return protocol.filter_scored_predictions(boxes, recording_start)
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], protocol_kind: str = "stream",
