@@ -1,13 +1,19 @@
 """Atomic file writes: a file either appears complete under its final name or not at all.
 
 Checkpoints, converted datasets, label files and index caches go through here so a crash or a full disk
-mid-write never leaves a half-written file that a later run would trust.
+mid-write never leaves a half-written file that a later run would trust. Temporaries carry the writing
+process's host and pid (`.<name>.pid<pid>@<host>.<random>.tmp...`), so what a killed process left behind is
+recognisable: the next atomic write to the same target, or `clean_stale_temporaries(folder)`, removes the
+temporaries whose process no longer runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +27,68 @@ def _default_mode() -> int:
 
 
 _DEFAULT_MODE = _default_mode()
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+_TEMPORARY = re.compile(r"^\..+\.pid(\d+)@([A-Za-z0-9-]+)\.[^.]+\.tmp")
+
+
+def temporary_prefix(name: str) -> str:
+    """The name prefix of a temporary standing for `name`, marked with this process's pid and host."""
+    return f".{name}.pid{os.getpid()}@{_HOST}."
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """Whether `path` is a temporary of an atomic write (file or staging folder) whose process is gone.
+
+    Only temporaries written on this host are judged; a pid from another host says nothing here.
+    """
+    match = _TEMPORARY.match(path.name)
+    return bool(match) and match.group(2) == _HOST and _process_gone(int(match.group(1)))
+
+
+def clean_stale_temporaries(folder: os.PathLike[str] | str, name: str | None = None) -> list[Path]:
+    """Remove what interrupted atomic writes left in `folder` (only temporaries of `name`, if given);
+    returns the paths removed. Temporaries of running processes are kept."""
+    folder = Path(folder)
+    prefix = None if name is None else f".{name}.pid"
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if prefix is not None and not entry.name.startswith(prefix):
+            continue
+        if not is_stale_temporary(entry):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+def staging_dir(parent: os.PathLike[str] | str, name: str) -> Path:
+    """A new hidden folder in `parent` to build `name` in before renaming it into place; marked like the
+    temporaries of atomic_path, so clean_stale_temporaries removes it if this process dies first."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=temporary_prefix(name), suffix=".tmpdir", dir=parent))
 
 
 @contextlib.contextmanager
@@ -28,11 +96,14 @@ def atomic_path(path: os.PathLike[str] | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`.
 
     The temporary file keeps the final suffix, so libraries that choose a format by suffix (numpy's
-    `.npy`, h5py, OpenCV) write the right thing. On any exception the temporary file is removed.
+    `.npy`, h5py, OpenCV) write the right thing. On any exception the temporary file is removed; the
+    temporaries of earlier writes to `path` whose process was killed are removed first.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    clean_stale_temporaries(final.parent, final.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(final.name), suffix=f".tmp{final.suffix}",
+                                    dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

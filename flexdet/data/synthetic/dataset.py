@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from flexdet.atomic import atomic_path, atomic_write_text
+from flexdet.atomic import atomic_path, atomic_write_text, clean_stale_temporaries, staging_dir
 from flexdet.config import from_dict, to_dict
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.synthetic.config import CLASS_NAMES, SynthConfig
@@ -42,6 +43,7 @@ class SequencePlan:
     split: str
     seed: int
     t_offset: int
+    folder: str  # where the split lives: DSEC-Det keeps val sequences in train/ (dsec-det's split file)
 
 
 def plan_sequences(config: SynthConfig) -> list[SequencePlan]:
@@ -56,7 +58,8 @@ def plan_sequences(config: SynthConfig) -> list[SequencePlan]:
     for i in range(count):
         seed = int(np.random.SeedSequence([config.dataset.seed, i]).generate_state(1)[0])
         offset = DSEC_T_OFFSET_US + i * 3_600_000_000 if config.dataset.layout == "dsec" else 0
-        plans.append(SequencePlan(i, f"synth_{i:03d}", str(splits[i]), seed, offset))
+        folder = "train" if config.dataset.layout == "dsec" and splits[i] == "val" else str(splits[i])
+        plans.append(SequencePlan(i, f"synth_{i:03d}", str(splits[i]), seed, offset, folder))
     return plans
 
 
@@ -71,6 +74,7 @@ def generate_dataset(out: os.PathLike[str] | str, config: SynthConfig,
         raise ConfigError(f"{out}: holds a synthetic dataset made with a different configuration; "
                           "choose another --out or delete it")
     atomic_write_text(stamp, wanted)
+    clean_stale_temporaries(out)
     plans = plan_sequences(config)
     todo = [p for p in plans if not sequence_done(out, config, p)]
     for plan in plans:
@@ -84,7 +88,8 @@ def generate_dataset(out: os.PathLike[str] | str, config: SynthConfig,
                 progress(plan)
     else:
         context = get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_write_sequence_from_dict, str(out), to_dict(config), plan) for plan in todo]
             for plan, future in zip(todo, futures):
                 future.result()
@@ -97,8 +102,27 @@ def generate_dataset(out: os.PathLike[str] | str, config: SynthConfig,
 def sequence_done(out: Path, config: SynthConfig, plan: SequencePlan) -> bool:
     """Whether a sequence is complete on disk (its directory, or for Gen1 its label file, written last)."""
     if config.dataset.layout == "dsec":
-        return (out / plan.split / plan.name).is_dir()
-    return (out / plan.split / f"{plan.name}_bbox.npy").is_file()
+        return (out / plan.folder / plan.name).is_dir()
+    return (out / plan.folder / f"{plan.name}_bbox.npy").is_file()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the generating process dies (even by SIGKILL), so no
+    worker keeps writing into a dataset nobody is generating any more."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _write_sequence_from_dict(out: str, config: dict, plan: SequencePlan) -> None:
@@ -106,14 +130,15 @@ def _write_sequence_from_dict(out: str, config: dict, plan: SequencePlan) -> Non
 
 
 def write_sequence(out: Path, config: SynthConfig, plan: SequencePlan) -> Path:
-    """Simulate one sequence into a temporary directory, then rename it into `out/<split>/`: the directory
-    `<name>` (DSEC), or the files `<name>_*` with the label file last (Gen1)."""
+    """Simulate one sequence into a temporary directory, then rename it into `out/<folder>/`: the directory
+    `<name>` (DSEC), or the files `<name>_*` with the label file last (Gen1; its dense labels go to
+    `out/dense_labels/<split>/`, since RVT's preprocessing takes every .npy of a split folder for labels)."""
     from flexdet.data.synthetic.simulate import simulate_sequence
 
     sequence = simulate_sequence(config, plan.seed)
-    final = out / plan.split / plan.name
+    final = out / plan.folder / plan.name
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{plan.name}.", dir=out))
+    staging = staging_dir(out, plan.name)
     try:
         if config.dataset.layout == "dsec":
             _write_dsec(staging, sequence, plan.t_offset)
@@ -122,8 +147,11 @@ def write_sequence(out: Path, config: SynthConfig, plan: SequencePlan) -> Path:
             os.replace(staging, final)
             return final
         _write_gen1(staging, sequence, plan.name)
+        dense = out / "dense_labels" / plan.split
+        dense.mkdir(parents=True, exist_ok=True)
         for suffix in ("_dense.npy", "_dense_visibility.npy", "_td.dat", "_bbox.npy"):
-            os.replace(staging / f"{plan.name}{suffix}", final.parent / f"{plan.name}{suffix}")
+            target = dense if "_dense" in suffix else final.parent
+            os.replace(staging / f"{plan.name}{suffix}", target / f"{plan.name}{suffix}")
         return final.parent / f"{plan.name}_td.dat"
     finally:
         shutil.rmtree(staging, ignore_errors=True)
