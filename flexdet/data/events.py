@@ -11,6 +11,7 @@ import numpy as np
 from flexdet.errors import FlexdetError
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 def empty_events(n: int = 0) -> np.ndarray:
@@ -64,7 +65,20 @@ def check_events(events: np.ndarray, width: int | None = None, height: int | Non
 
 
 def time_slice(events: np.ndarray, t_start: int | None = None, t_end: int | None = None) -> np.ndarray:
-    """The events with t in [t_start, t_end) of a time-sorted array, as a view (binary search)."""
-    lo = 0 if t_start is None else int(np.searchsorted(events["t"], t_start, side="left"))
-    hi = len(events) if t_end is None else int(np.searchsorted(events["t"], t_end, side="left"))
+    """The events with t in [t_start, t_end) of a time-sorted array, as a view (binary search).
+
+    Bounds beyond the int64 range select everything on that side (numpy would compare them as float64,
+    where 2**63 - 1 and 2**63 are equal, and drop the last event).
+    """
+    lo = 0 if t_start is None else _search(events["t"], t_start)
+    hi = len(events) if t_end is None else _search(events["t"], t_end)
     return events[lo:max(lo, hi)]
+
+
+def _search(t: np.ndarray, value: int) -> int:
+    value = int(value)
+    if value < _INT64_MIN:
+        return 0
+    if value > _INT64_MAX:
+        return len(t)
+    return int(np.searchsorted(t, np.int64(value), side="left"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from flexdet.data.readers.base import Recording
+from flexdet.data.readers.guard import reading
 from flexdet.errors import FormatError, UnsupportedFormatError
 
 __all__ = ["Recording", "open_recording", "read_events"]
@@ -27,8 +28,13 @@ def open_recording(path: os.PathLike[str] | str, width: int | None = None, heigh
     path = Path(path)
     if not path.exists():
         raise FormatError(path, "no such file or directory")
-    if path.is_dir():
-        return _open_directory(path, width, height, options)
+    with reading(path, "not a readable event file"):
+        if path.is_dir():
+            return _open_directory(path, width, height, options)
+        return _open_file(path, width, height, options)
+
+
+def _open_file(path: Path, width: int | None, height: int | None, options: dict) -> Recording:
     if path.stat().st_size == 0:
         raise FormatError(path, "empty file")
     kind = _SUFFIXES.get(path.suffix.lower()) or _sniff(path)
@@ -73,11 +79,8 @@ def _open_h5(path: Path, width: int | None, height: int | None) -> Recording:
     from flexdet.data.readers.dsec import DsecRecording, is_dsec_h5
     from flexdet.data.readers.plain import open_h5
 
-    try:
-        with h5py.File(path, "r") as handle:
-            dsec = is_dsec_h5(handle)
-    except OSError as exc:
-        raise FormatError(path, f"not a readable HDF5 file ({exc})") from None
+    with reading(path, "not a readable HDF5 file"), h5py.File(path, "r") as handle:
+        dsec = is_dsec_h5(handle)
     return DsecRecording(path, width, height) if dsec else open_h5(path, width, height)
 
 

@@ -2,7 +2,8 @@
 
 The event stream is decoded once into memory when the recording opens (AEDAT4 has no time index to
 seek with); frames are streamed from a fresh decoder on each `frames()` call so they never all sit in
-memory. The first event stream and the first frame stream are used.
+memory. The first event stream and the first frame stream are used. The decoder aborts the process on
+some corrupt files, so `aedat4_check` vets each file first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flexdet.data.readers.aedat4_check import check_aedat4
 from flexdet.data.readers.arrays import ArrayRecording, events_from_columns
 from flexdet.errors import FormatError, MissingDependencyError
 
@@ -23,6 +25,7 @@ def _decoder(path: Path):
         import aedat
     except ImportError:
         raise MissingDependencyError("aedat", "reading AEDAT4 files") from None
+    check_aedat4(path)
     try:
         return aedat.Decoder(str(path))
     except BaseException as exc:  # the Rust extension raises pyo3's PanicException (a BaseException)

@@ -52,8 +52,9 @@ def events_from_columns(path: Path, t, x, y, p) -> tuple[np.ndarray, int]:
     if polarity.dtype.kind == "i":
         polarity = np.where(polarity < 0, 0, polarity)
     check_polarity(path, polarity)
-    if columns["t"].dtype == np.uint64 and n and columns["t"].max() > np.iinfo(np.int64).max:
-        raise FormatError(path, "timestamps exceed the int64 µs range")
+    if n and int(columns["t"].max()) >= np.iinfo(np.int64).max:
+        raise FormatError(path, "timestamps exceed the int64 µs range (t_end = last + 1 must fit)",
+                          index=int(np.argmax(columns["t"])))
     times, fixes = running_max_times(columns["t"])
     events = np.empty(n, dtype=EVENT_DTYPE)
     events["t"] = times

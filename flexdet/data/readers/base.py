@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flexdet.data.readers.guard import check_sensor_side, reading
 from flexdet.errors import FlexdetError, FormatError, SensorSizeError
 
 
@@ -23,8 +24,8 @@ class Recording:
     def __init__(self, path: Path, width: int | None, height: int | None,
                  size_source: str) -> None:
         self.path = Path(path)
-        self._width = None if width is None else int(width)
-        self._height = None if height is None else int(height)
+        self._width = check_sensor_side(path, "width", width, size_source)
+        self._height = check_sensor_side(path, "height", height, size_source)
         self.size_source = size_source if width is not None and height is not None else "unknown"
         self.t_start = 0
         self.t_end = 0
@@ -58,7 +59,8 @@ class Recording:
         if t_start is not None and t_end is not None and t_end <= t_start:
             from flexdet.data.events import empty_events
             return empty_events(0)
-        return self._read(t_start, t_end)
+        with reading(self.path, f"cannot read events [{t_start}, {t_end})"):
+            return self._read(t_start, t_end)
 
     def _read(self, t_start: int | None, t_end: int | None) -> np.ndarray:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from numba import njit
 
 from flexdet.data.events import EVENT_DTYPE, empty_events, time_slice
 from flexdet.data.readers.base import Recording
+from flexdet.data.readers.guard import reading
 from flexdet.errors import FormatError
 
 DSEC_SIZE = (640, 480)
@@ -23,6 +24,8 @@ EVENTS_RELATIVE = Path("events") / "left" / "events.h5"
 IMAGES_RELATIVE = Path("images") / "left" / "distorted"
 TIMESTAMPS_RELATIVE = Path("images") / "timestamps.txt"
 TRACKS_RELATIVE = Path("object_detections") / "left" / "tracks.npy"
+_INT64_MAX = np.iinfo(np.int64).max
+_INDEX_SLACK = 3  # ms_to_idx entries beyond the last event's millisecond a writer may add
 
 
 def is_dsec_h5(handle) -> bool:
@@ -34,24 +37,21 @@ class DsecRecording(Recording):
     """One DSEC event file, with its sequence folder's images and labels when it sits in one."""
 
     format = "dsec"
+    index_rebuilt = False  # True once ms_to_idx failed a check and was recomputed from /events/t
 
     def __init__(self, events_path: Path, width: int | None = None, height: int | None = None) -> None:
         import h5py
         import hdf5plugin  # noqa: F401  (registers the Blosc/ZSTD filter 32001 before h5py opens files)
 
         events_path = Path(events_path)
-        try:
+        with reading(events_path, "not a readable HDF5 file"):
             self._file = h5py.File(events_path, "r")
-        except OSError as exc:
-            raise FormatError(events_path, f"not a readable HDF5 file ({exc})") from None
         try:
-            self._open(events_path, width, height)
-        except FormatError:
+            with reading(events_path, "not a DSEC events file"):
+                self._open(events_path, width, height)
+        except BaseException:
             self._file.close()
             raise
-        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
-            self._file.close()
-            raise FormatError(events_path, f"not a DSEC events file ({exc})") from None
 
     def _open(self, events_path: Path, width: int | None, height: int | None) -> None:
         group = self._file["events"]
@@ -59,31 +59,62 @@ class DsecRecording(Recording):
         for name in ("t", "x", "y", "p"):
             if name not in group:
                 raise FormatError(events_path, f"DSEC events file lacks /events/{name}")
-            self._columns[name] = group[name]
+            self._columns[name] = integer_dataset(events_path, group[name], f"/events/{name}")
         lengths = {name: ds.shape for name, ds in self._columns.items()}
         if len(set(lengths.values())) != 1 or len(lengths["t"]) != 1:
             raise FormatError(events_path, f"/events columns have shapes {lengths}; expected equal 1-D lengths")
         stored = (group.attrs.get("width", self._file.attrs.get("width")),
                   group.attrs.get("height", self._file.attrs.get("height")))
         if width is not None or height is not None:
-            size, source = (width or stored[0] or DSEC_SIZE[0], height or stored[1] or DSEC_SIZE[1]), "override"
+            size = (width if width is not None else stored[0] if stored[0] is not None else DSEC_SIZE[0],
+                    height if height is not None else stored[1] if stored[1] is not None else DSEC_SIZE[1])
+            source = "override"
         elif stored[0] is not None and stored[1] is not None:
-            size, source = (int(stored[0]), int(stored[1])), "file"
+            size, source = stored, "file"
         else:
             size, source = DSEC_SIZE, "DSEC default"
-        super().__init__(events_path, int(size[0]), int(size[1]), source)
+        super().__init__(events_path, size[0], size[1], source)
         self.sequence_dir = _sequence_dir(events_path)
         n = int(lengths["t"][0])
-        self.t_offset = int(self._file["t_offset"][()]) if "t_offset" in self._file else 0
-        self.ms_to_idx = np.asarray(self._file["ms_to_idx"][()], dtype=np.int64).reshape(-1)
-        if len(self.ms_to_idx) and (np.any(np.diff(self.ms_to_idx) < 0) or self.ms_to_idx[0] < 0
-                                     or self.ms_to_idx[-1] > n):
-            raise FormatError(events_path, "ms_to_idx is not a non-decreasing index into the events")
+        self.t_offset = _t_offset(events_path, self._file)
+        # The last time an event may carry: absolute times and t_end = last + 1 must fit int64.
+        self._t_limit = _INT64_MAX - 1 - max(self.t_offset, 0)
         self.num_events = n
         if n:
             t = self._columns["t"]
-            self.t_start = int(t[0]) + self.t_offset
-            self.t_end = int(t[n - 1]) + self.t_offset + 1
+            first, last = int(t[0]), int(t[n - 1])
+            for index, value in ((0, first), (n - 1, last)):
+                if not 0 <= value <= self._t_limit:
+                    raise FormatError(events_path, f"event time {value} (+ t_offset {self.t_offset}) is outside "
+                                                   f"the int64 microsecond range", index=index)
+            self.t_start = first + self.t_offset
+            self.t_end = last + self.t_offset + 1
+        self.ms_to_idx = self._load_index(events_path, n)
+
+    def _load_index(self, events_path: Path, n: int) -> np.ndarray:
+        """ms_to_idx if it is plausible for the events (length, order, range); else one rebuilt from /events/t.
+        Reads still check every window against the times it covers (`_read`)."""
+        if "ms_to_idx" not in self._file:
+            raise FormatError(events_path, "DSEC events file lacks /ms_to_idx")
+        stored = integer_dataset(events_path, self._file["ms_to_idx"], "/ms_to_idx")
+        span_ms = (self.t_end - 1 - self.t_offset) // 1000 if n else 0
+        if stored.ndim != 1 or stored.shape[0] > span_ms + _INDEX_SLACK:
+            return self._rebuilt_index()
+        index = np.asarray(stored[()]).astype(np.int64, copy=False).reshape(-1)
+        if len(index) and (index[0] < 0 or index[-1] > n or np.any(np.diff(index) < 0)):
+            return self._rebuilt_index()
+        return index
+
+    def _rebuilt_index(self) -> np.ndarray:
+        """ms_to_idx computed from the times themselves (the full check when a stored index fails one)."""
+        from flexdet.data.writers import dsec_ms_to_idx
+
+        t = np.asarray(self._columns["t"][()]).astype(np.int64)
+        problem = _check_times(t, self._t_limit)
+        if problem >= 0:
+            raise FormatError(self.path, "event times go backwards or leave the int64 range", index=problem)
+        self.index_rebuilt = True
+        return dsec_ms_to_idx(t).astype(np.int64)
 
     def _slice_bounds(self, t_start: int | None, t_end: int | None) -> tuple[int, int]:
         n = self.num_events
@@ -96,19 +127,37 @@ class DsecRecording(Recording):
             hi = n if ms >= len(self.ms_to_idx) else (0 if ms < 0 else int(self.ms_to_idx[ms]))
         return lo, max(lo, hi)
 
+    def _covering_times(self, t_start: int | None, t_end: int | None) -> tuple[int, int, int, np.ndarray]:
+        """(lo, hi, a, relative t[a:b]) where [lo, hi) holds every event of the window, checked against the times just
+        outside it (the spot check of ms_to_idx); a failed check rebuilds the index from the times once."""
+        n = self.num_events
+        for attempt in range(2):
+            lo, hi = self._slice_bounds(t_start, t_end)
+            a, b = max(lo - 1, 0), min(hi + 1, n)
+            times = np.asarray(self._columns["t"][a:b]).astype(np.int64, copy=False)
+            before_ok = lo == 0 or t_start is None or int(times[0]) + self.t_offset < t_start
+            after_ok = hi == n or t_end is None or int(times[-1]) + self.t_offset >= t_end
+            if (before_ok and after_ok) or attempt:
+                break
+            self.ms_to_idx = self._rebuilt_index()
+        if not (before_ok and after_ok):
+            raise FormatError(self.path, f"events {lo}..{hi} do not cover [{t_start}, {t_end}) although the "
+                                         f"times are sorted", index=lo)
+        return lo, hi, a, times
+
     def _read(self, t_start: int | None, t_end: int | None) -> np.ndarray:
-        lo, hi = self._slice_bounds(t_start, t_end)
+        lo, hi, a, times = self._covering_times(t_start, t_end)
         if hi <= lo:
             return empty_events(0)
-        try:
-            t, x, y, p = (self._columns[k][lo:hi] for k in ("t", "x", "y", "p"))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise FormatError(self.path, f"cannot read events {lo}..{hi} ({exc})") from None
+        t = times[lo - a:hi - a]
+        x, y, p = (_native(self._columns[k][lo:hi]) for k in ("x", "y", "p"))
         events = np.empty(hi - lo, dtype=EVENT_DTYPE)
-        problem, where = _pack_columns(t, x, y, p, self.t_offset, self._width, self._height, events)
+        problem, where = _pack_columns(t, x, y, p, self.t_offset, self._t_limit, self._width, self._height,
+                                       events)
         if problem:
             messages = {1: "event times go backwards", 2: "event outside the sensor "
-                        f"({self._width}x{self._height})", 3: "polarity is not 0 or 1"}
+                        f"({self._width}x{self._height})", 3: "polarity is not 0 or 1",
+                        4: "event time outside the int64 microsecond range"}
             raise FormatError(self.path, messages[problem], index=lo + where)
         return time_slice(events, t_start, t_end)
 
@@ -149,22 +198,82 @@ class DsecRecording(Recording):
         self._file.close()
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
-def _pack_columns(t, x, y, p, t_offset, width, height, out):
-    """One pass that validates the DSEC columns and packs them as EVENT_DTYPE (absolute times).
+def integer_dataset(path: Path, dataset, name: str):
+    """`dataset` if it holds integers and the file really stores the values it declares (a few-KB file may
+    declare 2**40 elements; reading those would allocate for data that is not there)."""
+    import h5py
 
-    Returns (0, 0) or (problem, index): 1 time goes backwards, 2 coordinate outside, 3 bad polarity.
-    """
-    previous = np.int64(-1) << 62
+    if not isinstance(dataset, h5py.Dataset):
+        raise FormatError(path, f"{name} is not a dataset")
+    if dataset.dtype.kind not in "iub":
+        raise FormatError(path, f"{name} has dtype {dataset.dtype}; integers are expected")
+    layout = dataset.id.get_create_plist().get_layout()
+    if layout == h5py.h5d.CONTIGUOUS and dataset.size:
+        stored = dataset.id.get_storage_size()
+        offset = dataset.id.get_offset()
+        if stored < dataset.nbytes or offset is None or offset + dataset.nbytes > path.stat().st_size:
+            raise FormatError(path, f"{name} declares {dataset.size} values ({dataset.nbytes} bytes) that the "
+                                    f"file does not hold")
+    elif layout == h5py.h5d.CHUNKED and dataset.size:
+        expected = int(np.prod([-(-s // c) for s, c in zip(dataset.shape, dataset.chunks)]))
+        if dataset.id.get_num_chunks() != expected:
+            raise FormatError(path, f"{name} declares {dataset.size} values in {expected} chunks but the file "
+                                    f"holds {dataset.id.get_num_chunks()} chunks")
+    return dataset
+
+
+def _t_offset(path: Path, handle) -> int:
+    if "t_offset" not in handle:
+        return 0
+    value = np.asarray(integer_dataset(path, handle["t_offset"], "/t_offset")[()])
+    if value.size != 1:
+        raise FormatError(path, f"/t_offset holds {value.size} values; expected one integer")
+    offset = int(value.reshape(-1)[0])
+    if not -_INT64_MAX <= offset <= _INT64_MAX:
+        raise FormatError(path, f"/t_offset {offset} is outside the int64 range")
+    return offset
+
+
+def _native(column: np.ndarray) -> np.ndarray:
+    """The column in native byte order and with bool as uint8 (what the packing kernel accepts)."""
+    column = np.asarray(column)
+    if column.dtype == np.bool_:
+        return column.view(np.uint8)
+    return column if column.dtype.isnative else column.astype(column.dtype.newbyteorder("="))
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _check_times(t, limit):
+    """Index of the first relative time that is negative, beyond `limit` or earlier than its predecessor; -1."""
+    previous = np.int64(0)
     for i in range(len(t)):
-        ti = np.int64(t[i]) + t_offset
-        if ti < previous:
+        if t[i] < previous or t[i] > limit:
+            return i
+        previous = t[i]
+    return -1
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _pack_columns(t, x, y, p, t_offset, t_limit, width, height, out):
+    """One pass that validates the DSEC columns (relative int64 times) and packs them as EVENT_DTYPE with
+    absolute times.
+
+    Returns (0, 0) or (problem, index): 1 time goes backwards, 2 coordinate outside (negative values of
+    signed columns included), 3 bad polarity, 4 relative time outside [0, t_limit].
+    """
+    previous = np.int64(0)
+    for i in range(len(t)):
+        ri = t[i]
+        if ri < 0 or ri > t_limit:
+            return 4, i
+        if ri < previous:
             return 1, i
-        if x[i] >= width or y[i] >= height:
+        ti = ri + t_offset
+        if x[i] < 0 or x[i] >= width or y[i] < 0 or y[i] >= height:
             return 2, i
-        if p[i] > 1:
+        if p[i] < 0 or p[i] > 1:
             return 3, i
-        previous = ti
+        previous = ri
         out[i].t = ti
         out[i].x = x[i]
         out[i].y = y[i]

@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from flexdet.data.readers.arrays import ArrayRecording, events_from_columns
+from flexdet.data.readers.dsec import integer_dataset
+from flexdet.data.readers.guard import reading
 from flexdet.errors import FormatError
 
 _COLUMNS = ("t", "x", "y", "p")
+# Deflate expands at most ~1032:1; a member claiming more than this would only allocate for data not there.
+_MAX_DEFLATE_RATIO = 1100
 
 
 def _sensor_size(stored: tuple, width: int | None, height: int | None) -> tuple:
@@ -26,17 +30,14 @@ def _sensor_size(stored: tuple, width: int | None, height: int | None) -> tuple:
 
 def open_npz(path: Path, width: int | None = None, height: int | None = None) -> ArrayRecording:
     """Open an npz holding t, x, y, p (and optionally width, height)."""
-    try:
+    with reading(path, "not a readable npz file"):
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in _COLUMNS if k not in data.files]
             if missing:
                 raise FormatError(path, f"npz lacks array(s) {missing} (needs t, x, y, p)")
             columns = [data[k] for k in _COLUMNS]
             stored = tuple(_scalar(path, data[k], k) if k in data.files else None for k in ("width", "height"))
-    except FormatError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
-        raise FormatError(path, f"not a readable npz file ({exc})") from None
     events, fixes = events_from_columns(path, *columns)
     w, h, source = _sensor_size(stored, width, height)
     recording = ArrayRecording(path, "npz", events, w, h, source)
@@ -49,18 +50,13 @@ def open_h5(path: Path, width: int | None = None, height: int | None = None) -> 
     import h5py
     import hdf5plugin  # noqa: F401  (registers Blosc/ZSTD before h5py opens the file)
 
-    try:
-        with h5py.File(path, "r") as f:
-            group = f["events"] if "events" in f and isinstance(f["events"], h5py.Group) else f
-            missing = [k for k in _COLUMNS if k not in group]
-            if missing:
-                raise FormatError(path, f"HDF5 file lacks dataset(s) {missing} (top level or under /events)")
-            columns = [group[k][()] for k in _COLUMNS]
-            stored = tuple(_attr(path, group, f, k) for k in ("width", "height"))
-    except FormatError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise FormatError(path, f"not a readable HDF5 event file ({exc})") from None
+    with reading(path, "not a readable HDF5 event file"), h5py.File(path, "r") as f:
+        group = f["events"] if "events" in f and isinstance(f["events"], h5py.Group) else f
+        missing = [k for k in _COLUMNS if k not in group]
+        if missing:
+            raise FormatError(path, f"HDF5 file lacks dataset(s) {missing} (top level or under /events)")
+        columns = [integer_dataset(path, group[k], k)[()] for k in _COLUMNS]
+        stored = tuple(_attr(path, group, f, k) for k in ("width", "height"))
     events, fixes = events_from_columns(path, *columns)
     w, h, source = _sensor_size(stored, width, height)
     recording = ArrayRecording(path, "h5", events, w, h, source)
@@ -79,3 +75,47 @@ def _scalar(path: Path, value: np.ndarray, key: str) -> int:
     if value.size != 1 or value.dtype.kind not in "iu" or int(value.reshape(-1)[0]) <= 0:
         raise FormatError(path, f"'{key}' must be one positive integer, got {value!r}")
     return int(value.reshape(-1)[0])
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an npz whose members declare more data than the archive can hold, before numpy allocates it.
+
+    Checks each member's extent against the file, its uncompressed size against its compressed size
+    (stored: equal; deflate: at most ~1032x), and each .npy header's shape x dtype against that size.
+    """
+    file_size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.header_offset + info.compress_size > file_size:
+                raise FormatError(path, f"member {info.filename!r} extends past the end of the file",
+                                  offset=info.header_offset)
+            if info.compress_type == zipfile.ZIP_STORED:
+                plausible = info.file_size == info.compress_size
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                plausible = info.file_size <= info.compress_size * _MAX_DEFLATE_RATIO + 1024
+            else:
+                raise FormatError(path, f"member {info.filename!r} uses zip compression {info.compress_type}; "
+                                        f"numpy writes stored or deflated members", offset=info.header_offset)
+            if not plausible:
+                raise FormatError(path, f"member {info.filename!r} declares {info.file_size} bytes from "
+                                        f"{info.compress_size} compressed bytes", offset=info.header_offset)
+            if info.filename.endswith(".npy"):
+                _check_npy_header(path, archive, info)
+
+
+def _check_npy_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise FormatError(path, f"member {info.filename!r} has .npy version {version}", offset=info.header_offset)
+        header_bytes = member.tell()
+    count = 1
+    for side in shape:
+        count *= int(side)
+    if dtype.hasobject or count * dtype.itemsize > info.file_size - header_bytes:
+        raise FormatError(path, f"member {info.filename!r} declares {shape} x {dtype} but holds "
+                                f"{info.file_size - header_bytes} bytes of data", offset=info.header_offset)
