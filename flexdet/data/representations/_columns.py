@@ -22,6 +22,10 @@ Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 _NO_LIMIT = np.int64(2**62)
 _PROBLEMS = {1: "x", 2: "y", 3: "polarity", 4: "t"}
+MAX_SENSOR_SIDE = 1 << 16  # coordinates are uint16 in EVENT_DTYPE
+MAX_BINS = 1 << 12
+MAX_OUTPUT_BYTES = 1 << 32  # one window's output (and accumulator); more is a mistaken argument
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 def event_columns(events: EventsLike, source: str = "events") -> Columns:
@@ -45,7 +49,7 @@ def event_columns(events: EventsLike, source: str = "events") -> Columns:
             raise FlexdetError(f"{source}: column '{name}' has shape {column.shape}, expected ({n},)")
         if not np.issubdtype(column.dtype, np.integer) and column.dtype != np.bool_:
             raise FlexdetError(f"{source}: column '{name}' has dtype {column.dtype}, expected integers")
-    t, x, y, p = columns
+    t, x, y, p = (c if c.dtype.isnative else c.astype(c.dtype.newbyteorder("=")) for c in columns)
     return t, x, y, p.view(np.uint8) if p.dtype == np.bool_ else p
 
 
@@ -100,6 +104,7 @@ def validate_columns(columns: Columns, width: int | None, height: int | None, st
     polarity other than 0/1, or is earlier than the event before it."""
     t, x, y, p = columns
     stop = len(t) if stop is None else stop
+    check_order_outside(t, start, stop, source)
     if stop <= start:
         return
     w = _NO_LIMIT if width is None else np.int64(width)
@@ -134,16 +139,64 @@ def raise_if_invalid(columns: Columns, index: int, start: int, width: int | None
     raise FlexdetError(f"{source}: event {i} has {detail}")
 
 
+@numba.njit(cache=True, nogil=True)
+def _first_unsorted(t, start, stop):
+    """First index i in [start, stop) with t[i] < t[i - 1] (start >= 1), or -1."""
+    for i in range(start, stop):
+        if t[i] < t[i - 1]:
+            return i
+    return -1
+
+
+def check_order_outside(t: np.ndarray, lo: int, hi: int, source: str = "events") -> None:
+    """Raise FlexdetError unless the times outside the selected events [lo, hi) are non-decreasing, up to and
+    from the selection: a binary-searched window is only the window of time-sorted events, so an event out
+    of order anywhere could have been left out of it. Costs nothing when the selection is the whole array."""
+    n = len(t)
+    bad = -1
+    if lo > 0:
+        bad = _first_unsorted(t, 1, min(lo + 1, n))
+    if bad < 0 and hi < n:
+        bad = _first_unsorted(t, max(hi, 1), n)
+    if bad >= 0:
+        raise FlexdetError(f"{source}: event {bad} has t={int(t[bad])} earlier than event {bad - 1} "
+                           f"(t={int(t[bad - 1])}); events must be time-sorted")
+
+
+def whole_number(name: str, value, low: int, high: int) -> int:
+    """`value` as an int in [low, high]: integers (Python or numpy, not bool) only, so 2.5 bins or a 48.5
+    pixel sensor are refused instead of truncated or failing inside numpy / Numba."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if not low <= int(value) <= high:
+        raise ConfigError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
 def check_sensor_size(height: int, width: int) -> None:
-    """Sensor sizes must be positive integers (they size the output arrays)."""
-    if int(height) < 1 or int(width) < 1:
-        raise ConfigError(f"sensor size must be positive, got height={height}, width={width}")
+    """Sensor sizes must be whole numbers in [1, 65536] (they size the output arrays)."""
+    whole_number("sensor height", height, 1, MAX_SENSOR_SIDE)
+    whole_number("sensor width", width, 1, MAX_SENSOR_SIDE)
+
+
+def check_output_size(cells: int, itemsize: int, what: str) -> None:
+    """Refuse an output of more than MAX_OUTPUT_BYTES before allocating it."""
+    if cells * itemsize > MAX_OUTPUT_BYTES:
+        raise ConfigError(f"{what} would take {cells * itemsize / 2**30:.1f} GiB (limit "
+                          f"{MAX_OUTPUT_BYTES / 2**30:.0f} GiB); check bins and the sensor size")
 
 
 def resolve_span(t_start: int | None, t_end: int | None) -> tuple[int | None, int | None]:
-    """Both bounds or neither: a half-given window is ambiguous, a reversed one is an error."""
+    """Both bounds or neither, whole numbers in the int64 range: a half-given window is ambiguous, a
+    reversed one is an error."""
     if (t_start is None) != (t_end is None):
         raise ConfigError("give both t_start and t_end, or neither (then the events' own span is used)")
-    if t_start is not None and int(t_end) < int(t_start):
+    if t_start is None:
+        return None, None
+    t_start = whole_number("t_start", t_start, _INT64_MIN, _INT64_MAX)
+    t_end = whole_number("t_end", t_end, _INT64_MIN, _INT64_MAX)
+    if t_end < t_start:
         raise ConfigError(f"window ends before it starts: t_start={t_start}, t_end={t_end}")
-    return (None, None) if t_start is None else (int(t_start), int(t_end))
+    return t_start, t_end

@@ -11,12 +11,14 @@ import numpy as np
 from flexdet.data.representations._columns import (
     Columns,
     EventsLike,
+    check_order_outside,
     check_sensor_size,
     event_columns,
     resolve_span,
     validate_columns,
 )
 from flexdet.data.representations._segments import search_left
+from flexdet.errors import ConfigError
 
 # Below these sizes one thread is faster (measured on 2 cores, 640x480, best of 21 calls). The kernels that
 # build an output pay ~1 ms to start the pool, fault in the private planes and merge them: at 130 k events a
@@ -57,7 +59,24 @@ def select(events: EventsLike, height: int, width: int, t_start: int | None, t_e
         hi = int(search_left(t, lo, len(t), t_end))
     if validate:
         validate_columns(columns, width, height, lo, hi, source, parallel=hi - lo >= PARALLEL_SCAN_MIN_EVENTS)
+    else:
+        check_order_outside(t, lo, hi, source)
     return Selection(columns, lo, hi, t_start, t_end, source)
+
+
+def check_span(chosen: Selection, factor: int, what: str) -> None:
+    """Refuse a window whose span times `factor` leaves the int64 range the kernels compute in (bin edges
+    are span * bin, voxel weights sum up to span per event): it would wrap around, not fail."""
+    t = chosen.columns[0]
+    if chosen.t_start is not None:
+        span = chosen.t_end - chosen.t_start
+    elif chosen.hi > chosen.lo:
+        span = int(t[chosen.hi - 1]) - int(t[chosen.lo])
+    else:
+        span = 0
+    if max(span, 1) * max(int(factor), 1) >= 1 << 62:
+        raise ConfigError(f"{chosen.source}: a window of {span} µs is too long for {what} (span x {factor} "
+                          f"must stay below 2**62)")
 
 
 def thread_chunks(parallel: bool | None, n_events: int) -> int:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from flexdet.data.representations._columns import EventsLike, raise_if_invalid
+from flexdet.data.representations._columns import (
+    MAX_BINS,
+    EventsLike,
+    check_output_size,
+    raise_if_invalid,
+    whole_number,
+)
 from flexdet.data.representations._count_kernels import count_parallel, count_serial
-from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
+from flexdet.data.representations._dispatch import Selection, check_span, deliver, select, thread_chunks
 from flexdet.data.representations._segments import window_starts
-from flexdet.errors import ConfigError
 
 
 def stacked_histogram(events: EventsLike, height: int, width: int, bins: int = 10, t_start: int | None = None,
@@ -26,8 +31,10 @@ def stacked_histogram(events: EventsLike, height: int, width: int, bins: int = 1
     >>> stacked_histogram(events, 480, 640, bins=10, t_start=0, t_end=50_000).shape
     (20, 480, 640)
     """
-    _check_bins_clip(bins, clip, 255)
+    bins, clip = _check_bins_clip(bins, clip, 255)
+    check_output_size(2 * bins * height * width, 1, "the stacked histogram")
     chosen = select(events, height, width, t_start, t_end, validate=False)
+    check_span(chosen, bins, "the stacked histogram")
     out = count_events(chosen, height, width, bins, clip, np.uint8, parallel)
     return deliver(out.reshape(2 * bins, height, width), as_tensor)
 
@@ -37,7 +44,8 @@ def event_frame(events: EventsLike, height: int, width: int, t_start: int | None
                 parallel: bool | None = None):
     """Event counts per polarity as uint16 (2, H, W) (channel 0 = OFF, 1 = ON), saturating at `clip`; with
     t_start/t_end only the events in [t_start, t_end) count."""
-    _check_bins_clip(1, clip, 65535)
+    _, clip = _check_bins_clip(1, clip, 65535)
+    check_output_size(2 * height * width, 2, "the event frame")
     chosen = select(events, height, width, t_start, t_end, validate=False)
     out = count_events(chosen, height, width, 1, clip, np.uint16, parallel)
     return deliver(out.reshape(2, height, width), as_tensor)
@@ -66,8 +74,5 @@ def _or_zero(value: int | None) -> int:
     return 0 if value is None else value
 
 
-def _check_bins_clip(bins: int, clip: int, dtype_max: int) -> None:
-    if int(bins) < 1:
-        raise ConfigError(f"bins must be >= 1, got {bins}")
-    if not 1 <= int(clip) <= dtype_max:
-        raise ConfigError(f"clip must be in [1, {dtype_max}], got {clip}")
+def _check_bins_clip(bins: int, clip: int, dtype_max: int) -> tuple[int, int]:
+    return whole_number("bins", bins, 1, MAX_BINS), whole_number("clip", clip, 1, dtype_max)

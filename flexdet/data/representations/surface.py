@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flexdet.data.representations._columns import EventsLike
-from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
+from flexdet.data.representations._columns import EventsLike, check_output_size
+from flexdet.data.representations._dispatch import Selection, check_span, deliver, select, thread_chunks
 from flexdet.data.representations._surface_kernels import NEVER, decay, latest_parallel, latest_range
 from flexdet.errors import ConfigError
 
@@ -18,7 +18,9 @@ def time_surface(events: EventsLike, height: int, width: int, tau_us: float | No
     With t_start/t_end: events in [t_start, t_end), t_ref = t_end. Without: all events, t_ref = the last
     event's time. tau_us defaults to half the window (or half the events' span, at least 1 µs).
     """
+    check_output_size(2 * height * width, 12, "the time surface")
     chosen = select(events, height, width, t_start, t_end)
+    check_span(chosen, 1, "the time surface")
     t_ref, tau = surface_clock(chosen, tau_us)
     last = latest_times(chosen, height, width, parallel)
     out = np.zeros(2 * height * width, np.float32)

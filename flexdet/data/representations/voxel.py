@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from flexdet.data.representations._columns import EventsLike, raise_if_invalid
-from flexdet.data.representations._dispatch import Selection, deliver, select, thread_chunks
+from flexdet.data.representations._columns import (
+    MAX_BINS,
+    EventsLike,
+    check_output_size,
+    raise_if_invalid,
+    whole_number,
+)
+from flexdet.data.representations._dispatch import Selection, check_span, deliver, select, thread_chunks
 from flexdet.data.representations._segments import window_starts
 from flexdet.data.representations._voxel_kernels import voxel_finish, voxel_parallel, voxel_serial
-from flexdet.errors import ConfigError
 
 
 def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_start: int | None = None,
@@ -19,9 +24,10 @@ def voxel_grid(events: EventsLike, height: int, width: int, bins: int = 5, t_sta
     With t_start/t_end only events in [t_start, t_end) count; without them the first and last event
     bound the span (at least 1 µs). Sums are exact (integer accumulation), rounded once to float32.
     """
-    if int(bins) < 1:
-        raise ConfigError(f"bins must be >= 1, got {bins}")
+    bins = whole_number("bins", bins, 1, MAX_BINS)
+    check_output_size(bins * height * width, 12, "the voxel grid and its accumulator")
     chosen = select(events, height, width, t_start, t_end, validate=False)
+    check_span(chosen, max(bins, chosen.hi - chosen.lo + 1), "exact voxel accumulation")
     acc, span = accumulate_voxels(chosen, height, width, bins, parallel)
     out = np.empty(bins * height * width, np.float32)
     voxel_finish(acc, span, out)
