@@ -42,7 +42,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["flexdet", "flexdet.*"]),
-    package_data={"flexdet": ["configs/*.yaml", "configs/**/*.yaml"]},
+    package_data={"flexdet": ["configs/*.yaml", "configs/**/*.yaml", "benchmarks_data/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["flexdet = flexdet.cli:main"]},

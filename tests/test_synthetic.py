@@ -224,7 +224,7 @@ def test_dsec_layout_files_match_the_simulation(dsec_dataset):
     plans = plan_sequences(config)
     assert manifest["splits"] == {"train": ["synth_000"], "val": ["synth_001"], "test": []}
     for plan in plans:
-        root = out / plan.split / plan.name
+        root = out / plan.folder / plan.name
         sequence = simulate_sequence(config, plan.seed)
         with h5py.File(root / "events" / "left" / "events.h5", "r") as f:
             t_offset = int(f["t_offset"][()])
@@ -254,7 +254,7 @@ def test_dsec_round_trip_through_flexdet_readers(dsec_dataset):
     labels = pytest.importorskip("flexdet.data.labels")
     out, config = dsec_dataset
     plan = plan_sequences(config)[0]
-    root = out / plan.split / plan.name
+    root = out / plan.folder / plan.name
     sequence = simulate_sequence(config, plan.seed)
     events = readers.read_events(root / "events" / "left" / "events.h5")
     assert np.array_equal(events["t"], sequence.events["t"] + plan.t_offset)
@@ -276,8 +276,8 @@ def test_generation_is_byte_identical_and_resumes(dsec_dataset, tmp_path):
     for name in ("events/left/events.h5", "object_detections/left/tracks.npy",
                  "object_detections/left/dense_tracks.npy", "images/left/distorted/000002.png"):
         for plan in plan_sequences(config):
-            first = (out / plan.split / plan.name / name).read_bytes()
-            assert first == (again / plan.split / plan.name / name).read_bytes(), name
+            first = (out / plan.folder / plan.name / name).read_bytes()
+            assert first == (again / plan.folder / plan.name / name).read_bytes(), name
     with pytest.raises(ConfigError, match="different configuration"):
         generate_dataset(again, small_config(**{"dataset.seed": 99}))
 

@@ -19,12 +19,6 @@ from flexdet.errors import ConfigError, FlexdetError, FormatError
 from flexdet.training.datasets.geometry import Geometry
 from flexdet.training.protocols import Protocol, get_protocol
 
-# DAGr / FlexEvent split of DSEC-Det (formats.md); every other sequence is training data.
-DSEC_VAL = tuple(f"zurich_city_{i}_a" for i in range(16, 22))
-DSEC_TEST = ("thun_01_a", "thun_01_b", "thun_02_a", "interlaken_00_a", "interlaken_00_b", "interlaken_01_a",
-             "zurich_city_12_a", "zurich_city_13_a", "zurich_city_13_b", "zurich_city_14_a", "zurich_city_14_b",
-             "zurich_city_14_c", "zurich_city_15_a")
-
 
 @dataclass
 class DenseLabels:
@@ -188,8 +182,7 @@ def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: s
         raise ConfigError(f"unknown dataset layout {layout!r}")
     if not sequences:
         raise ConfigError(f"{root}: no {layout} sequences in split {split!r}")
-    if downsample != 1:
-        chosen = dataclasses.replace(chosen, scale=chosen.scale * int(downsample))
+    chosen = chosen.downsampled(downsample)
     return Dataset(root, layout, chosen, sequences)
 
 
@@ -234,9 +227,10 @@ def _synthetic_sequences(root: Path, split: str, manifest: dict) -> list[Sequenc
     sequences = []
     for name in names:
         if manifest["layout"] == "dsec":
-            sequence = _dsec_sequence(root / split / name, dense_name="dense_tracks.npy")
+            sequence = _dsec_sequence(_synthetic_dsec_folder(root, split, name), dense_name="dense_tracks.npy")
         else:
-            sequence = _gen1_sequence(root / split / f"{name}_td.dat", dense_suffix="_dense.npy")
+            sequence = _gen1_sequence(root / split / f"{name}_td.dat",
+                                      dense_path=_synthetic_gen1_dense(root, split, name))
         if sequence.dense is not None:
             offset = int(manifest.get("t_offsets", {}).get(name, 0))
             sequence.dense.period_us, sequence.dense.origin_us = period, offset
@@ -244,18 +238,27 @@ def _synthetic_sequences(root: Path, split: str, manifest: dict) -> list[Sequenc
     return sequences
 
 
+def _synthetic_dsec_folder(root: Path, split: str, name: str) -> Path:
+    """Where a synthetic DSEC sequence lives: the official layout keeps val in train/ (datasets written by
+    earlier flexdet versions have a val/ folder)."""
+    from flexdet.training.datasets.dsec_split import split_folder
+
+    legacy = root / split / name
+    return legacy if legacy.is_dir() else root / split_folder(split) / name
+
+
+def _synthetic_gen1_dense(root: Path, split: str, name: str) -> Path:
+    """A synthetic Gen1 sequence's dense labels: `dense_labels/<split>/` (outside the split folders, whose
+    every .npy RVT's preprocessing takes for a label file), or beside the recording in older datasets."""
+    moved = root / "dense_labels" / split / f"{name}_dense.npy"
+    return moved if moved.is_file() else root / split / f"{name}_dense.npy"
+
+
 def _dsec_folders(root: Path, split: str) -> list[Path]:
-    """`root/<split>/<seq>` when split folders exist, else DSEC-Det's named split of `root/<seq>`."""
-    if (root / split).is_dir():
-        return sorted(p for p in (root / split).iterdir() if (p / "events" / "left" / "events.h5").is_file())
-    folders = sorted(p for p in root.iterdir() if (p / "events" / "left" / "events.h5").is_file())
-    if split == "test":
-        return [p for p in folders if p.name in DSEC_TEST]
-    if split == "val":
-        return [p for p in folders if p.name in DSEC_VAL]
-    if split == "train":
-        return [p for p in folders if p.name not in DSEC_TEST and p.name not in DSEC_VAL]
-    raise ConfigError(f"{root}: DSEC-Det split must be train, val or test, got {split!r}")
+    """DSEC-Det's split as dsec-det applies it: named sequences of `root/train` (train, val) or `root/test`."""
+    from flexdet.training.datasets.dsec_split import dsec_folders
+
+    return dsec_folders(root, split)
 
 
 def _dsec_sequence(folder: Path, dense_name: str | None = None) -> Sequence:
@@ -278,7 +281,7 @@ def _dsec_sequence(folder: Path, dense_name: str | None = None) -> Sequence:
                     frame_dir if frame_times is not None else None, dense)
 
 
-def _gen1_sequence(dat: Path, dense_suffix: str | None = None) -> Sequence:
+def _gen1_sequence(dat: Path, dense_path: Path | None = None) -> Sequence:
     from flexdet.data.labels import read_boxes
 
     stem = dat.name[:-len("_td.dat")]
@@ -286,8 +289,8 @@ def _gen1_sequence(dat: Path, dense_suffix: str | None = None) -> Sequence:
     if not label_path.is_file():
         raise FormatError(dat, f"no label file {label_path.name} next to the recording")
     dense = None
-    if dense_suffix is not None and dat.with_name(f"{stem}{dense_suffix}").is_file():
-        dense = DenseLabels(read_boxes(dat.with_name(f"{stem}{dense_suffix}")), 1000, 0)
+    if dense_path is not None and dense_path.is_file():
+        dense = DenseLabels(read_boxes(dense_path), 1000, 0)
     return Sequence(stem, dat, dat, read_boxes(label_path), dense=dense)
 
 

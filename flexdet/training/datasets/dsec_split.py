@@ -1,0 +1,57 @@
+"""DSEC-Det's train / val / test split, as dsec-det's loader applies it to the folder it downloads.
+
+The download has `train/` and `test/`; the validation sequences sit inside `train/` and are picked, like
+the training ones, by name from dsec-det's `config/train_val_test_split.yaml` (shipped with flexdet as
+data; a `train_val_test_split.yaml` in the dataset root takes its place). A folder with the sequences
+directly under its root is split by the same names.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from flexdet.errors import ConfigError, FormatError
+
+SPLITS = ("train", "val", "test")
+SPLIT_FILE = "train_val_test_split.yaml"
+SHIPPED_SPLIT = Path(__file__).resolve().parents[2] / "benchmarks_data" / "dsec_det_split.yaml"
+
+
+def split_folder(split: str) -> str:
+    """The download folder a split's sequences live in: `train/` for train and val, `test/` for test."""
+    if split not in SPLITS:
+        raise ConfigError(f"DSEC-Det split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return "test" if split == "test" else "train"
+
+
+def split_names(root: Path | None = None) -> dict[str, tuple[str, ...]]:
+    """Sequence names of each split: `root/train_val_test_split.yaml` when present, else dsec-det's file."""
+    path = root / SPLIT_FILE if root is not None and (root / SPLIT_FILE).is_file() else SHIPPED_SPLIT
+    return _read_split(path)
+
+
+@cache
+def _read_split(path: Path) -> dict[str, tuple[str, ...]]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise FormatError(path, f"not a readable split file ({exc})") from None
+    if not isinstance(loaded, dict) or not all(isinstance(loaded.get(s), list) for s in SPLITS):
+        raise FormatError(path, f"expected lists of sequence names under {', '.join(SPLITS)}")
+    return {split: tuple(str(name) for name in loaded[split]) for split in SPLITS}
+
+
+def dsec_folders(root: Path, split: str) -> list[Path]:
+    """The sequence folders of `split` (sorted by name): those named in the split file that exist, with
+    event data, under `root/train` or `root/test` (the official download) or directly under `root`."""
+    folder = split_folder(split)
+    names = split_names(root)[split]
+    base = root / folder if (root / "train").is_dir() or (root / "test").is_dir() else root
+    found = [base / name for name in sorted(names) if (base / name / "events" / "left" / "events.h5").is_file()]
+    if not found:
+        raise ConfigError(f"{root}: no DSEC-Det sequences of split {split!r} under {base} (dsec-det's split file "
+                          f"names {len(names)}, e.g. {names[0]}; validation sequences live in train/)")
+    return found
