@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 
-from flexdet.demo.pipeline import StepClock, WindowAssembler
+from flexdet.data.clock import StepClock
+from flexdet.demo.pipeline import WindowAssembler
 from flexdet.demo.render import RenderOptions, render_frame
 from flexdet.demo.sinks import JsonlSink, VideoSink, detection_record
 from flexdet.demo.sources import Pacer, RecordingSource, SourceEnded
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     source = RecordingSource(args.recording)
     runtime = load_runtime("nano", backend=args.backend, height=source.height, width=source.width, conf_thresh=0.0)
-    assembler = WindowAssembler(runtime.metadata.window_us, StepClock(source.t_start, args.rate))
+    assembler = WindowAssembler(runtime.spec.window_us, StepClock(source.t_start, args.rate))
     cut = model = draw = write = 0.0
     steps = 0
     with tempfile.TemporaryDirectory() as folder:

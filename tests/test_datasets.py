@@ -16,7 +16,6 @@ from flexdet.training.datasets import (
     ClipAugment,
     ClipLoader,
     ClipSampler,
-    Geometry,
     WindowCache,
     augment_boxes,
     augment_images,
@@ -61,8 +60,8 @@ def test_stream_histograms_match_independent_count(dsec_root):
     assert geometry.size == (48, 32)
     starts, ends = stream_windows(sequence, 60)
     assert np.array_equal(starts[1:], ends[:-1]) and ends[0] - starts[0] in (16666, 16667)
-    cache = WindowCache(geometry, 10)
-    hist = cache.histograms(sequence, 60, np.arange(3))
+    cache = WindowCache(dataset.input_spec(bins=10))
+    hist = cache.inputs(sequence, 60, np.arange(3))
     events = sequence.recording().read(int(starts[2]), int(ends[2]))
     expected = np.zeros((20, 32, 48), np.int64)
     span = int(ends[2] - starts[2])
@@ -75,10 +74,12 @@ def test_frame_is_the_latest_at_window_start(dsec_root):
     dataset = open_dataset(dsec_root, "train")
     sequence = dataset.sequences[0]
     times = sequence.frame_times
-    assert sequence.frame_index(int(times[2])) == 2
-    assert sequence.frame_index(int(times[2]) - 1) == 1
-    assert sequence.frame_index(int(times[2]) + 40_000) == 2
-    cache = WindowCache(dataset.geometry, 10)
+    spec = dataset.input_spec()
+    assert spec.frame_index(times, int(times[2])) == 2
+    assert spec.frame_index(times, int(times[2]) - 1) == 1
+    assert spec.frame_index(times, int(times[2]) + 40_000) == 2
+    assert spec.frame_index(times, int(times[0]) - 1) == -1
+    cache = WindowCache(spec)
     loader = ClipLoader(dataset, cache, [90.0], use_frames=True)
     starts, _ = cache.windows(sequence, 90.0)
     clip_frames = loader.load_clip(_clip(0, 0, 5, 4))[1]
@@ -122,7 +123,7 @@ def test_zoom_maps_events_frames_and_boxes_alike():
 
 def test_clip_augmentation_is_the_same_for_every_step(dsec_root):
     dataset = open_dataset(dsec_root, "train")
-    loader = ClipLoader(dataset, WindowCache(dataset.geometry, 10), [20.0], use_frames=True)
+    loader = ClipLoader(dataset, WindowCache(dataset.input_spec()), [20.0], use_frames=True)
     plain = loader.load_clip(_clip(0, 0, 2, 3))
     flipped = loader.load_clip(_clip(0, 0, 2, 3, ClipAugment(flip=True)))
     assert torch.equal(flipped[0], plain[0].flip(-1)) and torch.equal(flipped[1], plain[1].flip(-1))
@@ -158,8 +159,8 @@ def test_gen1_layout_is_event_only(tmp_path):
     dataset = open_dataset(root, "train")
     assert dataset.layout == "synthetic" and not dataset.has_frames
     with pytest.raises(ValueError, match="RGB"):
-        ClipLoader(dataset, WindowCache(dataset.geometry, 10), [20.0], use_frames=True)
-    loader = ClipLoader(dataset, WindowCache(dataset.geometry, 10), [20.0], use_frames=False)
+        ClipLoader(dataset, WindowCache(dataset.input_spec()), [20.0], use_frames=True)
+    loader = ClipLoader(dataset, WindowCache(dataset.input_spec()), [20.0], use_frames=False)
     events, frames, targets = loader.load_clip(_clip(0, 0, 0, 3))
     assert frames is None and events.shape == (3, 20, 64, 96) and all(t is not None for t in targets)
 
@@ -171,7 +172,10 @@ def test_real_dsec_split_and_half_resolution_geometry(tmp_path):
     assert [p.name for p in _dsec_folders(tmp_path, "train")] == ["zurich_city_00_a"]
     assert [p.name for p in _dsec_folders(tmp_path, "val")] == ["zurich_city_16_a"]
     assert [p.name for p in _dsec_folders(tmp_path, "test")] == ["thun_01_a"]
-    geometry = Geometry.from_protocol(get_protocol("dsec2"))
+    from flexdet.data.geometry import Geometry
+
+    protocol = get_protocol("dsec2")
+    geometry = Geometry(*protocol.sensor_size, protocol.crop_height, protocol.scale)
     assert geometry.size == (320, 215)
     events = make_events(t=[0, 1, 2], x=[639, 10, 11], y=[429, 430, 3], p=[1, 1, 0])
     moved = geometry.events(events)

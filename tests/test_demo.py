@@ -15,11 +15,11 @@ import pytest
 
 from flexdet.cli import main as cli_main
 from flexdet.data.events import EVENT_DTYPE, make_events
-from flexdet.demo.pipeline import StepClock, StepInput, WindowAssembler, WindowQueue
+from flexdet.data.clock import StepClock, step_ends
+from flexdet.demo.pipeline import StepInput, WindowAssembler, WindowQueue
 from flexdet.demo.render import OFF_COLOUR, ON_COLOUR, RenderOptions, box_colour, display_scale, render_frame
 from flexdet.demo.sources import Pacer, RecordingSource, SourceChunk, SourceEnded, VideoSource, open_source
 from flexdet.errors import FlexdetError, MissingDependencyError
-from flexdet.training.ground_truth import stream_step_times
 
 REAL = Path(__file__).parents[1] / ".." / "shared" / "data" / "real"
 
@@ -53,7 +53,7 @@ def chunks_of(events: np.ndarray, t_stop: int, seed: int = 1):
 @pytest.mark.parametrize("rate", ["20", "180", "25.7", "1000", "7"])
 def test_step_clock_matches_the_evaluation_step_times(rate):
     clock = StepClock(1_000_003, rate)
-    reference = stream_step_times(1_000_003, 1_000_003 + 3_000_000, rate)
+    reference = step_ends(1_000_003, 1_000_003 + 3_000_000, rate)
     assert [clock.advance() for _ in range(len(reference))] == reference.tolist()
 
 
@@ -62,7 +62,7 @@ def test_rate_change_reanchors_at_the_last_step():
     assert [clock.advance() for _ in range(3)] == [50_000, 100_000, 150_000]
     clock.set_rate("180")
     got = [clock.advance() for _ in range(4)]
-    assert got == (150_000 + stream_step_times(0, 30_000, Fraction(180))[:4]).tolist()
+    assert got == (150_000 + step_ends(0, 30_000, Fraction(180))[:4]).tolist()
 
 
 @pytest.mark.parametrize("window_us,rate", [(50_000, "20"), (50_000, "180"), (10_000, "30")])
@@ -70,7 +70,7 @@ def test_windows_hold_exactly_the_events_of_their_span(window_us, rate):
     events = random_events(20_000, 64, 48, 1_000_000)
     assembler = WindowAssembler(window_us, StepClock(0, rate))
     steps = [s for chunk in chunks_of(events, 1_000_000) for s in assembler.feed(chunk)]
-    ends = stream_step_times(0, 1_000_000, rate)
+    ends = step_ends(0, 1_000_000, rate)
     assert [s.t_end for s in steps] == ends.tolist()
     for s in steps:
         expected = events[(events["t"] >= s.t_end - window_us) & (events["t"] < s.t_end)]

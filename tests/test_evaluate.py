@@ -40,7 +40,7 @@ def test_stream_steps_land_on_label_times(dataset):
 
 
 def test_batched_stream_equals_one_sequence_at_a_time(dataset, model):
-    runner = StreamRunner(model, dataset.protocol)
+    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
     sequences = dataset.sequences[:1] * 2
     windows = [stream_windows(s, 60) for s in sequences]
     windows[1] = (windows[1][0][:-5], windows[1][1][:-5])  # a shorter second stream
@@ -61,7 +61,7 @@ def test_predictions_files_in_label_frame_and_dtype(dataset, model, tmp_path):
     _, ends = stream_windows(sequence, 90)
     assert set(np.unique(saved["t"]).tolist()) <= set(ends.tolist())
     # The first step's detections, recomputed directly, times the protocol scale (2) = the file's rows.
-    runner = StreamRunner(model, dataset.protocol)
+    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
     first = runner.run(sequence, *[w[:1] for w in stream_windows(sequence, 90)])[0]
     rows0 = saved[saved["t"] == ends[0]]
     np.testing.assert_allclose(boxes_to_xyxy(rows0), first["boxes"] * 2, atol=1e-3)
@@ -81,7 +81,7 @@ def test_score_is_one_for_perfect_predictions_and_drops_when_shifted(dataset):
 
 
 def test_interframe_ground_truth_is_interpolated_by_track(dataset, model):
-    runner = StreamRunner(model, dataset.protocol)
+    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
     sequence = dataset.sequences[0]
     runs = interframe_runs(runner, sequence)
     deltas = interframe_deltas()

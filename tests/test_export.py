@@ -10,15 +10,10 @@ import torch
 
 from flexdet.cli import main as cli_main
 from flexdet.errors import CheckpointError, FormatError, MissingDependencyError
-from flexdet.export import (
-    DeployMetadata,
-    export_bundle,
-    load_checkpoint,
-    metadata_for_model,
-    read_onnx_metadata,
-    save_checkpoint,
-)
+from flexdet.data.input_spec import identity_spec
+from flexdet.export import DeployMetadata, export_bundle, metadata_for_model, read_onnx_metadata
 from flexdet.models import build_model
+from flexdet.models.checkpoint import load_model, save_model
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -44,7 +39,7 @@ def fused_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("export_fused")
     torch.manual_seed(1)
     model = build_model("nano", num_classes=2, use_frames=True).eval()
-    export_bundle(model, metadata_for_model(model, HEIGHT, WIDTH), out)
+    export_bundle(model, metadata_for_model(model, identity_spec(HEIGHT, WIDTH)), out)
     return out
 
 
@@ -68,7 +63,7 @@ def test_cli_export_writes_checkpoint_graph_and_metadata(event_only_dir):
     ops = {node.op_type for node in proto.graph.node}
     assert not {"DFT", "STFT"} & ops and "MatMul" in ops  # matmul DFT, no torch.fft
     assert proto.ir_version <= 10
-    model, _ = load_checkpoint(event_only_dir / "model.pt")
+    model = load_model(event_only_dir / "model.pt").model
     names = model.state_names()
     assert [i.name for i in proto.graph.input] == ["events", *[f"in_{n}" for n in names]]
     assert [o.name for o in proto.graph.output] == ["raw", *[f"out_{n}" for n in names]]
@@ -78,18 +73,28 @@ def test_cli_export_writes_checkpoint_graph_and_metadata(event_only_dir):
 def test_metadata_round_trip_through_onnx_json_and_checkpoint(event_only_dir):
     from_onnx = read_onnx_metadata(event_only_dir / "model.onnx")
     from_json = DeployMetadata.from_json((event_only_dir / "metadata.json").read_text())
-    _, from_checkpoint = load_checkpoint(event_only_dir / "model.pt")
-    assert from_onnx == from_json == from_checkpoint
+    from_checkpoint = load_model(event_only_dir / "model.pt")
+    assert from_onnx == from_json
+    assert from_checkpoint.spec == from_onnx.input and from_checkpoint.classes == from_onnx.classes
     assert from_onnx.classes == ["car", "person", "bike"]
-    assert (from_onnx.height, from_onnx.width, from_onnx.bins, from_onnx.window_us) == (HEIGHT, WIDTH, 10, 50_000)
+    assert (from_onnx.height, from_onnx.width, from_onnx.input.bins, from_onnx.window_us) == (HEIGHT, WIDTH, 10,
+                                                                                                50_000)
     assert from_onnx.state_names == [f"lstm_{k}{i}" for i in range(4) for k in "hc"]
     assert from_onnx.model_config["widths"] == [16, 32, 64, 128] and from_onnx.flexdet_version
     raw_json = json.loads(onnx.load(str(event_only_dir / "model.onnx")).metadata_props[0].value)
-    assert raw_json["representation"] == "stacked_histogram" and raw_json["use_frames"] is False
+    assert raw_json["input"]["representation"] == "stacked_histogram" and raw_json["use_frames"] is False
+
+
+def test_metadata_written_before_the_input_specification_still_loads():
+    legacy = {"height": 48, "width": 64, "classes": ["a"], "bins": 5, "clip": 7, "window_us": 10_000,
+              "dual_windows": False, "representation": "stacked_histogram", "use_frames": False}
+    metadata = DeployMetadata.from_json(json.dumps(legacy))
+    assert metadata.input == identity_spec(48, 64, bins=5, clip=7, window_us=10_000)
+    assert (metadata.height, metadata.width, metadata.classes) == (48, 64, ["a"])
 
 
 def test_event_only_onnx_matches_torch_over_50_streamed_steps(event_only_dir):
-    model, _ = load_checkpoint(event_only_dir / "model.pt")
+    model = load_model(event_only_dir / "model.pt").model
     session = _session(event_only_dir / "model.onnx")
     names = model.state_names()
     state = model.init_state(1, HEIGHT, WIDTH)
@@ -106,7 +111,7 @@ def test_event_only_onnx_matches_torch_over_50_streamed_steps(event_only_dir):
 
 def test_fused_onnx_with_frame_encoder_matches_torch_frame_branch(fused_dir):
     """Torch runs the frame branch inside forward_raw on frame steps; ONNX runs the separate encoder graph."""
-    model, _ = load_checkpoint(fused_dir / "model.pt")
+    model = load_model(fused_dir / "model.pt").model
     step, encoder = _session(fused_dir / "model.onnx"), _session(fused_dir / "frame_encoder.onnx")
     names = model.state_names()
     state = model.init_state(1, HEIGHT, WIDTH)
@@ -128,7 +133,7 @@ def test_fused_onnx_with_frame_encoder_matches_torch_frame_branch(fused_dir):
 def test_dynamic_batch_export_runs_two_sequences_at_once(tmp_path):
     torch.manual_seed(2)
     model = build_model("nano", num_classes=2, use_frames=False).eval()
-    export_bundle(model, metadata_for_model(model, HEIGHT, WIDTH), tmp_path, dynamic_batch=True)
+    export_bundle(model, metadata_for_model(model, identity_spec(HEIGHT, WIDTH)), tmp_path, dynamic_batch=True)
     session = _session(tmp_path / "model.onnx")
     events = np.concatenate(_histograms(7, 2))
     state = model.init_state(2, HEIGHT, WIDTH)
@@ -151,19 +156,19 @@ def test_metadata_errors_are_clear(tmp_path):
 
 def test_missing_corrupt_and_mismatched_checkpoints_raise_checkpoint_error(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "absent.pt")
+        load_model(tmp_path / "absent.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(CheckpointError, match="corrupt.pt"):
-        load_checkpoint(corrupt)
+        load_model(corrupt)
     model = build_model("nano", num_classes=2, use_frames=False)
-    save_checkpoint(tmp_path / "ok.pt", model)
+    save_model(tmp_path / "ok.pt", model, identity_spec(HEIGHT, WIDTH))
     payload = torch.load(tmp_path / "ok.pt", weights_only=True)
     payload["model_config"]["widths"] = [8, 16, 32, 64]
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not match"):
-        load_checkpoint(tmp_path / "mismatch.pt")
-    assert cli_main(["export", str(corrupt), "--height", "64", "--width", "96", "--out", str(tmp_path / "o")]) == 2
+        load_model(tmp_path / "mismatch.pt")
+    assert cli_main(["export", str(corrupt), "--out", str(tmp_path / "o")]) == 2
     assert "corrupt.pt" in capsys.readouterr().err
 
 
@@ -195,7 +200,7 @@ def test_fp16_export_on_cuda_stays_close_to_fp32(tmp_path):
         pytest.skip("fp16 export is traced on a CUDA device; no CUDA here")
     torch.manual_seed(4)
     model = build_model("nano", num_classes=2, use_frames=False).eval()
-    export_bundle(model, metadata_for_model(model, HEIGHT, WIDTH), tmp_path, fp16=True, device="cuda")
+    export_bundle(model, metadata_for_model(model, identity_spec(HEIGHT, WIDTH)), tmp_path, fp16=True, device="cuda")
     assert read_onnx_metadata(tmp_path / "model.onnx").dtype == "float16"
     session = _session(tmp_path / "model.onnx")
     events = _histograms(3, 1)[0]
@@ -208,7 +213,7 @@ def test_fp16_export_on_cuda_stays_close_to_fp32(tmp_path):
     np.testing.assert_allclose(outputs[0].astype(np.float32)[..., 4:], raw.numpy()[..., 4:], atol=2e-2)
 
 
-def test_training_checkpoints_load_with_deploy_metadata_from_their_dataset_info(tmp_path):
+def test_training_checkpoints_without_an_input_specification_load_one_from_their_dataset_info(tmp_path):
     training = pytest.importorskip("flexdet.training.checkpoint")
     from flexdet.config import to_dict
 
@@ -218,8 +223,8 @@ def test_training_checkpoints_load_with_deploy_metadata_from_their_dataset_info(
         "model": model.state_dict(), "model_config": to_dict(model.config), "step": 7,
         "config": {"data": {"rates_hz": [40.0], "bins": 10}},
         "dataset": {"classes": ["car", "pedestrian"], "input_size": [WIDTH, HEIGHT]}})
-    loaded, metadata = load_checkpoint(tmp_path / "last.pt")
-    assert (metadata.height, metadata.width, metadata.window_us) == (HEIGHT, WIDTH, 25_000)
-    assert metadata.classes == ["car", "pedestrian"]
+    loaded = load_model(tmp_path / "last.pt")
+    assert (loaded.spec.size, loaded.spec.window_us) == ((WIDTH, HEIGHT), 25_000)
+    assert loaded.classes == ["car", "pedestrian"] and loaded.train_config["data"]["rates_hz"] == [40.0]
     for name, tensor in model.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+        torch.testing.assert_close(loaded.model.state_dict()[name], tensor, rtol=0, atol=0)

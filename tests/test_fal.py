@@ -26,7 +26,7 @@ from flexdet.training.fal.generate import (
     teacher_predictions,
 )
 from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
-from flexdet.training.fal.reverse import reverse_events, reverse_histogram
+from flexdet.data.representations.reverse import reverse_events, reverse_histogram
 from flexdet.training.fal.tracker import BoxTracker, track_filter
 
 
@@ -292,7 +292,7 @@ def test_generate_with_a_confident_teacher_adds_tracked_pseudo_boxes(tiny_datase
     dataset = open_dataset(tiny_dataset, "train")
     sequence = dataset.sequences[0]
     config = FALConfig(confidence_threshold=0.3)
-    boxes = pseudo_label_sequence(confident_teacher(), sequence, dataset.protocol, config)
+    boxes = pseudo_label_sequence(confident_teacher(), sequence, dataset.protocol, config, dataset.input_spec())
     gt_rows, pseudo = split_pseudo_labels(boxes, sequence.labels)
     assert np.array_equal(gt_rows, sequence.labels)
     assert len(pseudo) > 0
@@ -318,7 +318,7 @@ def test_reversed_stream_matches_a_stream_over_reversed_events(tiny_dataset):
     sequence = dataset.sequences[0]
     grid = fine_grid(base_times(sequence), 2)[:13]
     model = confident_teacher()
-    _, backward = teacher_predictions(model, sequence, dataset.geometry, grid)
+    _, backward = teacher_predictions(model, sequence, dataset.input_spec(), grid)
     t0, t1 = int(grid[0]), int(grid[-1])
     flipped = reverse_events(sequence.recording().read(t0, t1), t0, t1)
     width, height = dataset.geometry.size
@@ -354,9 +354,10 @@ def test_generate_reports_the_pseudo_boxes_it_kept_not_the_label_rows(tiny_datas
 
 def test_cli_pseudo_label_with_an_exported_checkpoint(tiny_dataset, tmp_path):
     from flexdet.cli import main
-    from flexdet.export.checkpoint import save_checkpoint
+    from flexdet.data.input_spec import identity_spec
+    from flexdet.models.checkpoint import save_model
 
-    checkpoint = save_checkpoint(tmp_path / "teacher.pt", confident_teacher())
+    checkpoint = save_model(tmp_path / "teacher.pt", confident_teacher(), identity_spec(64, 96))
     assert main(["pseudo-label", str(checkpoint), "--data", str(tiny_dataset), "--threshold", "0.3",
                  "--no-progress"]) == 0
     path = next(tiny_dataset.glob("train/*/object_detections/left/pseudo_tracks.npy"))

@@ -54,7 +54,7 @@ def test_student_overlay_takes_the_student_settings_and_needs_a_teacher():
 
 def _loader(root: Path, labels):
     dataset = open_dataset(root, "train", downsample=2)
-    cache = WindowCache(dataset.geometry, 10)
+    cache = WindowCache(dataset.input_spec())
     return ClipLoader(dataset, cache, [40.0], True, labels), dataset
 
 

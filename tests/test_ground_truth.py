@@ -9,6 +9,7 @@ import pytest
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.errors import ConfigError, FlexdetError
+from flexdet.data.clock import step_ends
 from flexdet.training.ground_truth import (
     dense_labels_at,
     format_rate,
@@ -19,7 +20,6 @@ from flexdet.training.ground_truth import (
     label_times,
     labels_at,
     persistent_pairs,
-    stream_step_times,
 )
 
 
@@ -134,17 +134,17 @@ def test_format_rate():
 def test_stream_steps_land_on_20hz_labels_after_10000_steps():
     t0 = 1_234_567
     label_instants = t0 + 50_000 * np.arange(1, 10_001, dtype=np.int64)
-    steps = stream_step_times(t0, int(label_instants[-1]), 20)
+    steps = step_ends(t0, int(label_instants[-1]), 20)
     assert steps.dtype == np.int64
     np.testing.assert_array_equal(steps, label_instants)
-    np.testing.assert_array_equal(stream_step_times(t0, int(label_instants[-1]), "20"), label_instants)
+    np.testing.assert_array_equal(step_ends(t0, int(label_instants[-1]), "20"), label_instants)
 
 
 @pytest.mark.parametrize("rate", [180, 25.7, "22.5", Fraction(1000, 7)])
 def test_stream_steps_are_exact_rounded_multiples(rate):
     exact = Fraction(str(rate)) if isinstance(rate, float) else Fraction(rate)
     t0, t1 = 10_000, 10_000 + 3_600_000_000  # one hour
-    steps = stream_step_times(t0, t1, rate)
+    steps = step_ends(t0, t1, rate)
     period = Fraction(1_000_000) / exact
     expected_count = int((t1 - t0) / period + Fraction(1, 2))  # last k with round(k * period) <= t1 - t0
     while t0 + int(expected_count * period + Fraction(1, 2)) > t1:
@@ -158,7 +158,7 @@ def test_stream_steps_are_exact_rounded_multiples(rate):
 def test_stream_steps_big_integer_path_agrees():
     rate = Fraction(10**9 + 7, 10**7)  # ~100 Hz with a large denominator: exceeds int64 intermediates
     t0, t1 = 0, 3_000_000_000
-    steps = stream_step_times(t0, t1, rate)
+    steps = step_ends(t0, t1, rate)
     period = Fraction(1_000_000) / rate
     for k in (1, 77_777, len(steps)):
         assert steps[k - 1] == int(k * period + Fraction(1, 2))
@@ -168,9 +168,9 @@ def test_stream_steps_big_integer_path_agrees():
 def test_stream_steps_reject_bad_rates_and_handle_empty_spans():
     for bad in (0, -20, "fast", float("nan")):
         with pytest.raises(ConfigError):
-            stream_step_times(0, 1_000_000, bad)
-    assert len(stream_step_times(5, 5, 20)) == 0
-    assert len(stream_step_times(0, 49_999, 20)) == 0
+            step_ends(0, 1_000_000, bad)
+    assert len(step_ends(5, 5, 20)) == 0
+    assert len(step_ends(0, 49_999, 20)) == 0
 
 
 def test_interframe_targets_refuse_pairs_from_other_labels():

@@ -12,7 +12,9 @@ import torch
 from flexdet.cli import main as cli_main
 from flexdet.data.events import make_events
 from flexdet.errors import ConfigError, FlexdetError
-from flexdet.export import export_bundle, load_checkpoint, load_runtime, metadata_for_model
+from flexdet.data.input_spec import identity_spec
+from flexdet.export import export_bundle, load_runtime, metadata_for_model
+from flexdet.models.checkpoint import load_model
 
 pytest.importorskip("onnxruntime")
 
@@ -50,7 +52,7 @@ def _exported_bundle(folder, seed: int, use_frames: bool):
     """A nano model seeded with `seed`, exported as a bundle into `folder`."""
     torch.manual_seed(seed)
     model = build("nano", use_frames=use_frames)
-    export_bundle(model, metadata_for_model(model, HEIGHT, WIDTH, window_us=WINDOW), folder)
+    export_bundle(model, metadata_for_model(model, identity_spec(HEIGHT, WIDTH, window_us=WINDOW)), folder)
     return folder
 
 
@@ -97,7 +99,7 @@ def windows(events: np.ndarray):
 
 def test_runtime_matches_hand_built_inputs_through_the_model(event_dir, events):
     """Each step's raw output equals forward_raw on a numpy-built histogram with the state carried by hand."""
-    model, _ = load_checkpoint(event_dir / "model.pt")
+    model = load_model(event_dir / "model.pt").model
     runtime = load_runtime(event_dir, backend="torch", device="cpu")
     state = model.init_state(1, HEIGHT, WIDTH)
     for chunk, t_end in windows(events):
@@ -139,7 +141,7 @@ def _sorted(detections: dict) -> dict:
 def test_fused_runtime_keeps_the_latest_frame(fused_dir, events):
     """A step without a frame uses the last frame given: same as torch forward_raw with the frame branch run on
     that frame, state carried by hand."""
-    model, _ = load_checkpoint(fused_dir / "model.pt")
+    model = load_model(fused_dir / "model.pt").model
     runtime = load_runtime(fused_dir, backend="onnxruntime", **ORT_OPTS)
     frame = np.random.default_rng(4).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     state = model.init_state(1, HEIGHT, WIDTH)
@@ -192,12 +194,25 @@ def test_wrong_inputs_raise_clear_errors(event_dir, fused_dir):
     fused = load_runtime(fused_dir, backend="onnxruntime", **ORT_OPTS)
     with pytest.raises(ConfigError, match=r"\(64, 96, 3\)"):
         fused.step(outside[:1], frame=np.zeros((HEIGHT * 2, WIDTH, 3), np.uint8))
-    with pytest.raises(ConfigError, match="exported for 64x96"):
-        load_runtime(event_dir / "model.onnx", backend="onnxruntime", height=128, width=96)
     with pytest.raises(ConfigError, match="backend"):
         load_runtime(event_dir, backend="openvino")
     with pytest.raises(FlexdetError, match="no such file"):
         load_runtime(event_dir / "missing.onnx")
+
+
+def test_a_camera_of_another_size_is_letterboxed_onto_the_model_sensor(event_dir, events):
+    """Events of a 2x larger camera land on the same model pixels (x' = floor(x / 2)); boxes come back x2."""
+    plain = load_runtime(event_dir, backend="torch", device="cpu")
+    fitted = load_runtime(event_dir, backend="torch", device="cpu")
+    assert plain.fit_camera(WIDTH, HEIGHT) is None
+    assert "scaled by 0.5" in fitted.fit_camera(2 * WIDTH, 2 * HEIGHT)
+    assert fitted.sensor_size == (2 * HEIGHT, 2 * WIDTH)
+    for chunk, t_end in list(windows(events))[:3]:
+        big = chunk.copy()
+        big["x"], big["y"] = chunk["x"] * 2 + 1, chunk["y"] * 2
+        a, b = plain.step(chunk, t_end=t_end), fitted.step(big, t_end=t_end)
+        np.testing.assert_array_equal(a["raw"], b["raw"])
+        np.testing.assert_allclose(b["boxes"], a["boxes"] * 2, rtol=1e-6)
 
 
 def test_preset_runtime_is_seeded_and_bench_prints_json(capsys):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from test_datasets import tiny_dataset
 
-from flexdet.training.checkpoint import load_checkpoint, load_detector
+from flexdet.models.checkpoint import load_model
+from flexdet.models.checkpoint import read_training_checkpoint as load_checkpoint
 from flexdet.training.config import load_train_config
 from flexdet.training.trainer import Trainer, train, train_or_reuse
 
@@ -30,8 +31,9 @@ def test_two_steps_finite_loss_checkpoint_and_resume(data_root, tmp_path):
     payload = load_checkpoint(result.checkpoint)  # torch.load(weights_only=True) inside
     assert payload["step"] == 2 and payload["sampler"]["step"] == 2
     assert (tmp_path / "run" / "config.yaml").is_file() and any((tmp_path / "run" / "tb").iterdir())
-    model, loaded_config, _, info = load_detector(result.checkpoint)
-    assert loaded_config.model.inputs == "events" and info["classes"] == ["pedestrian", "car"]
+    loaded = load_model(result.checkpoint)
+    assert loaded.train_config["model"]["inputs"] == "events" and loaded.classes == ["pedestrian", "car"]
+    assert loaded.spec.size == (48, 32) and loaded.spec.window_us == 50_000 and loaded.spec.bins == 10
     resumed = train(config, data_root, tmp_path / "run", resume=True)
     assert resumed.step == 3
 

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         opts.update(height=height, width=width)
     runtime = load_runtime(args.model, backend=args.backend, device=args.device, **opts)
     try:
-        window_us = runtime.metadata.window_us
+        window_us = runtime.spec.window_us
         duration = window_us + (args.warmup + args.steps) * args.step_us
         if args.recording:
             events, _, _ = recording_events(args.recording, duration)

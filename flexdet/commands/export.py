@@ -1,6 +1,7 @@
 """Export a model for deployment: model.pt (checkpoint), model.onnx (one streaming step, recurrent state as
 explicit inputs/outputs, metadata inside), frame_encoder.onnx for fused models, metadata.json and, with
---engine, TensorRT engines. From a preset the weights are random (seeded), for benchmarking."""
+--engine, TensorRT engines. A checkpoint's input specification gives the size, window and geometry; from a
+preset the weights are random (seeded), for benchmarking, at the size given."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `flexdet export`."""
-    parser.add_argument("checkpoint", nargs="?", help="checkpoint (.pt) to export")
+    parser.add_argument("checkpoint", nargs="?", help="any flexdet checkpoint (training, model.pt, export folder)")
     parser.add_argument("--preset", help="export a preset (nano/tiny/small/base) with random seeded weights")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (--preset)")
     parser.add_argument("--num-classes", type=int, default=2, help="classes of the preset model")
     parser.add_argument("--frames", action=argparse.BooleanOptionalAction, default=False,
                         help="preset with the RGB frame branch (fused) or event-only")
-    parser.add_argument("--classes", help="comma-separated class names (default: class_0, class_1, ...)")
-    parser.add_argument("--height", type=int, help="input height in px (default: the checkpoint's)")
-    parser.add_argument("--width", type=int, help="input width in px (default: the checkpoint's)")
-    parser.add_argument("--window-us", type=int, default=None, help="event window per step (default 50000)")
+    parser.add_argument("--classes", help="comma-separated class names (default: the checkpoint's, else class_K)")
+    parser.add_argument("--height", type=int, help="sensor height in px (--preset only; default 240)")
+    parser.add_argument("--width", type=int, help="sensor width in px (--preset only; default 304)")
+    parser.add_argument("--window-us", type=int, default=None,
+                        help="event window per step (default: the checkpoint's, 50000 for a preset)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (export on a CUDA device)")
     parser.add_argument("--engine", action="store_true", help="also build TensorRT engines (needs tensorrt)")
@@ -29,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build or load the model, then write every artifact into --out."""
-    import dataclasses
-
     import torch
 
     from flexdet.errors import ConfigError
@@ -42,24 +42,24 @@ def run(args: argparse.Namespace) -> int:
     if args.opset < 17:
         raise ConfigError(f"--opset {args.opset}: flexdet exports at opset >= 17 (LayerNormalization)")
     classes = args.classes.split(",") if args.classes else None
-    sized = {k: v for k, v in (("height", args.height), ("width", args.width)) if v}
     if args.checkpoint:
-        from flexdet.export.checkpoint import load_checkpoint
+        from flexdet.models.checkpoint import load_model
 
-        model, metadata = load_checkpoint(args.checkpoint)
+        if args.height or args.width:
+            raise ConfigError("--height / --width apply to --preset only: a checkpoint's input specification "
+                              "gives its size")
+        loaded = load_model(args.checkpoint)
+        model, spec, classes = loaded.model, loaded.require_spec(), classes or loaded.classes
     else:
+        from flexdet.data.input_spec import identity_spec
         from flexdet.models import build_model
 
         torch.manual_seed(args.seed)
-        model, metadata = build_model(args.preset, num_classes=args.num_classes, use_frames=args.frames), None
-    if metadata is None:
-        if len(sized) != 2:
-            raise ConfigError("--height and --width are required (the model has no deploy metadata)")
-        metadata = metadata_for_model(model.eval(), classes=classes, window_us=args.window_us or 50_000, **sized)
-    else:
-        changes = {**sized, **({"classes": classes} if classes else {}),
-                   **({"window_us": args.window_us} if args.window_us else {})}
-        metadata = dataclasses.replace(metadata, **changes)
+        model = build_model(args.preset, num_classes=args.num_classes, use_frames=args.frames)
+        spec = identity_spec(args.height or 240, args.width or 304, bins=model.config.in_channels // 2)
+    if args.window_us:
+        spec = spec.replace(window_us=args.window_us)
+    metadata = metadata_for_model(model.eval(), spec, classes)
     device = args.device or ("cuda" if args.fp16 and torch.cuda.is_available() else "cpu")
     written = export_bundle(model.eval(), metadata, args.out, opset=args.opset, fp16=args.fp16,
                             dynamic_batch=args.dynamic_batch, engine=args.engine, device=device)

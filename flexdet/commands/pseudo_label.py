@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 
+from flexdet.commands import DeprecatedAlias
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `flexdet pseudo-label`."""
-    parser.add_argument("checkpoint", help="teacher checkpoint (a training checkpoint or an exported model.pt)")
+    parser.add_argument("checkpoint", help="teacher: any flexdet checkpoint (training, model.pt, export folder)")
     parser.add_argument("--data", required=True, help="dataset folder (synthetic, DSEC-Det or Gen1 layout)")
     parser.add_argument("--split", default="train", help="split to pseudo-label (default: train)")
     parser.add_argument("--factor", type=int, default=None, help="teacher steps per label interval (default 2)")
@@ -19,7 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-class threshold on evaluated class ids, repeatable (e.g. 1=0.7)")
     parser.add_argument("--nms", type=float, default=None, help="class-wise NMS IoU when merging directions")
     parser.add_argument("--forward-only", action="store_true", help="skip the time-reversed teacher pass")
-    parser.add_argument("--protocol", default=None, help="protocol override (default: the checkpoint's)")
+    parser.add_argument("--benchmark", default=None,
+                        help="benchmark rules (class map, filters) override: gen1, 1mpx, dsec2, dsec8 (default: "
+                             "the checkpoint's)")
+    parser.add_argument("--protocol", dest="benchmark", action=DeprecatedAlias, new_flag="--benchmark",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -27,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from flexdet.config import apply_overrides, load_yaml
     from flexdet.training.fal.config import FALConfig
-    from flexdet.training.fal.generate import pseudo_label_dataset
+    from flexdet.training.fal.generate import pseudo_label_checkpoint
 
     config = load_yaml(FALConfig, args.config) if args.config else FALConfig()
     overrides = {"factor": args.factor, "confidence_threshold": args.threshold, "nms_iou": args.nms}
@@ -37,31 +43,12 @@ def run(args: argparse.Namespace) -> int:
     if args.forward_only:
         overrides["both_directions"] = False
     config = apply_overrides(config, overrides) if overrides else config
-    model, layout, protocol, downsample = load_teacher(args.checkpoint)
-    written = pseudo_label_dataset(model, args.data, args.split, config, layout, args.protocol or protocol,
-                                   downsample, args.device, not args.no_progress)
+    written = pseudo_label_checkpoint(args.checkpoint, args.data, args.split, config, args.benchmark, args.device,
+                                      not args.no_progress)
     for path in written:
         print(path)
     print(f"wrote pseudo labels for {len(written)} sequence(s) at {config.factor}x the label rate")
     return 0
-
-
-def load_teacher(path: str):
-    """(model, layout, protocol, downsample): a training checkpoint brings its data settings; an exported
-    model.pt brings weights only (auto layout and protocol, full resolution)."""
-    from flexdet.errors import CheckpointError
-    from flexdet.export.checkpoint import load_checkpoint
-    from flexdet.training.checkpoint import load_detector
-
-    try:
-        model, train_config, _, _ = load_detector(path)
-        data = train_config.data
-        return model, data.layout, data.protocol, data.downsample
-    except CheckpointError as exc:
-        if "format tag missing" not in str(exc):
-            raise
-    model, _ = load_checkpoint(path)
-    return model, "auto", "auto", 1
 
 
 def _class_thresholds(items: list[str]) -> dict[int, float]:

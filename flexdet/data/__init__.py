@@ -38,6 +38,10 @@ _EXPORTS = {
     "iter_windows": "flexdet.data.representations",
     "window_bounds": "flexdet.data.representations",
     "downsample_events": "flexdet.data.representations",
+    "InputSpec": "flexdet.data.input_spec",
+    "Geometry": "flexdet.data.geometry",
+    "StepClock": "flexdet.data.clock",
+    "step_ends": "flexdet.data.clock",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -15,7 +15,7 @@ _EXPORTS = {
     "SourceChunk": "flexdet.demo.sources",
     "SourceEnded": "flexdet.demo.sources",
     "Pacer": "flexdet.demo.sources",
-    "StepClock": "flexdet.demo.pipeline",
+    "StepClock": "flexdet.data.clock",
     "StepInput": "flexdet.demo.pipeline",
     "WindowAssembler": "flexdet.demo.pipeline",
     "WindowQueue": "flexdet.demo.pipeline",

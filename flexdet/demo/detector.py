@@ -22,8 +22,9 @@ class Detections:
 
 
 class StepDetector:
-    """Feeds each StepInput to a StreamingRuntime: events of the step's window, t_end, and the model frame
-    (latest at or before the window start, resized to the exported size) when it changed."""
+    """Feeds each StepInput to a StreamingRuntime: the sensor events of the step's window, t_end, and the model
+    frame (latest at or before the window start) when it changed; the runtime applies the model's input
+    specification and returns boxes in sensor pixels."""
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
@@ -32,7 +33,7 @@ class StepDetector:
 
     @property
     def window_us(self) -> int:
-        return int(self.metadata.window_us)
+        return int(self.runtime.spec.window_us)
 
     @property
     def class_names(self) -> list[str]:
@@ -55,21 +56,21 @@ class StepDetector:
         if not self.metadata.use_frames or step.model_frame is None or step.model_frame[0] == self._last_frame_time:
             return None
         self._last_frame_time, frame = step.model_frame
-        size = (int(self.metadata.width), int(self.metadata.height))
-        if frame.shape[:2] != size[::-1]:
-            import cv2
-
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(frame, np.uint8)
 
 
 def load_detector(model: str, backend: str, width: int, height: int, score_thresh: float,
                   device: str | None = None) -> StepDetector:
-    """A StepDetector for a width x height sensor over `load_runtime(model, backend)`, keeping detections with
-    score > score_thresh (0 shows every box the network proposes)."""
+    """A StepDetector for a width x height camera over `load_runtime(model, backend)`, keeping detections with
+    score > score_thresh (0 shows every box the network proposes). A camera of another size than the model's
+    sensor is letterboxed onto it (the rule is printed)."""
     from flexdet.export import load_runtime
 
     if not 0 <= score_thresh <= 1:
         raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
-    return StepDetector(load_runtime(model, backend=backend, device=device, height=height, width=width,
-                                     conf_thresh=score_thresh))
+    runtime = load_runtime(model, backend=backend, device=device, height=height, width=width,
+                           conf_thresh=score_thresh)
+    note = runtime.fit_camera(width, height)
+    if note:
+        print(f"note: {note}")
+    return StepDetector(runtime)

@@ -17,50 +17,12 @@ from fractions import Fraction
 
 import numpy as np
 
+from flexdet.data.clock import StepClock, exact_rate
 from flexdet.data.events import empty_events
 from flexdet.demo.sources import EventSource, Frame, Pacer, SourceChunk, SourceEnded
 from flexdet.errors import ConfigError, FlexdetError
 
 OVERLOAD_POLICIES = ("drop", "merge")
-
-
-def exact_rate(rate_hz: float | str | Fraction) -> Fraction:
-    """The rate as an exact fraction read from its decimal text (so 25.7 Hz is 257/10 Hz)."""
-    rate = rate_hz if isinstance(rate_hz, Fraction) else Fraction(str(rate_hz))
-    if rate <= 0:
-        raise ConfigError(f"--rate must be positive, got {rate_hz}")
-    return rate
-
-
-class StepClock:
-    """End times of detection steps: end_k = t0 + round(k * 1e6 / rate) µs (half up), exact at any k.
-
-    `set_rate` re-anchors at the last step's end, so a rate change never moves a step already taken.
-    """
-
-    def __init__(self, t0: int, rate_hz: float | str | Fraction) -> None:
-        self.t0 = int(t0)
-        self.rate = exact_rate(rate_hz)
-        self.k = 0
-
-    def end(self, k: int) -> int:
-        """End (µs) of step k >= 1 since the last anchor."""
-        num, den = 1_000_000 * self.rate.denominator, self.rate.numerator
-        return self.t0 + (2 * k * num + den) // (2 * den)
-
-    @property
-    def next_end(self) -> int:
-        return self.end(self.k + 1)
-
-    def advance(self) -> int:
-        """Take the next step; returns its end."""
-        self.k += 1
-        return self.end(self.k)
-
-    def set_rate(self, rate_hz: float | str | Fraction) -> None:
-        self.t0 = self.end(self.k) if self.k else self.t0
-        self.rate = exact_rate(rate_hz)
-        self.k = 0
 
 
 @dataclass

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from flexdet.atomic import atomic_write_bytes
+from flexdet.data.clock import exact_rate
 from flexdet.demo.detector import StepDetector
-from flexdet.demo.pipeline import Producer, WindowQueue, exact_rate
+from flexdet.demo.pipeline import Producer, WindowQueue
 from flexdet.demo.render import RenderOptions, render_frame, status_text
 from flexdet.demo.sinks import JsonlSink, VideoSink, WindowSink, detection_record
 from flexdet.demo.sources import EventSource, Pacer, SourceEnded

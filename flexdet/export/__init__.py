@@ -9,8 +9,6 @@ _EXPORTS = {
     "DeployMetadata": "flexdet.export.metadata",
     "metadata_for_model": "flexdet.export.metadata",
     "read_onnx_metadata": "flexdet.export.metadata",
-    "save_checkpoint": "flexdet.export.checkpoint",
-    "load_checkpoint": "flexdet.export.checkpoint",
     "export_onnx": "flexdet.export.onnx_export",
     "export_bundle": "flexdet.export.bundle",
     "build_engine": "flexdet.export.tensorrt_build",

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from flexdet.data.events import make_events
+from flexdet.data.representations.windows import window_bounds
 from flexdet.errors import ConfigError
 from flexdet.export.runtime.streaming import STAGES, StreamingRuntime
 
@@ -37,11 +38,13 @@ def recording_events(path: os.PathLike[str] | str, duration_us: int) -> tuple[np
 
 
 def step_windows(events: np.ndarray, steps: int, step_us: int, window_us: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(events of [t_end - window_us, t_end), t_end) for t_end = window_us + k * step_us, k < steps."""
+    """(events of [t_end - window_us, t_end), t_end) for the first `steps` steps of a stream whose step k ends
+    at window_us + k * step_us (the step clock with a whole-µs stride)."""
+    starts, ends = window_bounds(window_us - step_us, window_us + (steps - 1) * step_us, window_us=window_us,
+                                 stride_us=step_us)
     t = events["t"]
-    for k in range(steps):
-        t_end = window_us + k * step_us
-        lo, hi = np.searchsorted(t, [t_end - window_us, t_end])
+    for t_start, t_end in zip(starts.tolist(), ends.tolist()):
+        lo, hi = np.searchsorted(t, [t_start, t_end])
         yield events[lo:hi], t_end
 
 
@@ -53,7 +56,7 @@ def benchmark(runtime: StreamingRuntime, events: np.ndarray, steps: int, step_us
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
-    window_us = runtime.metadata.window_us
+    window_us = runtime.spec.window_us
     frame = None
     if runtime.metadata.use_frames:
         frame = np.random.default_rng(0).integers(0, 256, (*runtime.sensor_size, 3), dtype=np.uint8)

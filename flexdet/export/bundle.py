@@ -9,11 +9,11 @@ from pathlib import Path
 from torch import nn
 
 from flexdet.atomic import atomic_write_text
-from flexdet.export.checkpoint import save_checkpoint
 from flexdet.export.metadata import DeployMetadata
 from flexdet.export.onnx_export import export_onnx
+from flexdet.models.checkpoint import MODEL_FILE, save_model
 
-CHECKPOINT_NAME = "model.pt"
+CHECKPOINT_NAME = MODEL_FILE
 ONNX_NAME = "model.onnx"
 METADATA_NAME = "metadata.json"
 ENGINE_SUFFIX = ".engine"
@@ -27,7 +27,7 @@ def export_bundle(model: nn.Module, metadata: DeployMetadata, out_dir: os.PathLi
     out.mkdir(parents=True, exist_ok=True)
     written = export_onnx(model, metadata, out / ONNX_NAME, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
                           device=device)
-    written["checkpoint"] = save_checkpoint(out / CHECKPOINT_NAME, model, metadata)
+    written["checkpoint"] = save_model(out / CHECKPOINT_NAME, model, metadata.input, metadata.classes)
     atomic_write_text(out / METADATA_NAME, metadata.to_json() + "\n")
     written["metadata"] = out / METADATA_NAME
     if engine:

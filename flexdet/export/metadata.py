@@ -1,4 +1,4 @@
-"""What a deployed model needs besides its weights: classes, representation, window, sensor size, state names.
+"""What a deployed model needs besides its weights: the input specification, classes, state names.
 
 Stored as JSON in the ONNX file's metadata_props (key `flexdet`) and beside the weights in `model.pt`, so a
 runtime rebuilds exactly the input the network was trained on from any exported artifact.
@@ -13,29 +13,24 @@ from typing import Any
 
 from flexdet import __version__
 from flexdet.config import from_dict, to_dict
+from flexdet.data.input_spec import InputSpec, identity_spec
 from flexdet.errors import ConfigError, FormatError
 
 METADATA_KEY = "flexdet"
-EVENT_NORMALISATION = "stacked histogram counts saturated at `clip`, as float32 (no scaling)"
-FRAME_NORMALISATION = "RGB uint8 / 255 -> [0, 1]; ImageNet mean/std applied inside the network"
+_LEGACY_INPUT_KEYS = ("height", "width", "representation", "bins", "clip", "window_us", "dual_windows",
+                      "event_normalisation", "frame_normalisation")
 
 
 @dataclass
 class DeployMetadata:
-    """Everything a runtime needs to turn events (and frames) into the network's inputs and back."""
+    """Everything a runtime needs besides the weights: the input specification (sensor geometry,
+    representation, window), class names, whether frames are read, the state tensors and how the graph was
+    exported. The graph's spatial size is the specification's input size."""
 
-    height: int
-    width: int
+    input: InputSpec
     classes: list[str] = field(default_factory=lambda: ["car", "pedestrian"])
-    representation: str = "stacked_histogram"
-    bins: int = 10
-    clip: int = 10
-    window_us: int = 50_000
     use_frames: bool = False
-    dual_windows: bool = False
     state_names: list[str] = field(default_factory=list)
-    event_normalisation: str = EVENT_NORMALISATION
-    frame_normalisation: str = FRAME_NORMALISATION
     dtype: str = "float32"
     dynamic_batch: bool = False
     opset: int = 17
@@ -43,13 +38,19 @@ class DeployMetadata:
     model_config: dict = field(default_factory=dict)
     flexdet_version: str = __version__
 
-    def __post_init__(self) -> None:
-        if self.representation != "stacked_histogram":
-            raise ConfigError(f"runtime representation {self.representation!r}: only stacked_histogram is supported")
-        if self.height < 1 or self.width < 1:
-            raise ConfigError(f"sensor size must be positive, got {self.height}x{self.width}")
-        if self.window_us < 1 or self.bins < 1:
-            raise ConfigError(f"window_us and bins must be >= 1, got {self.window_us}, {self.bins}")
+    @property
+    def height(self) -> int:
+        """Input (graph) height."""
+        return self.input.size[1]
+
+    @property
+    def width(self) -> int:
+        """Input (graph) width."""
+        return self.input.size[0]
+
+    @property
+    def window_us(self) -> int:
+        return self.input.window_us
 
     def to_json(self) -> str:
         """Compact JSON text of every field."""
@@ -57,27 +58,41 @@ class DeployMetadata:
 
     @classmethod
     def from_json(cls, text: str, source: str = "metadata") -> DeployMetadata:
-        """Parse JSON written by `to_json`; a clear FormatError when it is not."""
+        """Parse JSON written by `to_json` (or by flexdet before the input specification existed)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise FormatError(source, f"flexdet metadata is not valid JSON ({exc.msg})", offset=exc.pos) from None
         if not isinstance(data, dict):
             raise FormatError(source, "flexdet metadata is not a JSON object")
+        if "input" not in data:
+            data = _legacy(data, source)
         return from_dict(cls, data, source=source)
 
 
-def metadata_for_model(model: Any, height: int, width: int, classes: list[str] | None = None,
-                       window_us: int = 50_000, **fields: Any) -> DeployMetadata:
-    """Metadata of a FlexDetector deployed at (height, width); classes default to class_0..class_{K-1}."""
+def _legacy(data: dict, source: str) -> dict:
+    """Metadata written before the input specification: an identity geometry at the exported size."""
+    legacy = {key: data.pop(key) for key in _LEGACY_INPUT_KEYS if key in data}
+    if "height" not in legacy or "width" not in legacy:
+        raise FormatError(source, "flexdet metadata has neither 'input' nor 'height'/'width'")
+    spec = identity_spec(int(legacy["height"]), int(legacy["width"]), bins=int(legacy.get("bins", 10)),
+                         clip=int(legacy.get("clip", 10)), window_us=int(legacy.get("window_us", 50_000)),
+                         dual_windows=bool(legacy.get("dual_windows", False)))
+    return {**data, "input": to_dict(spec)}
+
+
+def metadata_for_model(model: Any, spec: InputSpec, classes: list[str] | None = None, **fields: Any
+                       ) -> DeployMetadata:
+    """Metadata of a FlexDetector fed by `spec`; classes default to class_0..class_{K-1}."""
+    from flexdet.models.checkpoint import class_names
+
     config = model.config
-    names = list(classes) if classes else [f"class_{k}" for k in range(config.num_classes)]
-    if len(names) != config.num_classes:
-        raise ConfigError(f"{len(names)} class names given for a model with {config.num_classes} classes")
-    if config.in_channels % 2:
-        raise ConfigError(f"model.in_channels={config.in_channels} is not 2 * bins of a stacked histogram")
-    return DeployMetadata(height=height, width=width, classes=names, bins=config.in_channels // 2,
-                          window_us=window_us, use_frames=config.use_frames, dual_windows=config.dual_windows,
+    if spec.channels != config.in_channels * (2 if config.dual_windows else 1) or \
+            spec.dual_windows != config.dual_windows:
+        raise ConfigError(f"input specification gives {spec.channels} channels (bins {spec.bins}, dual windows "
+                          f"{spec.dual_windows}) but the model reads {config.in_channels} per view "
+                          f"(dual windows {config.dual_windows})")
+    return DeployMetadata(input=spec, classes=class_names(model, classes), use_frames=config.use_frames,
                           state_names=model.state_names(), model_config=to_dict(config), **fields)
 
 

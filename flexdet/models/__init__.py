@@ -13,6 +13,9 @@ _EXPORTS = {
     "load_model_config": "flexdet.models.config",
     "FlexDetector": "flexdet.models.detector",
     "postprocess": "flexdet.models.postprocess",
+    "load_model": "flexdet.models.checkpoint",
+    "save_model": "flexdet.models.checkpoint",
+    "LoadedModel": "flexdet.models.checkpoint",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -20,7 +20,7 @@ _LAYER_OF_STRIDE = {4: "layer1", 8: "layer2", 16: "layer3", 32: "layer4"}
 
 def load_resnet_weights(resnet: nn.Module, path: str) -> None:
     """Load a torchvision ResNet state dict from a local file (weights_only); the classifier may be absent."""
-    from flexdet.models.checkpoint_io import read_torch_file
+    from flexdet.models.checkpoint import read_torch_file
 
     file = Path(path)
     state = read_torch_file(file, "frame backbone weights file")

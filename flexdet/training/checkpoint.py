@@ -1,5 +1,5 @@
-"""Training checkpoints: model, optimiser, scheduler, RNG states, sampler position and step, written atomically
-and read back with `torch.load(weights_only=True)` (the config is stored as plain data, not pickled objects)."""
+"""Writing training checkpoints: model, input specification, optimiser, scheduler, RNG states, sampler position
+and step, atomically, as plain data (no pickled objects); `flexdet.models.checkpoint` reads them back."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import numpy as np
 import torch
 
 from flexdet.atomic import atomic_path
-from flexdet.errors import CheckpointError
-
-FORMAT = "flexdet-train-checkpoint-1"
+from flexdet.models.checkpoint import TRAIN_FORMAT
 
 
 def rng_states() -> dict[str, Any]:
@@ -49,33 +47,5 @@ def save_checkpoint(path: os.PathLike[str] | str, payload: dict[str, Any]) -> Pa
     """Write `payload` (+ format tag) atomically: a crash leaves the previous checkpoint intact."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+        torch.save({"format": TRAIN_FORMAT, **payload}, tmp)
     return path
-
-
-def load_checkpoint(path: os.PathLike[str] | str, map_location: str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file and the problem."""
-    from flexdet.models.checkpoint_io import read_torch_file
-
-    path = Path(path)
-    payload = read_torch_file(path, "flexdet checkpoint", map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a flexdet training checkpoint (format tag missing)")
-    for key in ("model", "config", "step"):
-        if key not in payload:
-            raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
-    return payload
-
-
-def load_detector(path: os.PathLike[str] | str, map_location: str = "cpu"):
-    """(model in eval mode, TrainConfig, model config dict, dataset info dict) from a training checkpoint."""
-    from flexdet.config import from_dict
-    from flexdet.models.checkpoint_io import model_from_state
-    from flexdet.training.config import TrainConfig
-
-    payload = load_checkpoint(path, map_location)
-    if "model_config" not in payload:
-        raise CheckpointError(f"{path}: checkpoint lacks 'model_config'")
-    train_config = from_dict(TrainConfig, payload["config"], source=f"{path}:config")
-    model = model_from_state(path, payload["model_config"], payload["model"])
-    return model, train_config, model.config, payload.get("dataset", {})

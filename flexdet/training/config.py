@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flexdet.config import apply_overrides, load_yaml
+from flexdet.data.input_spec import TIME_NORMS
 from flexdet.errors import ConfigError
 from flexdet.training.fal.config import FALConfig
 
@@ -36,6 +37,8 @@ class DataConfig:
     protocol "auto" picks synthetic (dataset.yaml), dsec2 (DSEC-Det) or gen1 from the layout. `downsample`
     divides the resolution further (on top of the protocol's own scale). Clips are `clip_steps` steps at one
     of `rates_hz` (window = 1/rate); `stream_fraction` of each batch are streaming clips (state carried).
+    `bins`, `clip`, `time_norm` ("window" or RVT's "events"), `end_inclusive` (RVT: the event at the window
+    end counts) define the stacked histograms (`flexdet.data.input_spec.InputSpec`).
     `labels`: "auto" (dense ground truth where the data has it), "sparse" (the label file's instants only, what
     a real dataset offers) or "pseudo" (label file + pseudo_tracks.npy, FAL student). `clip_align`: clip
     starts are multiples of it, so with a 2x grid every batch step is all-GT or all-pseudo.
@@ -47,6 +50,9 @@ class DataConfig:
     val_split: str = "val"
     downsample: int = 1
     bins: int = 10
+    clip: int = 10
+    time_norm: str = "window"
+    end_inclusive: bool = False
     rates_hz: list[float] = field(default_factory=lambda: [20.0])
     clip_steps: int = 11
     batch_size: int = 8
@@ -120,6 +126,10 @@ def validate(config: TrainConfig) -> None:
     if data.clip_align < 1 or data.clip_steps % data.clip_align:
         raise ConfigError(f"data.clip_align must be >= 1 and divide data.clip_steps ({data.clip_steps}), "
                           f"got {data.clip_align}")
+    if data.time_norm not in TIME_NORMS:
+        raise ConfigError(f"data.time_norm must be one of {TIME_NORMS}, got {data.time_norm!r}")
+    if not 1 <= data.clip <= 255:
+        raise ConfigError(f"data.clip must be in [1, 255], got {data.clip}")
     if data.cache not in ("memory", "disk", "none"):
         raise ConfigError(f"data.cache must be memory, disk or none, got {data.cache!r}")
     if data.batch_size < 1 or data.clip_steps < 1 or data.downsample < 1 or data.bins < 1:

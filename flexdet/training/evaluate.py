@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError
 from flexdet.training.coco_eval import coco_metrics
-from flexdet.training.datasets.cache import stream_windows, window_histograms
-from flexdet.training.datasets.geometry import Geometry
+from flexdet.training.datasets.cache import stream_windows
 from flexdet.training.datasets.sequences import Dataset, Sequence, open_dataset
 from flexdet.training.ground_truth import interframe_deltas, interframe_targets, persistent_pairs
 from flexdet.training.protocols import Protocol
@@ -47,12 +47,14 @@ class StreamRunner:
     """Drives one detector through sequences with the stepper (`StreamingRuntime`, torch backend), its inputs
     built by the model's input specification; several sequences side by side as one batch."""
 
-    def __init__(self, model: torch.nn.Module, spec: InputSpec, device: torch.device | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, spec: InputSpec, protocol: Protocol,
+                 device: torch.device | None = None) -> None:
         from flexdet.export.metadata import metadata_for_model
         from flexdet.export.runtime.streaming import torch_runtime
 
         device = device if device is not None else next(model.parameters()).device
         self.spec = spec
+        self.protocol = protocol
         self.runtime = torch_runtime(model.eval(), metadata_for_model(model, spec), device)
         self.uses_events = getattr(model.config, "use_events", True)
         self.uses_frames = model.config.use_frames
@@ -84,7 +86,8 @@ class StreamRunner:
                     wanted = [self.spec.frame_index(s.frame_times, int(b[min(k, len(b) - 1)]))
                               for s, b in zip(sequences, starts)]
                     if wanted != shown and max(wanted) >= 0:
-                        batch, shown = _frame_batch(frames, wanted), wanted
+                        batch = np.stack([self.spec.paired_frames(f, [i])[0] for f, i in zip(frames, wanted)])
+                        shown = wanted
                 for i, detection in enumerate(self.runtime.step_inputs(inputs[j], batch)):
                     if k < len(ends[i]):
                         detections[i].append(detection)
@@ -121,11 +124,6 @@ class StreamRunner:
             self._frame_cache = (sequence.name, np.stack([sequence.frame(i, self.spec)
                                                           for i in range(len(sequence.frame_times))]))
         return self._frame_cache[1]
-
-
-def _frame_batch(frames: list[np.ndarray], wanted: list[int]) -> np.ndarray:
-    """(B, H, W, 3) frames of each column; a column before its first frame sees a black image."""
-    return np.stack([f[i] if i >= 0 else np.zeros_like(f[0]) for f, i in zip(frames, wanted)])
 
 
 def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float, dense: bool) -> list[ScoredRun]:
@@ -176,7 +174,7 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence) -> dict[float | No
         if i is None:
             return
         t0 = int(ends[k])
-        index = max(sequence.frame_index(t0), 0) if sequence.has_frames else None
+        index = runner.spec.frame_index(sequence.frame_times, t0) if sequence.has_frames else -1
         for d in deltas:
             collected[d.rate_hz][0].append(t0 + d.delta_us)
             collected[d.rate_hz][1].append((runner.step_from(sequence, state, t0, t0 + d.delta_us, index),
@@ -185,7 +183,7 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence) -> dict[float | No
     first = int(pairs[0, 0])
     if first == sequence.start_us:  # the stream's first step ends one window later: fork from a fresh state
         branch_state = None
-        index = 0 if sequence.has_frames else None
+        index = runner.spec.frame_index(sequence.frame_times, first) if sequence.has_frames else -1
         for d in deltas:
             collected[d.rate_hz][0].append(first + d.delta_us)
             collected[d.rate_hz][1].append((runner.step_from(sequence, branch_state, first, first + d.delta_us, index),
@@ -222,17 +220,23 @@ def _filtered(detection: dict, t: int, protocol: Protocol, recording_start: int)
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], protocol_kind: str = "stream",
              out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
-             bins: int = 10, batch_size: int = 8) -> list[dict]:
+             spec: InputSpec | None = None, batch_size: int = 8) -> list[dict]:
     """Metric rows ({model, protocol, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
-    predictions per rate and sequence (label files' frame and dtype). Stream protocols run `batch_size`
-    sequences side by side."""
+    predictions per rate and sequence (label files' frame and dtype). `spec`: the model's input specification
+    (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size` sequences side
+    by side."""
     from tqdm import tqdm
 
     if protocol_kind not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {PROTOCOLS}, got {protocol_kind!r}")
     if protocol_kind == "interframe" and not dataset.has_frames:
         raise ConfigError(f"{dataset.root}: the interframe protocol needs RGB frames (DSEC layout)")
-    runner = StreamRunner(model, dataset.protocol, bins, next(model.parameters()).device)
+    if spec is None:
+        spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
+    if spec.size != dataset.geometry.size:
+        raise ConfigError(f"{dataset.root}: the model's input is {spec.size[0]}x{spec.size[1]} but this dataset is "
+                          f"scored at {dataset.geometry.size[0]}x{dataset.geometry.size[1]} (data.downsample?)")
+    runner = StreamRunner(model, spec, dataset.protocol)
     dense = protocol_kind == "stream" and all(s.dense is not None for s in dataset.sequences)
     per_rate: dict[float | None, list[ScoredRun]] = {}
     bar = tqdm(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),
@@ -265,18 +269,22 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float],
                         protocol_kind: str = "stream", out_dir: str | Path | None = None, split: str = "test",
                         model_name: str | None = None, progress: bool = True) -> list[dict]:
-    """Load a training checkpoint, open `split` of the dataset the way it was trained, evaluate, write results."""
-    from flexdet.training.checkpoint import load_detector
+    """Load any flexdet checkpoint, open `split` of the dataset the way it was trained (a training checkpoint's
+    data settings; otherwise the layout's own benchmark), evaluate with the checkpoint's input specification,
+    write results."""
+    from flexdet.models.checkpoint import load_model
 
-    model, config, _, info = load_detector(checkpoint)
-    data = config.data
-    dataset = open_dataset(data_root, split, data.layout, data.protocol, data.downsample)
+    loaded = load_model(checkpoint)
+    model = loaded.model
+    data = (loaded.train_config or {}).get("data", {})
+    dataset = open_dataset(data_root, split, data.get("layout", "auto"), data.get("protocol", "auto"),
+                           int(data.get("downsample", 1)))
     try:
         if dataset.protocol.num_classes != model.config.num_classes:
             raise ConfigError(f"{checkpoint}: the model has {model.config.num_classes} classes but {data_root} is "
                               f"scored with {dataset.protocol.num_classes}")
-        rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, model_name or config.model.inputs,
-                        progress, data.bins)
+        name = model_name or (loaded.train_config or {}).get("model", {}).get("inputs", "model")
+        rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, name, progress, loaded.spec)
     finally:
         dataset.close()
     if out_dir is not None:

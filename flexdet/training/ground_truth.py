@@ -1,20 +1,16 @@
-"""Ground truth at any time: exact label instants, DAGr's interframe interpolation, dense (1 ms) labels,
-and the exact step times of a stream run at any rate.
+"""Ground truth at any time: exact label instants, DAGr's interframe interpolation and dense (1 ms) labels.
 
 All functions take BOX_DTYPE label arrays sorted by `t`, where every box of one labelled instant shares `t`.
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
 
 from flexdet.data.boxes import boxes_to_xyxy
 from flexdet.errors import ConfigError, FlexdetError
-
-Rate = int | float | str | Fraction
 
 
 class InterframeDelta(NamedTuple):
@@ -146,50 +142,6 @@ def interframe_deltas(max_us: int = 50_000, count: int = 10) -> list[InterframeD
         rate = round(1e6 / delta, 1) if delta > 0 else None
         deltas.append(InterframeDelta(delta, rate, format_rate(rate)))
     return deltas
-
-
-def stream_step_times(t0: int, t1: int, rate_hz: Rate) -> np.ndarray:
-    """End times (int64 µs) of a stream's steps: t0 + round(k * 1e6 / rate) for k >= 1 while <= t1.
-
-    Exact rational arithmetic (the rate is read from its decimal text, so 25.7 is 257/10), rounding half
-    up: no drift however long the stream, and at 20 Hz every step lands on t0 + k * 50 ms.
-    """
-    rate = _exact_rate(rate_hz)
-    t0, t1 = int(t0), int(t1)
-    if t1 <= t0:
-        return np.empty(0, dtype=np.int64)
-    numerator = 1_000_000 * rate.denominator
-    denominator = rate.numerator
-    # round(k * p / q) <= D  <=>  k < (2D + 1) q / (2p): the last step index, exactly.
-    count = _ceil_div((2 * (t1 - t0) + 1) * denominator, 2 * numerator) - 1
-    if 2 * (count + 1) * numerator + denominator < 2 ** 62:
-        k = np.arange(1, count + 1, dtype=np.int64)
-        return t0 + (2 * k * numerator + denominator) // (2 * denominator)
-    return np.array([t0 + _offset(k, numerator, denominator) for k in range(1, count + 1)], dtype=np.int64)
-
-
-def _exact_rate(rate_hz: Rate) -> Fraction:
-    """The rate as an exact fraction; floats are read from their shortest decimal text (25.7 -> 257/10)."""
-    try:
-        if isinstance(rate_hz, (int, str, Fraction)):
-            rate = Fraction(rate_hz)
-        else:
-            rate = Fraction(repr(float(rate_hz)))
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"stream rate must be a number of Hz, got {rate_hz!r}") from None
-    if rate <= 0:
-        raise ConfigError(f"stream rate must be positive, got {rate_hz} Hz")
-    return rate
-
-
-def _ceil_div(a: int, b: int) -> int:
-    """ceil(a / b) for positive integers, exactly."""
-    return -(-a // b)
-
-
-def _offset(k: int, numerator: int, denominator: int) -> int:
-    """round(k * numerator / denominator), halves up, in exact integers."""
-    return (2 * k * numerator + denominator) // (2 * denominator)
 
 
 def _instants(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

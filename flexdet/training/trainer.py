@@ -18,10 +18,12 @@ import torch
 from torch import nn
 
 from flexdet.config import save_yaml, to_dict
+from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError, ConfigError
-from flexdet.training.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from flexdet.models.checkpoint import load_model, read_training_checkpoint
+from flexdet.training.checkpoint import rng_states, save_checkpoint, set_rng_states
 from flexdet.training.config import TrainConfig
-from flexdet.training.datasets import ClipLoader, ClipSampler, WindowCache, open_dataset
+from flexdet.training.datasets import ClipLoader, ClipSampler, Dataset, WindowCache, open_dataset
 from flexdet.training.distributed import DistContext, mean_across, setup_distributed, shard
 from flexdet.training.fal.recipes import training_labels
 
@@ -49,12 +51,23 @@ class TrainResult:
 
 
 def build_detector(config: TrainConfig, num_classes: int):
-    """The FlexDetector the recipe names: fusion (events + RGB), events only, or frames only."""
+    """The FlexDetector the recipe names: fusion (events + RGB), events only, or frames only; it reads
+    2 * data.bins channels per event view."""
     from flexdet.models import build_model
 
     inputs = config.model.inputs
+    options = {"in_channels": 2 * config.data.bins, **config.model.options}
     return build_model(config.model.preset, num_classes=num_classes, use_frames=inputs != "events",
-                       use_events=inputs != "frames", **config.model.options)
+                       use_events=inputs != "frames", **options)
+
+
+def training_input_spec(config: TrainConfig, dataset: Dataset, dual_windows: bool) -> InputSpec:
+    """The input specification a recipe trains with: the dataset's geometry, the data section's histogram
+    settings, the window of the first training rate."""
+    data = config.data
+    return dataset.input_spec(bins=data.bins, clip=data.clip, time_norm=data.time_norm,
+                              end_inclusive=data.end_inclusive, window_us=int(round(1e6 / float(data.rates_hz[0]))),
+                              dual_windows=dual_windows)
 
 
 class Trainer:
@@ -83,7 +96,8 @@ class Trainer:
                 self.module, device_ids=[self.context.local_rank] if self.context.device.type == "cuda" else None,
                 find_unused_parameters=config.model.inputs == "frames")
         cache_dir = data.cache_dir or str(self.out_dir / "cache") if data.cache == "disk" else None
-        self.cache = WindowCache(self.dataset.geometry, data.bins, cache_dir, keep=data.cache != "none")
+        self.spec = training_input_spec(config, self.dataset, self.detector.config.dual_windows)
+        self.cache = WindowCache(self.spec, cache_dir, keep=data.cache != "none")
         use_frames = config.model.inputs != "events"
         self.loader = ClipLoader(self.dataset, self.cache, data.rates_hz, use_frames, training_labels(config))
         self.sampler = ClipSampler(self.loader.stream_lengths(), data.batch_size, data.clip_steps,
@@ -145,10 +159,11 @@ class Trainer:
         return tuple(s * keep.view(-1, *([1] * (s.dim() - 1))) for s in self.stream_state)
 
     def _load_init(self, path: str) -> None:
-        """Start from another run's weights (same model config), e.g. the FAL student from its teacher."""
-        payload = load_checkpoint(path, map_location=str(self.context.device))
+        """Start from the weights of any flexdet checkpoint with the same model config, e.g. the FAL student from
+        its teacher, or a converted published model."""
+        loaded = load_model(path, map_location=str(self.context.device))
         try:
-            self.detector.load_state_dict(payload["model"])
+            self.detector.load_state_dict(loaded.model.state_dict())
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: weights do not fit this recipe's model ({exc})") from None
 
@@ -159,6 +174,7 @@ class Trainer:
                 "rng": rng_states(), "sampler": self.sampler.state_dict(), "step": self.step,
                 "stream_state": list(self.stream_state) if self.stream_state is not None else None,
                 "config": to_dict(self.config), "model_config": to_dict(self.detector.config),
+                "input": to_dict(self.spec),
                 "dataset": self.dataset_info(), "world_size": self.context.world_size}
 
     def save(self) -> Path:
@@ -169,7 +185,7 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> None:
         """Continue exactly from a checkpoint (default: this run's last.pt)."""
-        payload = load_checkpoint(path or self.checkpoint_path, map_location=str(self.context.device))
+        payload = read_training_checkpoint(path or self.checkpoint_path, map_location=str(self.context.device))
         if payload.get("world_size", 1) != self.context.world_size:
             raise CheckpointError(f"{path or self.checkpoint_path}: written by {payload.get('world_size')} processes, "
                                   f"resuming with {self.context.world_size} would change the data order")
@@ -251,7 +267,7 @@ def train_or_reuse(config: TrainConfig, data: str | Path, run_dir: str | Path) -
     try:
         if trainer.checkpoint_path.is_file():
             try:
-                if int(load_checkpoint(trainer.checkpoint_path)["step"]) <= config.optim.steps:
+                if int(read_training_checkpoint(trainer.checkpoint_path)["step"]) <= config.optim.steps:
                     trainer.resume()
             except CheckpointError:
                 pass

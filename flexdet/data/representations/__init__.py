@@ -20,6 +20,8 @@ _EXPORTS = {
     "Window": "flexdet.data.representations.windows",
     "iter_windows": "flexdet.data.representations.windows",
     "window_bounds": "flexdet.data.representations.windows",
+    "reverse_histogram": "flexdet.data.representations.reverse",
+    "reverse_events": "flexdet.data.representations.reverse",
     "downsample_events": "flexdet.data.representations.downsample",
     "downsampled_size": "flexdet.data.representations.downsample",
     "events_to_tensors": "flexdet.data.representations.torch_ops",

@@ -64,9 +64,10 @@ class RepresentationConfig:
         return np.dtype({"stacked_histogram": np.uint8, "event_frame": np.uint16}.get(self.kind, np.float32))
 
 
-def build_windows(events: EventsLike, height: int, width: int, window_ends, window_us: int,
+def build_windows(events: EventsLike, height: int, width: int, window_ends, window_us,
                   config: RepresentationConfig | None = None, *, as_tensor: bool = False):
-    """(N, C, H, W) representations of the windows [end - window_us, end) for each of the N `window_ends`.
+    """(N, C, H, W) representations of the windows [end - window_us, end) for each of the N `window_ends`
+    (`window_us` one length for all, or one per window).
 
     One call validates the events the windows cover once and builds the windows in parallel (one window
     per thread, each exactly as the single-window function would build it).
@@ -74,9 +75,10 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
     config = config or RepresentationConfig()
     check_sensor_size(height, width)
     ends = np.ascontiguousarray(window_ends, dtype=np.int64).reshape(-1)
-    if int(window_us) < 0:
+    lengths = np.broadcast_to(np.asarray(window_us, dtype=np.int64), ends.shape)
+    if np.any(lengths < 0):
         raise ConfigError(f"window_us must be >= 0, got {window_us}")
-    starts = ends - int(window_us)
+    starts = np.ascontiguousarray(ends - lengths)
     columns = event_columns(events)
     t, x, y, p = columns
     out = np.zeros((len(ends), config.channels, height, width), config.dtype)

@@ -1,9 +1,8 @@
 """Cutting a recording or an event array into windows of any length and stride, in one pass.
 
-Window k (k = 1, 2, ...) ends at t0 + k * stride exactly, in integer microseconds. Given `rate_hz`,
-the stride is the exact rational 1e6 / rate (from the decimal text of the rate), and window k ends at
-t0 + floor(k * 1e6 / rate + 1/2), so 180 Hz steps of 5555.5... µs never drift. A window is [end -
-window_us, end); without window_us, consecutive windows tile time: [end_{k-1}, end_k).
+Window k (k = 1, 2, ...) ends at t0 + round(k * stride) in integer microseconds, by the step clock
+(`flexdet.data.clock`). A window is [end - window_us, end); without window_us, consecutive windows tile
+time: [end_{k-1}, end_k).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from flexdet.data.clock import step_ends
 from flexdet.data.events import empty_events
 from flexdet.data.representations._columns import event_columns, validate_columns
 from flexdet.data.representations._dispatch import PARALLEL_SCAN_MIN_EVENTS
@@ -22,7 +22,7 @@ from flexdet.data.representations._segments import search_left
 from flexdet.errors import ConfigError, FlexdetError
 
 
-class Recording(Protocol):
+class WindowSource(Protocol):
     """What the windowing needs from a reader: a time range, a sensor size and `read(t0, t1)`."""
 
     t_start: int
@@ -45,26 +45,29 @@ class Window:
 
 def window_bounds(t_first: int, t_last: int, *, rate_hz: float | str | Fraction | None = None,
                   window_us: int | None = None, stride_us: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) int64 of every window ending in (t_first, t_last]: end_k = t_first + round(k * stride).
+    """(starts, ends) int64 of every window ending in (t_first, t_last]: end_k = t_first + round(k * stride)
+    (the step clock, `flexdet.data.clock`).
 
     Give `rate_hz` or `stride_us` (or only `window_us`, meaning stride = window). A window may start
     before t_first when window_us > stride (the first windows of a stream are then partly empty).
     """
-    stride = _stride(rate_hz, window_us, stride_us)
     if window_us is not None and (int(window_us) != window_us or int(window_us) < 1):
         raise ConfigError(f"window_us must be a positive whole number of µs, got {window_us}")
-    t_first, t_last = int(t_first), int(t_last)
-    num, den = stride.numerator, stride.denominator
-    count = max(-((-(2 * (t_last - t_first) + 1) * den) // (2 * num)) - 1, 0)
-    ends = np.array([t_first + (2 * k * num + den) // (2 * den) for k in range(1, count + 1)], dtype=np.int64)
+    if rate_hz is not None and stride_us is not None:
+        raise ConfigError("give rate_hz or stride_us, not both")
+    if rate_hz is None and stride_us is None:
+        if window_us is None:
+            raise ConfigError("give rate_hz, stride_us or window_us")
+        stride_us = window_us
+    ends = step_ends(t_first, t_last, rate_hz=rate_hz, stride_us=stride_us)
     if window_us is not None:
         starts = ends - int(window_us)
     else:
-        starts = np.concatenate((np.array([t_first], np.int64), ends[:-1]))[: len(ends)]
+        starts = np.concatenate((np.array([int(t_first)], np.int64), ends[:-1]))[: len(ends)]
     return starts, ends
 
 
-def iter_windows(source: np.ndarray | Recording, *, rate_hz: float | str | Fraction | None = None,
+def iter_windows(source: np.ndarray | WindowSource, *, rate_hz: float | str | Fraction | None = None,
                  window_us: int | None = None, stride_us: int | None = None, t_start: int | None = None,
                  t_end: int | None = None, width: int | None = None,
                  height: int | None = None) -> Iterator[Window]:
@@ -117,19 +120,3 @@ def _recording_windows(recording, rate_hz, window_us, stride_us, t_start, t_end)
         yield Window(k, a, b, buffered[lo:hi])
         if k + 1 < len(starts):
             buffered = buffered[int(search_left(t, 0, len(t), int(starts[k + 1]))):]
-
-
-def _stride(rate_hz, window_us, stride_us) -> Fraction:
-    if rate_hz is not None and stride_us is not None:
-        raise ConfigError("give rate_hz or stride_us, not both")
-    if rate_hz is not None:
-        rate = Fraction(str(rate_hz)) if not isinstance(rate_hz, Fraction) else rate_hz
-        if rate <= 0:
-            raise ConfigError(f"rate_hz must be positive, got {rate_hz}")
-        return Fraction(1_000_000) / rate
-    step = stride_us if stride_us is not None else window_us
-    if step is None:
-        raise ConfigError("give rate_hz, stride_us or window_us")
-    if int(step) != step or int(step) < 1:
-        raise ConfigError(f"stride must be a positive whole number of µs, got {step}")
-    return Fraction(int(step))

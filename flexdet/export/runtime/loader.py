@@ -3,7 +3,7 @@ preset name), produce the ones the backend needs that are missing, and wrap the 
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import os
 import tempfile
 from dataclasses import dataclass
@@ -78,44 +78,45 @@ def load_runtime(path: os.PathLike[str] | str, backend: str = "auto", device: st
 def resolve_artifacts(path: os.PathLike[str] | str, height: int | None = None, width: int | None = None,
                       num_classes: int = 2, use_frames: bool = False, seed: int = 0, window_us: int = 50_000,
                       classes: list[str] | None = None) -> Artifacts:
-    """Artifacts of an export folder, a .onnx / .engine / .pt file, or a preset name (random seeded weights)."""
+    """Artifacts of an export folder, a .onnx / .engine / .pt file, or a preset name (random seeded weights;
+    height / width / window_us / classes apply to presets only: an artefact's input specification says them)."""
     from flexdet.models.config import PRESETS
 
     text = os.fspath(path)
     file = Path(text)
-    sized = {"height": height, "width": width} if height and width else {}
     if text in PRESETS and not file.exists():
         import torch
 
+        from flexdet.data.input_spec import identity_spec
         from flexdet.export.metadata import metadata_for_model
         from flexdet.models import build_model
 
         torch.manual_seed(seed)
         model = build_model(text, num_classes=num_classes, use_frames=use_frames).eval()
-        size = sized or {"height": 240, "width": 304}
-        return Artifacts(metadata_for_model(model, classes=classes, window_us=window_us, **size), model=model)
+        spec = identity_spec(height or 240, width or 304, bins=model.config.in_channels // 2, window_us=window_us,
+                             dual_windows=model.config.dual_windows)
+        return Artifacts(metadata_for_model(model, spec, classes), model=model)
     if not file.exists():
         raise CheckpointError(f"{file}: no such file or directory (nor a preset name: {PRESETS})")
     if file.is_dir():
-        return _resolve_directory(file, sized)
+        return _resolve_directory(file)
     suffix = file.suffix.lower()
     if suffix == ".onnx":
-        return _with_checkpoint(Artifacts(_check_size(read_onnx_metadata(file), sized, file), onnx=file),
-                                file.with_name(CHECKPOINT_NAME))
+        return _with_checkpoint(Artifacts(read_onnx_metadata(file), onnx=file), file.with_name(CHECKPOINT_NAME))
     if suffix in (ENGINE_SUFFIX, ".plan"):
-        return _with_checkpoint(Artifacts(_check_size(_metadata_json(file.with_name(METADATA_NAME)), sized, file),
-                                          engine=file), file.with_name(CHECKPOINT_NAME))
-    return _from_checkpoint(file, sized, window_us, classes)
+        return _with_checkpoint(Artifacts(_metadata_json(file.with_name(METADATA_NAME)), engine=file),
+                                file.with_name(CHECKPOINT_NAME))
+    return _from_checkpoint(file)
 
 
-def _resolve_directory(folder: Path, sized: dict) -> Artifacts:
+def _resolve_directory(folder: Path) -> Artifacts:
     onnx_path, engine_path = folder / ONNX_NAME, (folder / ONNX_NAME).with_suffix(ENGINE_SUFFIX)
     artifacts = Artifacts(onnx=onnx_path if onnx_path.is_file() else None,
                           engine=engine_path if engine_path.is_file() else None)
     if (folder / METADATA_NAME).is_file():
-        artifacts.metadata = _check_size(_metadata_json(folder / METADATA_NAME), sized, folder)
+        artifacts.metadata = _metadata_json(folder / METADATA_NAME)
     elif artifacts.onnx is not None:
-        artifacts.metadata = _check_size(read_onnx_metadata(artifacts.onnx), sized, folder)
+        artifacts.metadata = read_onnx_metadata(artifacts.onnx)
     if (folder / CHECKPOINT_NAME).is_file():
         return _with_checkpoint(artifacts, folder / CHECKPOINT_NAME)
     if artifacts.metadata is None:
@@ -127,38 +128,26 @@ def _resolve_directory(folder: Path, sized: dict) -> Artifacts:
 def _with_checkpoint(artifacts: Artifacts, checkpoint: Path) -> Artifacts:
     """Attach the torch model from `checkpoint` when the file exists."""
     if checkpoint.is_file():
-        from flexdet.export.checkpoint import load_checkpoint
+        from flexdet.models.checkpoint import load_model
 
-        artifacts.model, _ = load_checkpoint(checkpoint)
+        artifacts.model = load_model(checkpoint).model
         artifacts.checkpoint = checkpoint
     return artifacts
 
 
-def _from_checkpoint(file: Path, sized: dict, window_us: int, classes: list[str] | None) -> Artifacts:
-    from flexdet.export.checkpoint import load_checkpoint
+def _from_checkpoint(file: Path) -> Artifacts:
     from flexdet.export.metadata import metadata_for_model
+    from flexdet.models.checkpoint import load_model
 
-    model, metadata = load_checkpoint(file)
-    if metadata is None:
-        if not sized:
-            raise ConfigError(f"{file}: checkpoint has no deploy metadata; pass height= and width=")
-        metadata = metadata_for_model(model, classes=classes, window_us=window_us, **sized)
-    elif sized:
-        metadata = dataclasses.replace(metadata, **sized)
-    return Artifacts(metadata, model=model, checkpoint=file)
+    loaded = load_model(file)
+    return Artifacts(metadata_for_model(loaded.model, loaded.require_spec(), loaded.classes), model=loaded.model,
+                     checkpoint=file)
 
 
 def _metadata_json(path: Path) -> DeployMetadata:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (an engine needs the {METADATA_NAME} written beside it by export)")
     return DeployMetadata.from_json(path.read_text(), source=str(path))
-
-
-def _check_size(metadata: DeployMetadata, sized: dict, source: Path) -> DeployMetadata:
-    if sized and (sized["height"], sized["width"]) != (metadata.height, metadata.width):
-        raise ConfigError(f"{source}: exported for {metadata.height}x{metadata.width} (HxW), asked for "
-                          f"{sized['height']}x{sized['width']}; re-export at that size")
-    return metadata
 
 
 def _choose_backend(backend: str, device: str | None) -> str:
@@ -185,7 +174,7 @@ def _export_temporary(artifacts: Artifacts, resources: list, device: str | None)
 
     folder = tempfile.TemporaryDirectory(prefix="flexdet-export-")
     resources.append(folder)
-    metadata = dataclasses.replace(artifacts.metadata)
+    metadata = copy.deepcopy(artifacts.metadata)
     written = export_onnx(artifacts.model, metadata, Path(folder.name) / ONNX_NAME, device="cpu")
     artifacts.metadata = metadata
     return written["model"]

@@ -61,8 +61,12 @@ class OnnxRuntimeBackend:
         self.state: dict[str, np.ndarray] = {}
         self.reset()
 
-    def reset(self) -> None:
-        self.state = {name: np.zeros(shape, self.dtype) for name, shape in self._shapes.items()}
+    def reset(self, batch_size: int = 1) -> None:
+        """Zero state for `batch_size` streams (more than one needs a graph exported with a dynamic batch)."""
+        if batch_size != 1 and not self.metadata.dynamic_batch:
+            raise ConfigError(f"this graph was exported for one stream; export with --dynamic-batch to run "
+                              f"{batch_size} side by side")
+        self.state = {name: np.zeros([batch_size, *shape[1:]], self.dtype) for name, shape in self._shapes.items()}
 
     def encode_frame(self, frame: np.ndarray) -> None:
         """Run the frame encoder and store its maps as the cached frame state."""

@@ -1,17 +1,22 @@
-"""The object users hold: events (+ frame) in, detections out, one step at a time, with the state carried.
+"""The stepper: the one object that drives a detector through a stream, whatever feeds it.
 
-The backend (torch / onnxruntime / tensorrt) only runs the network; this class builds the representation
-the metadata names, keeps the latest frame, applies score threshold + NMS, and times every stage.
+The backend (torch / onnxruntime / tensorrt) only runs the network. This class builds the step's input with
+the model's input specification (`InputSpec.model_inputs`), hands frames to the frame branch when a new one
+arrives, applies score threshold + NMS, maps boxes back to sensor pixels and times every stage. The runtime
+and the demo call `step` with sensor events; evaluation and pseudo-labelling call `step_inputs` with inputs
+they built in batches through the same specification, for several sequences side by side.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
 import numpy as np
+import torch
 
-from flexdet.data.representations import stacked_histogram
+from flexdet.data.geometry import CameraFit
 from flexdet.errors import ConfigError
 from flexdet.export.metadata import DeployMetadata
 from flexdet.models.postprocess import postprocess
@@ -20,23 +25,25 @@ STAGES = ("representation", "inference", "postprocess", "total")
 
 
 class StreamingRuntime:
-    """Streaming detector over one exported model.
+    """Streaming detector over one model.
 
-    >>> runtime = load_runtime("export_dir", backend="onnxruntime")
-    >>> out = runtime.step(events)            # events in [t_end - window_us, t_end), t_end = last t + 1
-    >>> out["boxes"], out["scores"], out["labels"], out["raw"]
+    >>> runtime = load_runtime("runs/export", backend="onnxruntime")
+    >>> out = runtime.step(events)            # sensor events of [t_end - window_us, t_end), t_end = last t + 1
+    >>> out["boxes"], out["scores"], out["labels"], out["raw"]     # boxes xyxy in sensor pixels
     """
 
     def __init__(self, backend: Any, metadata: DeployMetadata, conf_thresh: float | None = None,
                  nms_thresh: float | None = None, max_detections: int | None = None) -> None:
         self.backend = backend
         self.metadata = metadata
+        self.spec = metadata.input
         model_config = metadata.model_config
         self.conf_thresh = float(model_config.get("conf_thresh", 0.01) if conf_thresh is None else conf_thresh)
         self.nms_thresh = float(model_config.get("nms_thresh", 0.45) if nms_thresh is None else nms_thresh)
         self.max_detections = int(model_config.get("max_detections", 300) if max_detections is None
                                   else max_detections)
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.camera: CameraFit | None = None
         self._last_t_end: int | None = None
         self._resources: list[Any] = []
 
@@ -45,36 +52,67 @@ class StreamingRuntime:
         return self.backend.name
 
     @property
-    def sensor_size(self) -> tuple[int, int]:
-        """(height, width) the model was exported for."""
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
         return self.metadata.height, self.metadata.width
 
-    def reset(self) -> None:
-        """Start a new sequence: zero recurrent state, forget the latest frame."""
-        self.backend.reset()
+    @property
+    def sensor_size(self) -> tuple[int, int]:
+        """(height, width) of the sensor (or fitted camera) whose events `step` takes."""
+        if self.camera is not None:
+            return self.camera.camera_height, self.camera.camera_width
+        width, height = self.spec.sensor_size
+        return height, width
+
+    def fit_camera(self, width: int, height: int) -> str | None:
+        """Take events and frames of a width x height camera from now on; a camera of another size than the
+        model's sensor is letterboxed onto it (`CameraFit`), and the rule is returned as a note."""
+        if (int(width), int(height)) == self.spec.sensor_size:
+            self.camera = None
+            return None
+        self.camera = CameraFit(int(width), int(height), *self.spec.sensor_size)
+        return self.camera.describe()
+
+    def reset(self, batch_size: int = 1) -> None:
+        """Start new sequences: zero recurrent state for `batch_size` streams side by side, no frame yet."""
+        self.backend.reset(batch_size)
         self._last_t_end = None
+
+    @property
+    def state(self) -> Any:
+        """A copy of the recurrent state, to fork a stream from (`restore`)."""
+        return copy.copy(self.backend.state)
+
+    def restore(self, state: Any) -> None:
+        """Continue from a state taken with `state`."""
+        self.backend.state = copy.copy(state)
 
     def step(self, events: np.ndarray, t_end: int | None = None, frame: np.ndarray | None = None
              ) -> dict[str, np.ndarray]:
-        """Detect on the events of [t_end - window_us, t_end) (time-sorted EVENT_DTYPE array); `frame` is an
-        HxWx3 uint8 RGB image that replaces the kept one. Returns boxes (N, 4) xyxy px, scores, labels, raw."""
+        """Detect on the sensor events of the window ending at `t_end` (time-sorted EVENT_DTYPE array); `frame`
+        is a sensor-aligned HxWx3 uint8 RGB image that replaces the kept one. Returns boxes (N, 4) xyxy in
+        sensor pixels, scores, labels, and the raw head output (input pixels)."""
         start = time.perf_counter()
         t_end = self._resolve_t_end(events, t_end)
-        histogram = self._representation(events, t_end)
-        if frame is not None:
-            self._check_frame(frame)
-        after_repr = time.perf_counter()
-        if frame is not None:
-            self.backend.encode_frame(np.ascontiguousarray(frame.transpose(2, 0, 1)[None], np.float32) / 255.0)
-        raw = self.backend.run(histogram)
-        after_infer = time.perf_counter()
-        detection = postprocess(raw, self.conf_thresh, self.nms_thresh, self.max_detections)[0]
-        result = {"boxes": detection["boxes"].cpu().numpy(), "scores": detection["scores"].cpu().numpy(),
-                  "labels": detection["labels"].cpu().numpy(), "raw": raw[0].cpu().numpy()}
-        end = time.perf_counter()
-        self.timings = {"representation": after_repr - start, "inference": after_infer - after_repr,
-                        "postprocess": end - after_infer, "total": end - start}
-        return result
+        sensor_events = events if self.camera is None else self.camera.events(events)
+        inputs = self.spec.model_inputs(sensor_events, [t_end - self.spec.window_us], [t_end])
+        frames = None if frame is None else self._sensor_frame(frame)[None]
+        detections, raw = self._run_batch(inputs, frames, start)
+        detection = detections[0]
+        boxes = self.spec.boxes_to_sensor(detection["boxes"])
+        if self.camera is not None:
+            boxes = self.camera.boxes_to_camera(boxes)
+        return {"boxes": boxes, "scores": detection["scores"], "labels": detection["labels"], "raw": raw[0]}
+
+    def step_inputs(self, inputs: np.ndarray, frames: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
+        """One step of B streams: inputs (B, C, H, W) uint8 from `spec.model_inputs`, frames (B, H, W, 3) uint8 at
+        input size (or None: keep the encoded ones). Returns B detections in input pixels."""
+        start = time.perf_counter()
+        if inputs.dtype != np.uint8 or inputs.ndim != 4 or inputs.shape[1:] != (self.spec.channels,
+                                                                                 *self.input_size):
+            raise ConfigError(f"inputs must be uint8 (B, {self.spec.channels}, {self.input_size[0]}, "
+                              f"{self.input_size[1]}), got {inputs.dtype} {inputs.shape}")
+        return self._run_batch(inputs, frames, start)[0]
 
     def close(self) -> None:
         """Release temporary files (e.g. a graph exported on the fly for a preset)."""
@@ -82,31 +120,48 @@ class StreamingRuntime:
             resource.cleanup()
         self._resources.clear()
 
+    def _run_batch(self, inputs: np.ndarray, frames: np.ndarray | None, start: float
+                   ) -> tuple[list[dict], np.ndarray]:
+        """(detections in input pixels, raw head output) of one step; timings of every stage."""
+        after_repr = time.perf_counter()
+        if frames is not None:
+            if not self.metadata.use_frames:
+                raise ConfigError("this model has no frame branch (exported event-only); step without frames")
+            self.backend.encode_frame(np.ascontiguousarray(frames.transpose(0, 3, 1, 2), np.float32) / 255.0)
+        raw = self.backend.run(np.ascontiguousarray(inputs))
+        after_infer = time.perf_counter()
+        detections = [{k: v.cpu().numpy() for k, v in d.items()}
+                      for d in postprocess(raw, self.conf_thresh, self.nms_thresh, self.max_detections)]
+        end = time.perf_counter()
+        self.timings = {"representation": after_repr - start, "inference": after_infer - after_repr,
+                        "postprocess": end - after_infer, "total": end - start}
+        return detections, raw.cpu().numpy()
+
     def _resolve_t_end(self, events: np.ndarray, t_end: int | None) -> int:
         if t_end is None:
             if len(events):
                 t_end = int(events["t"][-1]) + 1
             elif self._last_t_end is not None:
-                t_end = self._last_t_end + self.metadata.window_us
+                t_end = self._last_t_end + self.spec.window_us
             else:
-                t_end = self.metadata.window_us
+                t_end = self.spec.window_us
         self._last_t_end = int(t_end)
         return int(t_end)
 
-    def _representation(self, events: np.ndarray, t_end: int) -> np.ndarray:
-        """(1, C, H, W) uint8 stacked histogram(s): the full window, then the half window with dual windows."""
-        meta = self.metadata
-        windows = (meta.window_us, meta.window_us // 2) if meta.dual_windows else (meta.window_us,)
-        planes = [stacked_histogram(events, meta.height, meta.width, meta.bins, t_end - length, t_end, meta.clip)
-                  for length in windows]
-        return (planes[0] if len(planes) == 1 else np.concatenate(planes))[None]
-
-    def _check_frame(self, frame: np.ndarray) -> None:
+    def _sensor_frame(self, frame: np.ndarray) -> np.ndarray:
         if not self.metadata.use_frames:
             raise ConfigError("this model has no frame branch (exported event-only); call step without frame")
-        expected = (self.metadata.height, self.metadata.width, 3)
-        if not isinstance(frame, np.ndarray) or frame.shape != expected or frame.dtype != np.uint8:
+        height, width = self.sensor_size
+        if not isinstance(frame, np.ndarray) or frame.shape != (height, width, 3) or frame.dtype != np.uint8:
             got = (getattr(frame, "shape", None), getattr(frame, "dtype", type(frame).__name__))
-            raise ConfigError(f"frame must be an RGB uint8 array of shape {expected} (the exported size), got "
+            raise ConfigError(f"frame must be an RGB uint8 array of the sensor's shape {(height, width, 3)}, got "
                               f"shape {got[0]} dtype {got[1]}")
+        return self.spec.frame_input(frame if self.camera is None else self.camera.frame(frame))
 
+
+def torch_runtime(model: torch.nn.Module, metadata: DeployMetadata, device: str | torch.device | None = None,
+                  **options: Any) -> StreamingRuntime:
+    """A stepper over an in-memory model (evaluation, pseudo-labelling): the torch backend, eager."""
+    from flexdet.export.runtime.torch_backend import TorchBackend
+
+    return StreamingRuntime(TorchBackend(model, metadata, device=device), metadata, **options)

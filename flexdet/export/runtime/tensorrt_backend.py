@@ -58,7 +58,10 @@ class TensorRTBackend:
         self.encoder = _Engine(trt, Path(encoder_path), self.device) if encoder_path is not None else None
         self.names = [n for n in metadata.state_names if state_input(n) in self.step.buffers]
 
-    def reset(self) -> None:
+    def reset(self, batch_size: int = 1) -> None:
+        """Zero the state buffers (the engine's static shapes hold one stream)."""
+        if batch_size != 1:
+            raise ConfigError("the tensorrt backend runs one stream at a time")
         for name in self.names:
             self.step.buffers[state_input(name)].zero_()
 

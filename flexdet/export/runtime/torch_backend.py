@@ -39,16 +39,19 @@ class TorchBackend:
         if cuda_graphs:
             self._capture()
 
-    def _zero_state(self) -> list[torch.Tensor]:
+    def _zero_state(self, batch_size: int = 1) -> list[torch.Tensor]:
         with torch.no_grad():
-            init = self.model.init_state(1, self.metadata.height, self.metadata.width, self.device)
+            init = self.model.init_state(batch_size, self.metadata.height, self.metadata.width, self.device)
         return [s.to(self.dtype) for s in init]
 
-    def reset(self) -> None:
-        """Zero the state (in place under a CUDA graph, whose buffers must stay where the graph reads them)."""
+    def reset(self, batch_size: int = 1) -> None:
+        """Zero the state for `batch_size` streams (in place under a CUDA graph, whose buffers must stay where
+        the graph reads them: one stream only)."""
         if self._graph is None:
-            self.state = self._zero_state()
+            self.state = self._zero_state(batch_size)
             return
+        if batch_size != 1:
+            raise ConfigError("a CUDA-graph backend runs one stream; build it without cuda_graphs for batches")
         for tensor in self.state:
             tensor.zero_()
 
@@ -64,7 +67,7 @@ class TorchBackend:
             tensor.copy_(new)
 
     def run(self, events: np.ndarray) -> torch.Tensor:
-        """(1, C, H, W) uint8 counts -> raw (1, A, 5 + K) on the device; the state advances one step."""
+        """(B, C, H, W) uint8 counts -> raw (B, A, 5 + K) on the device; the state advances one step."""
         x = torch.from_numpy(events).to(self.device, non_blocking=True)
         if self._graph is not None:
             self._static_events.copy_(x)

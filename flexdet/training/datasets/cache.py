@@ -1,7 +1,8 @@
-"""Stream windows of every sequence at a rate, built once with the Numba kernels and kept in memory or on disk.
+"""Stream inputs of every sequence at a rate, built once through the input specification and kept in memory
+or on disk.
 
 Training reads the same windows many times; building them once (seconds for the quickstart) turns each
-training step into array indexing. The disk cache is keyed by sequence, rate, size and bins.
+training step into array indexing. The disk cache is keyed by sequence, rate, size and channels.
 """
 
 from __future__ import annotations
@@ -11,41 +12,27 @@ from pathlib import Path
 import numpy as np
 
 from flexdet.atomic import atomic_path
-from flexdet.training.datasets.geometry import Geometry
+from flexdet.data.input_spec import InputSpec
+from flexdet.data.representations.windows import window_bounds
 from flexdet.training.datasets.sequences import Sequence
-from flexdet.training.ground_truth import format_rate, stream_step_times
+from flexdet.training.ground_truth import format_rate
 
 
 def stream_windows(sequence: Sequence, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) int64 µs of a stream at `rate_hz` from the sequence start: ends t0 + round(k / rate),
-    each window starting where the previous one ended (exact tiling, no drift)."""
-    ends = stream_step_times(sequence.start_us, sequence.end_us, rate_hz)
-    starts = np.concatenate([[sequence.start_us], ends[:-1]]).astype(np.int64)
-    return starts, ends
-
-
-def window_histograms(sequence: Sequence, starts: np.ndarray, ends: np.ndarray, geometry: Geometry,
-                      bins: int) -> np.ndarray:
-    """Histograms of arbitrary windows [starts, ends): one batched kernel call per distinct window length."""
-    lengths = ends - starts
-    width, height = geometry.size
-    out = np.zeros((len(ends), 2 * bins, height, width), np.uint8)
-    for length in np.unique(lengths):
-        chosen = np.flatnonzero(lengths == length)
-        out[chosen] = sequence.histograms(ends[chosen], int(length), geometry, bins)
-    return out
+    """(starts, ends) int64 µs of a stream at `rate_hz` from the sequence start: the step clock's ends, each
+    window starting where the previous one ended (exact tiling, no drift)."""
+    return window_bounds(sequence.start_us, sequence.end_us, rate_hz=rate_hz)
 
 
 class WindowCache:
-    """Per (sequence, rate): stream window times, their histograms and the frames at input size."""
+    """Per (sequence, rate): stream window times, their model inputs and the frames at input size."""
 
-    def __init__(self, geometry: Geometry, bins: int, cache_dir: str | None = None, keep: bool = True) -> None:
-        self.geometry = geometry
-        self.bins = bins
+    def __init__(self, spec: InputSpec, cache_dir: str | None = None, keep: bool = True) -> None:
+        self.spec = spec
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.keep = keep
         self._windows: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
-        self._histograms: dict[tuple[str, float], np.ndarray] = {}
+        self._inputs: dict[tuple[str, float], np.ndarray] = {}
         self._frames: dict[str, np.ndarray] = {}
 
     def windows(self, sequence: Sequence, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
@@ -54,20 +41,20 @@ class WindowCache:
             self._windows[key] = stream_windows(sequence, rate_hz)
         return self._windows[key]
 
-    def histograms(self, sequence: Sequence, rate_hz: float, index: np.ndarray) -> np.ndarray:
-        """Histograms of the stream's windows `index` (built on demand, or all at once when caching)."""
+    def inputs(self, sequence: Sequence, rate_hz: float, index: np.ndarray) -> np.ndarray:
+        """Model inputs of the stream's windows `index` (built on demand, or all at once when caching)."""
         starts, ends = self.windows(sequence, rate_hz)
         if not self.keep:
-            return window_histograms(sequence, starts[index], ends[index], self.geometry, self.bins)
+            return sequence.model_inputs(self.spec, starts[index], ends[index])
         key = (sequence.name, float(rate_hz))
-        if key not in self._histograms:
-            self._histograms[key] = self._load_or_build(sequence, rate_hz, starts, ends)
-        return self._histograms[key][index]
+        if key not in self._inputs:
+            self._inputs[key] = self._load_or_build(sequence, rate_hz, starts, ends)
+        return self._inputs[key][index]
 
     def frames(self, sequence: Sequence) -> np.ndarray:
         """All frames of the sequence at input size, (F, H, W, 3) uint8, decoded once."""
         if sequence.name not in self._frames:
-            frames = np.stack([sequence.frame(i, self.geometry) for i in range(len(sequence.frame_times))])
+            frames = np.stack([sequence.frame(i, self.spec) for i in range(len(sequence.frame_times))])
             if not self.keep:
                 return frames
             self._frames[sequence.name] = frames
@@ -75,14 +62,17 @@ class WindowCache:
 
     def _load_or_build(self, sequence: Sequence, rate_hz: float, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         path = None
+        width, height = self.spec.size
+        shape = (len(ends), self.spec.channels, height, width)
         if self.cache_dir is not None:
-            width, height = self.geometry.size
-            path = self.cache_dir / f"{sequence.name}_{format_rate(rate_hz)}hz_{width}x{height}_b{self.bins}.npy"
+            rule = f"{self.spec.time_norm}{'i' if self.spec.end_inclusive else ''}c{self.spec.clip}"
+            path = self.cache_dir / (f"{sequence.name}_{format_rate(rate_hz)}hz_{width}x{height}_"
+                                     f"ch{self.spec.channels}_{rule}.npy")
             if path.is_file():
                 cached = np.load(path, mmap_mode="r", allow_pickle=False)
-                if cached.shape == (len(ends), 2 * self.bins, height, width):
+                if cached.shape == shape:
                     return cached
-        built = window_histograms(sequence, starts, ends, self.geometry, self.bins)
+        built = sequence.model_inputs(self.spec, starts, ends)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:

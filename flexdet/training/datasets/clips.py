@@ -106,7 +106,8 @@ class ClipSampler:
 
 
 class ClipLoader:
-    """Builds a Batch from clips: cached stream windows, the frame at each window's START, augmented targets.
+    """Builds a Batch from clips: cached stream inputs, the frame paired with each window by the input
+    specification (latest at or before its start), augmented targets.
 
     `labels` (a flexdet.training.fal.recipes.TrainingLabels) chooses the boxes of each step (label file only, or
     with pseudo labels); without it a step sees the sequence's own ground truth (dense when it has it)."""
@@ -147,12 +148,14 @@ class ClipLoader:
         rate = self.rates[clip.rate_index]
         index = np.arange(clip.start, clip.start + clip.steps)
         starts, ends = self.cache.windows(sequence, rate)
-        events = augment_images(torch.from_numpy(np.ascontiguousarray(self.cache.histograms(sequence, rate, index))),
+        events = augment_images(torch.from_numpy(np.ascontiguousarray(self.cache.inputs(sequence, rate, index))),
                                 clip.augment, "nearest").float()
         frames = None
         if self.use_frames:
-            frame_index = np.array([max(sequence.frame_index(int(t)), 0) for t in starts[index]])
-            images = torch.from_numpy(self.cache.frames(sequence)[frame_index]).permute(0, 3, 1, 2).float() / 255.0
+            spec = self.cache.spec
+            chosen = np.array([spec.frame_index(sequence.frame_times, int(t)) for t in starts[index]])
+            images = spec.paired_frames(self.cache.frames(sequence), chosen)
+            images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
             frames = augment_images(images, clip.augment, "bilinear")
         width, height = self.dataset.geometry.size
         targets = [self.target(sequence, int(t), clip.augment, width, height) for t in ends[index]]

@@ -15,8 +15,9 @@ import numpy as np
 import yaml
 
 from flexdet.data.boxes import BOX_DTYPE
+from flexdet.data.geometry import Geometry
+from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError, FlexdetError, FormatError
-from flexdet.training.datasets.geometry import Geometry
 from flexdet.training.protocols import Protocol, get_protocol
 
 
@@ -76,28 +77,24 @@ class Sequence:
             self._recording = open_recording(self.events_path if self.events_path is not None else self.path)
         return self._recording
 
-    def histograms(self, ends: np.ndarray, window_us: int, geometry: Geometry, bins: int = 10) -> np.ndarray:
-        """(N, 2 * bins, H, W) uint8 stacked histograms of the windows [end - window_us, end) in input pixels."""
+    def model_inputs(self, spec: InputSpec, starts: np.ndarray, ends: np.ndarray, backwards: bool = False
+                     ) -> np.ndarray:
+        """(N, spec.channels, H, W) uint8 model inputs of the windows [starts, ends) (`InputSpec.model_inputs`
+        over the events read once; RVT sequences hand out their stored windows)."""
         from flexdet.data.readers.rvt import RvtSequence
-        from flexdet.data.representations import RepresentationConfig, build_windows
 
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         ends = np.asarray(ends, dtype=np.int64).reshape(-1)
         recording = self.recording()
-        width, height = geometry.size
         if isinstance(recording, RvtSequence):
-            return _stored_histograms(recording, ends, window_us, (height, width), bins)
+            return _stored_histograms(recording, starts, ends, spec)
+        width, height = spec.size
         if len(ends) == 0:
-            return np.zeros((0, 2 * bins, height, width), np.uint8)
-        events = geometry.events(recording.read(int(ends.min()) - int(window_us), int(ends.max())))
-        return build_windows(events, height, width, ends, int(window_us), RepresentationConfig(bins=bins))
+            return np.zeros((0, spec.channels, height, width), np.uint8)
+        events = recording.read(int(starts.min()), int(ends.max()) + (1 if spec.end_inclusive else 0))
+        return spec.model_inputs(events, starts, ends, backwards)
 
-    def frame_index(self, t: int) -> int:
-        """Index of the most recent frame at or before `t` (-1 when `t` precedes every frame)."""
-        if self.frame_times is None:
-            raise FlexdetError(f"{self.path}: this sequence has no RGB frames")
-        return int(np.searchsorted(self.frame_times, int(t), side="right")) - 1
-
-    def frame(self, index: int, geometry: Geometry) -> np.ndarray:
+    def frame(self, index: int, spec: InputSpec) -> np.ndarray:
         """Frame `index` as an input-sized HxWx3 uint8 RGB image."""
         import cv2
 
@@ -106,11 +103,11 @@ class Sequence:
             if len(self._frame_files) != len(self.frame_times):
                 raise FormatError(self.frame_dir, f"{len(self._frame_files)} images for {len(self.frame_times)} "
                                                   "timestamps")
-        path = self._frame_files[max(index, 0)]
+        path = self._frame_files[index]
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise FormatError(path, "not a readable image")
-        return geometry.frame(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        return spec.frame_input(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
     def ground_truth(self, t: int) -> np.ndarray:
         """Label-frame boxes at `t`: dense labels (synthetic, interpolated on the 1 ms grid) or the labels
@@ -145,11 +142,17 @@ class Dataset:
 
     @property
     def geometry(self) -> Geometry:
-        return Geometry.from_protocol(self.protocol)
+        """The protocol's crop and scale of this dataset's sensor: the input frame it is scored in."""
+        width, height = self.protocol.sensor_size
+        return Geometry(int(width), int(height), self.protocol.crop_height, int(self.protocol.scale))
 
     @property
     def has_frames(self) -> bool:
         return bool(self.sequences) and all(s.has_frames for s in self.sequences)
+
+    def input_spec(self, **fields) -> InputSpec:
+        """An input specification in this dataset's geometry (`fields`: bins, window_us, dual_windows, ...)."""
+        return InputSpec(self.geometry, **fields)
 
     def close(self) -> None:
         for sequence in self.sequences:
@@ -301,18 +304,20 @@ def _rvt_sequence(folder: Path) -> Sequence:
     return Sequence(folder.name, folder, None, read_boxes(folder / LABELS_RELATIVE))
 
 
-def _stored_histograms(recording, ends: np.ndarray, window_us: int, size: tuple[int, int], bins: int) -> np.ndarray:
+def _stored_histograms(recording, starts: np.ndarray, ends: np.ndarray, spec: InputSpec) -> np.ndarray:
     """RVT's precomputed windows whose END times are `ends`; only its own window length and size exist."""
-    if int(window_us) != recording.window_us:
+    width, height = spec.size
+    if spec.dual_windows or np.any(ends - starts != recording.window_us):
         raise ConfigError(f"{recording.path}: RVT data stores {recording.window_us} µs windows only "
-                          f"(rate {1e6 / recording.window_us:g} Hz); {window_us} µs was asked for")
+                          f"(rate {1e6 / recording.window_us:g} Hz, one view); other windows were asked for")
     index = np.searchsorted(recording.window_end_times, ends)
     valid = (index < recording.num_windows)
     if not np.all(valid) or not np.array_equal(recording.window_end_times[index], ends):
         raise ConfigError(f"{recording.path}: some asked windows do not end on a stored window end time")
     stored = np.stack([recording.histograms(int(i), int(i) + 1)[0] for i in index]) if len(index) else \
-        np.zeros((0, 2 * bins, *size), np.uint8)
-    if stored.shape[1:] != (2 * bins, *size):
-        raise ConfigError(f"{recording.path}: stored histograms are {stored.shape[1:]}, the protocol needs "
-                          f"{(2 * bins, *size)} (set data.downsample to match the stored resolution)")
+        np.zeros((0, spec.channels, height, width), np.uint8)
+    if stored.shape[1:] != (spec.channels, height, width):
+        raise ConfigError(f"{recording.path}: stored histograms are {stored.shape[1:]}, the input specification "
+                          f"needs {(spec.channels, height, width)} (set data.downsample to match the stored "
+                          "resolution)")
     return stored

@@ -16,8 +16,6 @@ _EXPORTS = {
     "TrackerConfig": "flexdet.training.fal.config",
     "StudentConfig": "flexdet.training.fal.config",
     "student_target": "flexdet.training.fal.config",
-    "reverse_histogram": "flexdet.training.fal.reverse",
-    "reverse_events": "flexdet.training.fal.reverse",
     "apply_thresholds": "flexdet.training.fal.pseudo_labels",
     "merge_directions": "flexdet.training.fal.pseudo_labels",
     "BoxTracker": "flexdet.training.fal.tracker",

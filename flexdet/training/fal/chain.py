@@ -32,9 +32,8 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
                   eval_split: str | None = "test", progress: bool = True) -> ChainResult:
     """Teacher (base recipe + teacher overlay, `optim.steps` of the base) -> pseudo-label the training split ->
     student (`fal.student` lr / steps) -> stream evaluation of teacher and student on `eval_split` (None: skip)."""
-    from flexdet.training.checkpoint import load_detector
     from flexdet.training.evaluate import evaluate_checkpoint
-    from flexdet.training.fal.generate import pseudo_label_dataset
+    from flexdet.training.fal.generate import pseudo_label_checkpoint
     from flexdet.training.fal.recipes import apply_recipe
     from flexdet.training.results import write_results
     from flexdet.training.trainer import train_or_reuse
@@ -46,9 +45,7 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
     teacher = train_or_reuse(apply_recipe(base, "teacher"), data, out / "teacher")
     timings["train teacher"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    model, teacher_config, _, _ = load_detector(teacher)
-    pseudo_label_dataset(model, data, base.data.train_split, base.fal, teacher_config.data.layout,
-                         teacher_config.data.protocol, teacher_config.data.downsample, show_progress=progress)
+    pseudo_label_checkpoint(teacher, data, base.data.train_split, base.fal, show_progress=progress)
     timings["pseudo-label"] = time.perf_counter() - tick
     tick = time.perf_counter()
     student = train_or_reuse(apply_recipe(base, "student", init=str(teacher)), data, out / "student")

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE
+from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError
-from flexdet.training.datasets.geometry import Geometry
 from flexdet.training.datasets.sequences import Sequence
 from flexdet.training.fal.config import FALConfig
 from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
@@ -59,16 +59,16 @@ def base_times(sequence: Sequence) -> np.ndarray:
     return labelled
 
 
-def teacher_predictions(model, sequence: Sequence, geometry: Geometry, grid: np.ndarray, reverse: bool = True,
+def teacher_predictions(model, sequence: Sequence, spec: InputSpec, grid: np.ndarray, reverse: bool = True,
                         device: str = "cpu", progress: Callable[[int], None] | None = None
                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(forward, reversed) BOX_DTYPE predictions at every grid instant (input frame, model class ids, score
     in class_confidence); forward[i] is at grid[i] (forward[0] is empty: no window ends there), and
-    reversed[i] at grid[i] (reversed[-1] is empty). Without `reverse` the reversed list is all empty."""
-    import torch
-
+    reversed[i] at grid[i] (reversed[-1] is empty). Without `reverse` the reversed list is all empty. Both
+    directions run through the stepper as one batch of two streams, inputs from the model's specification."""
+    from flexdet.export.metadata import metadata_for_model
+    from flexdet.export.runtime.streaming import torch_runtime
     from flexdet.training.coco_eval import predictions_as_boxes
-    from flexdet.training.fal.reverse import reverse_histogram
 
     grid = np.asarray(grid, dtype=np.int64)
     steps = len(grid) - 1
@@ -76,26 +76,20 @@ def teacher_predictions(model, sequence: Sequence, geometry: Geometry, grid: np.
     backward = [np.zeros(0, BOX_DTYPE) for _ in grid]
     if steps < 1:
         return forward, backward
-    bins = model.config.in_channels // 2
-    dual = bool(model.config.dual_windows)
     views = 2 if reverse else 1
-    state, shown = None, None
-    model = model.eval().to(device)
+    runtime = torch_runtime(model.eval(), metadata_for_model(model, spec), device)
+    runtime.reset(views)
+    shown = None
     for lo in range(0, steps, CHUNK_STEPS):
         k = np.arange(lo, min(lo + CHUNK_STEPS, steps))
         # Forward step k: window [grid[k], grid[k+1]); reversed step k: window [grid[m], grid[m+1]), m = steps-1-k.
-        inputs = [_inputs(sequence, geometry, bins, grid[k], grid[k + 1], dual, backwards=False)]
+        inputs = [sequence.model_inputs(spec, grid[k], grid[k + 1])]
         if reverse:
             m = steps - 1 - k
-            hist, sub = _inputs(sequence, geometry, bins, grid[m], grid[m + 1], dual, backwards=True)
-            inputs.append((reverse_histogram(hist, bins), None if sub is None else reverse_histogram(sub, bins)))
+            inputs.append(sequence.model_inputs(spec, grid[m], grid[m + 1], backwards=True))
         for j, step in enumerate(k):
-            events = torch.from_numpy(np.stack([view[0][j] for view in inputs])).float().to(device)
-            events_sub = torch.from_numpy(np.stack([view[1][j] for view in inputs])).float().to(device) \
-                if dual else None
-            frames, shown = _frames(model, sequence, geometry, grid, int(step), steps, views, shown, device)
-            with torch.inference_mode():
-                detections, state = model(events, frames, state, events_sub)
+            frames, shown = _frames(model, sequence, spec, grid, int(step), steps, views, shown)
+            detections = runtime.step_inputs(np.stack([view[j] for view in inputs]), frames)
             forward[step + 1] = _rows(predictions_as_boxes(detections[0]), grid[step + 1])
             if reverse:
                 backward[steps - 1 - step] = _rows(predictions_as_boxes(detections[1]), grid[steps - 1 - step])
@@ -104,15 +98,13 @@ def teacher_predictions(model, sequence: Sequence, geometry: Geometry, grid: np.
     return forward, backward
 
 
-def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config: FALConfig, device: str = "cpu",
-                          progress: Callable[[int], None] | None = None) -> np.ndarray:
+def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config: FALConfig, spec: InputSpec,
+                          device: str = "cpu", progress: Callable[[int], None] | None = None) -> np.ndarray:
     """BOX_DTYPE rows of the sequence's ground truth plus its kept pseudo boxes (label-file frame and ids)."""
-    geometry = Geometry.from_protocol(protocol)
     base = base_times(sequence)
     grid = fine_grid(base, config.factor)
     between = ~np.isin(grid, base)
-    forward, backward = teacher_predictions(model, sequence, geometry, grid, config.both_directions, device,
-                                            progress)
+    forward, backward = teacher_predictions(model, sequence, spec, grid, config.both_directions, device, progress)
     instants, is_gt = [], []
     for i, t in enumerate(grid.tolist()):
         if between[i]:
@@ -122,7 +114,7 @@ def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config:
         else:
             instants.append(protocol.to_eval_frame(protocol.map_classes(labels_at(sequence.labels, t))))
         is_gt.append(not between[i])
-    width, height = geometry.size
+    width, height = spec.size
     masks, ids = track_filter(instants, is_gt, config.tracker, width, height)
     pseudo = [_to_label_file(rows[keep], track[keep], protocol)
               for rows, keep, track, gt in zip(instants, masks, ids, is_gt) if not gt]
@@ -149,8 +141,9 @@ def split_pseudo_labels(boxes: np.ndarray, ground_truth: np.ndarray) -> tuple[np
 
 def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: FALConfig | None = None,
                          layout: str = "auto", protocol: str = "auto", downsample: int = 1, device: str = "cpu",
-                         show_progress: bool = True) -> list[Path]:
-    """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths."""
+                         show_progress: bool = True, spec: InputSpec | None = None) -> list[Path]:
+    """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths.
+    `spec`: the teacher's input specification (default: the dataset's geometry, bins from the model)."""
     from tqdm import tqdm
 
     from flexdet.data.writers import write_boxes
@@ -165,6 +158,11 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
                           f"{dataset.protocol.name!r} scores {dataset.protocol.num_classes}")
     if model.config.use_frames and not dataset.has_frames:
         raise ConfigError(f"{root}: the teacher reads RGB frames but split {split!r} has none")
+    if spec is None:
+        spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
+    if spec.size != dataset.geometry.size:
+        raise ConfigError(f"{root}: the teacher's input is {spec.size[0]}x{spec.size[1]} but this dataset's "
+                          f"geometry gives {dataset.geometry.size[0]}x{dataset.geometry.size[1]}")
     written = []
     kept = instants = gt_boxes = 0
     try:
@@ -173,7 +171,7 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
             steps = max(len(fine_grid(labelled, config.factor)) - 1, 0)
             with tqdm(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
                       leave=False) as bar:
-                boxes = pseudo_label_sequence(model, sequence, dataset.protocol, config, device, bar.update)
+                boxes = pseudo_label_sequence(model, sequence, dataset.protocol, config, spec, device, bar.update)
             path = pseudo_label_path(sequence)
             write_boxes(path, boxes)
             written.append(path)
@@ -188,52 +186,36 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
     return written
 
 
-def _inputs(sequence: Sequence, geometry: Geometry, bins: int, starts: np.ndarray, ends: np.ndarray, dual: bool,
-            backwards: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Histograms of [starts, ends) and, for dual-window models, of the half window nearest the prediction
-    instant in the stream's own time (the last half forward, the first half when played backwards)."""
-    full = _histograms(sequence, geometry, bins, starts, ends)
-    if not dual:
-        return full, None
-    middle = starts + (ends - starts) // 2
-    sub = _histograms(sequence, geometry, bins, starts, middle) if backwards else \
-        _histograms(sequence, geometry, bins, middle, ends)
-    return full, sub
+def pseudo_label_checkpoint(checkpoint: str | Path, root: str | Path, split: str = "train",
+                            config: FALConfig | None = None, protocol: str | None = None, device: str = "cpu",
+                            show_progress: bool = True) -> list[Path]:
+    """`pseudo_label_dataset` with a teacher from any flexdet checkpoint: its input specification, and for a
+    training checkpoint its data settings (layout, benchmark, downsample); `protocol` overrides the benchmark."""
+    from flexdet.models.checkpoint import load_model
+
+    loaded = load_model(checkpoint)
+    data = (loaded.train_config or {}).get("data", {})
+    return pseudo_label_dataset(loaded.model, root, split, config, data.get("layout", "auto"),
+                                protocol or data.get("protocol", "auto"), int(data.get("downsample", 1)), device,
+                                show_progress, loaded.spec)
 
 
-def _histograms(sequence: Sequence, geometry: Geometry, bins: int, starts: np.ndarray, ends: np.ndarray
-                ) -> np.ndarray:
-    """(N, 2 * bins, H, W) uint8 stacked histograms of windows of any lengths, reading the events once."""
-    from flexdet.data.representations import stacked_histogram
-
-    width, height = geometry.size
-    out = np.zeros((len(ends), 2 * bins, height, width), np.uint8)
-    if len(ends) == 0:
-        return out
-    events = geometry.events(sequence.recording().read(int(starts.min()), int(ends.max())))
-    lo = np.searchsorted(events["t"], starts, side="left")
-    hi = np.searchsorted(events["t"], ends, side="left")
-    for i in np.flatnonzero(hi > lo):
-        out[i] = stacked_histogram(events[lo[i]:hi[i]], height, width, bins, int(starts[i]), int(ends[i]))
-    return out
-
-
-def _frames(model, sequence: Sequence, geometry: Geometry, grid: np.ndarray, step: int, steps: int, views: int,
-            shown: tuple[int, ...] | None, device: str):
-    """The frame batch for this step, or None when every view's frame is the one already encoded."""
+def _frames(model, sequence: Sequence, spec: InputSpec, grid: np.ndarray, step: int, steps: int, views: int,
+            shown: tuple[int, ...] | None) -> tuple[np.ndarray | None, tuple[int, ...] | None]:
+    """The (views, H, W, 3) frames of this step, or None when every view's frame is the one already encoded.
+    Forward: the specification's frame for the window start; reversed: the mirror rule, the earliest frame at
+    or after the reversed window's start (its end in real time)."""
     if not model.config.use_frames:
         return None, shown
-    import torch
-
-    wanted = [max(sequence.frame_index(int(grid[step])), 0)]
+    wanted = [spec.frame_index(sequence.frame_times, int(grid[step]))]
     if views == 2:
         after = int(np.searchsorted(sequence.frame_times, int(grid[steps - step]), side="left"))
         wanted.append(min(after, len(sequence.frame_times) - 1))
     wanted = tuple(wanted)
     if wanted == shown:
         return None, shown
-    images = np.stack([sequence.frame(i, geometry) for i in wanted])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0).to(device), wanted
+    stack = np.stack([sequence.frame(max(i, 0), spec) for i in wanted])
+    return spec.paired_frames(stack, [j if i >= 0 else -1 for j, i in enumerate(wanted)]), wanted
 
 
 def _rows(boxes: np.ndarray, t: int) -> np.ndarray:

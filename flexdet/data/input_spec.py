@@ -1,0 +1,145 @@
+"""The input specification: everything that turns sensor events (and the latest RGB frame) into one step's model
+input, stored with every checkpoint and export and read back by every consumer.
+
+One function builds a step's input from events, `InputSpec.model_inputs`; training clips, evaluation,
+pseudo-labelling, the streaming runtime and the demo all call it, so a model sees the same tensor for the same
+window whichever path feeds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flexdet.data.geometry import Geometry
+from flexdet.errors import ConfigError
+
+TIME_NORMS = ("window", "events")
+FRAME_RULES = ("latest_at_start",)
+EVENT_ENCODING = "stacked histogram counts saturated at `clip`, as float32 (no scaling)"
+FRAME_ENCODING = "RGB uint8 / 255 -> [0, 1]; ImageNet mean/std applied inside the network"
+
+
+@dataclass
+class InputSpec:
+    """How one detection step's input is made.
+
+    Events of the window [end - length, end) (or [.., end] with `end_inclusive`, as RVT's preprocessing) are
+    mapped through `geometry` and counted into a stacked histogram of `bins` time bins per polarity, saturated
+    at `clip`. `time_norm`: "window" bins by the window bounds (flexdet), "events" by the window's first and
+    last event (RVT). `window_us` is the window a stream at the trained rate uses; any other window length
+    can be asked for. With `dual_windows` a second histogram of the half window nearest the prediction instant
+    follows on the channel axis. The frame paired with a window is the latest one at or before its start.
+    """
+
+    geometry: Geometry
+    bins: int = 10
+    clip: int = 10
+    time_norm: str = "window"
+    end_inclusive: bool = False
+    window_us: int = 50_000
+    dual_windows: bool = False
+    representation: str = "stacked_histogram"
+    frame_rule: str = "latest_at_start"
+    event_encoding: str = EVENT_ENCODING
+    frame_encoding: str = FRAME_ENCODING
+
+    def __post_init__(self) -> None:
+        if isinstance(self.geometry, dict):
+            from flexdet.config import from_dict
+
+            self.geometry = from_dict(Geometry, self.geometry, source="input.geometry")
+        if self.representation != "stacked_histogram":
+            raise ConfigError(f"input.representation {self.representation!r}: only stacked_histogram is supported")
+        for name, low, high in (("bins", 1, 1024), ("clip", 1, 255), ("window_us", 1, 1 << 40)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or not low <= int(value) <= high:
+                raise ConfigError(f"input.{name} must be a whole number in [{low}, {high}], got {value!r}")
+        if self.time_norm not in TIME_NORMS:
+            raise ConfigError(f"input.time_norm must be one of {TIME_NORMS}, got {self.time_norm!r}")
+        if self.frame_rule not in FRAME_RULES:
+            raise ConfigError(f"input.frame_rule must be one of {FRAME_RULES}, got {self.frame_rule!r}")
+
+    # ----- sizes -----
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the model input."""
+        return self.geometry.size
+
+    @property
+    def sensor_size(self) -> tuple[int, int]:
+        """(width, height) of the sensor whose events this specification takes."""
+        return self.geometry.sensor_width, self.geometry.sensor_height
+
+    @property
+    def views(self) -> int:
+        return 2 if self.dual_windows else 1
+
+    @property
+    def channels(self) -> int:
+        """Channels of one step's input: 2 * bins per view."""
+        return 2 * self.bins * self.views
+
+    def replace(self, **changes: Any) -> InputSpec:
+        return dataclasses.replace(self, **changes)
+
+    # ----- the one input builder -----
+    def model_inputs(self, events: np.ndarray, starts, ends, backwards: bool = False,
+                     mapped: bool = False) -> np.ndarray:
+        """(N, channels, H, W) uint8 inputs of the windows [starts[i], ends[i]) from time-sorted sensor events.
+
+        `backwards`: the windows are played in reverse time (time-reversed histograms; the dual half window is
+        then the first half, the one nearest the prediction instant in the reversed stream). `mapped`: the
+        events are already in input coordinates (geometry applied). Empty windows give zeros.
+        """
+        from flexdet.data.representations import RepresentationConfig, build_windows
+        from flexdet.data.representations.reverse import reverse_histogram
+
+        starts = np.asarray(starts, np.int64).reshape(-1)
+        ends = np.asarray(ends, np.int64).reshape(-1)
+        if starts.shape != ends.shape:
+            raise ConfigError(f"model_inputs: {len(starts)} window starts for {len(ends)} ends")
+        if np.any(ends < starts):
+            raise ConfigError("model_inputs: a window ends before it starts")
+        width, height = self.size
+        events = events if mapped else self.geometry.events(events)
+        config = RepresentationConfig(bins=self.bins, clip=self.clip, time_norm=self.time_norm)
+        extra = 1 if self.end_inclusive else 0
+        views = [(starts, ends)]
+        if self.dual_windows:
+            half = (ends - starts) // 2
+            views.append((starts, starts + half) if backwards else (ends - half, ends))
+        planes = []
+        for lo, hi in views:
+            plane = build_windows(events, height, width, hi + extra, hi - lo + extra, config)
+            planes.append(reverse_histogram(plane, self.bins) if backwards else plane)
+        return planes[0] if len(planes) == 1 else np.concatenate(planes, axis=1)
+
+    # ----- frames and boxes -----
+    def frame_index(self, frame_times: np.ndarray, t_start: int) -> int:
+        """Index of the frame paired with a window starting at `t_start` (-1: no frame yet)."""
+        return int(np.searchsorted(frame_times, int(t_start), side="right")) - 1
+
+    def paired_frames(self, frames: np.ndarray, indices) -> np.ndarray:
+        """(N, H, W, 3) frames `indices` of an input-size stack, black where the index is -1 (a window before
+        the first frame: batched paths cannot leave one column without a frame)."""
+        indices = np.asarray(indices, np.int64)
+        chosen = frames[np.maximum(indices, 0)]
+        chosen[indices < 0] = 0
+        return chosen
+
+    def frame_input(self, image: np.ndarray) -> np.ndarray:
+        """A sensor-aligned HxWx3 uint8 RGB image at input size."""
+        return self.geometry.frame(image)
+
+    def boxes_to_sensor(self, xyxy: np.ndarray) -> np.ndarray:
+        """(N, 4) xyxy input pixels -> sensor pixels."""
+        return self.geometry.boxes_to_sensor(xyxy)
+
+
+def identity_spec(height: int, width: int, **fields: Any) -> InputSpec:
+    """A specification whose input is the sensor itself (no crop, no scaling)."""
+    return InputSpec(Geometry(int(width), int(height)), **fields)

@@ -1,0 +1,191 @@
+"""The one checkpoint loader: any flexdet artefact (training checkpoint, model checkpoint `model.pt`, export
+folder, or an ONNX / engine file with its `model.pt` beside it) -> the model, its input specification, its
+class names and, for training checkpoints, the training configuration. Files are read with
+`torch.load(weights_only=True)`, so no checkpoint can run code; the format tag picks the reader.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flexdet.atomic import atomic_path
+from flexdet.data.input_spec import InputSpec
+from flexdet.errors import CheckpointError, FlexdetError
+
+TRAIN_FORMAT = "flexdet-train-checkpoint-1"
+MODEL_FORMAT = "flexdet.checkpoint"
+MODEL_VERSION = 2
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class LoadedModel:
+    """What a flexdet artefact holds: model (eval mode), input specification (None only for a training
+    checkpoint of an early flexdet that recorded no input size), class names, and for a training checkpoint
+    its training config (plain data) and dataset info."""
+
+    def require_spec(self) -> InputSpec:
+        """The input specification, or a CheckpointError saying it is unknown."""
+        if self.spec is None:
+            raise CheckpointError(f"{self.path}: this checkpoint records no input specification (input size "
+                                  "unknown); evaluate or pseudo-label it on its dataset, or retrain")
+        return self.spec
+
+    model: torch.nn.Module
+    spec: InputSpec | None
+    classes: list[str]
+    path: Path
+    train_config: dict | None = None
+    dataset: dict = field(default_factory=dict)
+
+
+def read_torch_file(path: os.PathLike[str] | str, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`; a missing or unreadable file raises CheckpointError (`what` names it)."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"{file}: {what} not found")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch / pickle / zipfile raise many types for truncated or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{file}: not a readable {what} ({type(exc).__name__}: {first[:200]})") from None
+
+
+def model_from_state(source: os.PathLike[str] | str, config: dict, state: dict) -> torch.nn.Module:
+    """A FlexDetector in eval mode built from a stored ModelConfig mapping and loaded with `state`."""
+    from flexdet.config import from_dict
+    from flexdet.models import ModelConfig, build_model
+
+    try:
+        model_config = from_dict(ModelConfig, {**config, "frame_weights": None}, source=f"{source}:model_config")
+        model = build_model(model_config, model_config.num_classes, model_config.use_frames)
+    except FlexdetError as exc:
+        raise CheckpointError(f"{source}: invalid model config ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: weights do not match the stored model config "
+                              f"({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+def save_model(path: os.PathLike[str] | str, model: torch.nn.Module, spec: InputSpec,
+               classes: list[str] | None = None) -> Path:
+    """Write `model.pt`: model config, weights, input specification and class names, atomically."""
+    from flexdet.config import to_dict
+
+    payload = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_config": to_dict(model.config),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "input": to_dict(spec), "classes": class_names(model, classes)}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def class_names(model: torch.nn.Module, classes: list[str] | None) -> list[str]:
+    """`classes` checked against the model's class count, or class_0 .. class_{K-1}."""
+    count = model.config.num_classes
+    names = list(classes) if classes else [f"class_{k}" for k in range(count)]
+    if len(names) != count:
+        raise CheckpointError(f"{len(names)} class names given for a model with {count} classes")
+    return names
+
+
+def load_model(path: os.PathLike[str] | str, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load any flexdet artefact; CheckpointError names the file and what is wrong."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / MODEL_FILE
+    elif file.suffix.lower() in (".onnx", ".engine", ".plan"):
+        file = file.with_name(MODEL_FILE)
+    payload = read_torch_file(file, "flexdet checkpoint", map_location)
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{file}: expected a flexdet checkpoint (a dict), got {type(payload).__name__}")
+    tag = payload.get("format")
+    if tag == TRAIN_FORMAT:
+        return _training_checkpoint(file, payload)
+    if tag == MODEL_FORMAT:
+        return _model_checkpoint(file, payload)
+    raise CheckpointError(f"{file}: not a flexdet checkpoint (format tag {tag!r}); RVT and other published "
+                          "checkpoints are read with `flexdet convert`")
+
+
+def read_training_checkpoint(path: os.PathLike[str] | str, map_location: str | torch.device = "cpu") -> dict:
+    """The whole payload of a training checkpoint (for resuming), checked for the keys a resume reads."""
+    file = Path(path)
+    payload = read_torch_file(file, "flexdet training checkpoint", map_location)
+    if not isinstance(payload, dict) or payload.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"{file}: not a flexdet training checkpoint (format tag missing)")
+    for key in ("model", "config", "step", "model_config"):
+        if key not in payload:
+            raise CheckpointError(f"{file}: checkpoint lacks '{key}'")
+    return payload
+
+
+def _training_checkpoint(file: Path, payload: dict) -> LoadedModel:
+    for key in ("model", "config", "model_config"):
+        if key not in payload:
+            raise CheckpointError(f"{file}: checkpoint lacks '{key}'")
+    model = model_from_state(file, payload["model_config"], payload["model"])
+    dataset = payload.get("dataset") or {}
+    spec = _stored_spec(file, payload) or _legacy_training_spec(model, payload["config"], dataset)
+    return LoadedModel(model, spec, class_names(model, dataset.get("classes")), file, payload["config"], dataset)
+
+
+def _model_checkpoint(file: Path, payload: dict) -> LoadedModel:
+    state, config = payload.get("state_dict"), payload.get("model_config")
+    if not isinstance(state, dict) or not isinstance(config, dict):
+        raise CheckpointError(f"{file}: no model config and state_dict in the checkpoint (keys: {sorted(payload)})")
+    model = model_from_state(file, config, state)
+    deploy = payload.get("deploy") if isinstance(payload.get("deploy"), dict) else {}
+    spec = _stored_spec(file, payload) or _legacy_deploy_spec(file, model, deploy)
+    return LoadedModel(model, spec, class_names(model, payload.get("classes") or deploy.get("classes")), file)
+
+
+def _stored_spec(file: Path, payload: dict) -> InputSpec | None:
+    from flexdet.config import from_dict
+
+    stored = payload.get("input")
+    if stored is None:
+        return None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{file}: 'input' is not an input specification")
+    try:
+        return from_dict(InputSpec, stored, source=f"{file}:input")
+    except FlexdetError as exc:
+        raise CheckpointError(f"{file}: invalid input specification ({exc})") from None
+
+
+def _legacy_training_spec(model: torch.nn.Module, config: dict, dataset: dict) -> InputSpec | None:
+    """Checkpoints written before the input specification: the protocol's geometry at the stored input size,
+    bins from the data config, window = 1 / first training rate (None when no input size was stored)."""
+    from flexdet.data.geometry import Geometry
+
+    data = config.get("data", {}) if isinstance(config, dict) else {}
+    if len(dataset.get("input_size") or ()) != 2:
+        return None
+    width, height = (int(v) for v in dataset["input_size"])
+    scale = int(data.get("downsample") or 1)
+    if dataset.get("protocol") in ("dsec2", "dsec8"):
+        geometry = Geometry(640, 480, 430, 2 * scale)
+    else:
+        geometry = Geometry(width * scale, height * scale, None, scale)
+    rates = data.get("rates_hz") or [20.0]
+    return InputSpec(geometry, bins=int(data.get("bins") or model.config.in_channels // 2),
+                     window_us=int(round(1e6 / float(rates[0]))), dual_windows=bool(model.config.dual_windows))
+
+
+def _legacy_deploy_spec(file: Path, model: torch.nn.Module, deploy: dict) -> InputSpec:
+    """Model checkpoints written before the input specification: the deploy metadata's size, no geometry."""
+    from flexdet.data.input_spec import identity_spec
+
+    if not deploy.get("height") or not deploy.get("width"):
+        raise CheckpointError(f"{file}: checkpoint has neither an input specification nor deploy metadata")
+    return identity_spec(int(deploy["height"]), int(deploy["width"]), bins=int(deploy.get("bins", 10)),
+                         clip=int(deploy.get("clip", 10)), window_us=int(deploy.get("window_us", 50_000)),
+                         dual_windows=bool(model.config.dual_windows))
