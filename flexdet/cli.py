@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("flexdet.commands.bench", "benchmark the streaming runtime (steps/s, latency per stage)"),
     "train": ("flexdet.commands.train", "train a detector on a dataset (recipe + key=value overrides, resumable, DDP)"),
     "eval": ("flexdet.commands.eval", "evaluate a checkpoint at any detection rate (stream, interframe, global)"),
+    "score": ("flexdet.commands.score", "score prediction files of any tool under a benchmark's official rules"),
     "quickstart": ("flexdet.commands.quickstart", "synthetic data -> train fusion/events/frames nano models -> AP vs rate"),
     "demo": ("flexdet.commands.demo", "live detection on a recording, video, webcam or event camera, boxes on screen"),
     "pseudo-label": ("flexdet.commands.pseudo_label", "FlexTune pseudo labels between labelled frames from a teacher"),

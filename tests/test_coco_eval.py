@@ -191,3 +191,37 @@ def test_garbage_inputs_raise_clear_errors():
         coco_metrics([gt], [{"boxes": [[0, 0, np.nan, 5]], "scores": [0.5], "labels": [0]}], 1, HEIGHT, WIDTH)
     with pytest.raises(FlexdetError, match="class ids"):
         coco_metrics([gt], [{"boxes": [[0, 0, 5, 5]], "scores": [0.5], "labels": [-1]}], 1, HEIGHT, WIDTH)
+
+
+def test_prophesee_dtype_predictions_keep_their_scores():
+    # The Prophesee/RVT box dtype has track_id BEFORE class_confidence; read by position the track ids
+    # (here anti-correlated with the scores) would rank the predictions.
+    from flexdet.training.coco_eval import predictions_as_boxes
+    from flexdet.training.results import PROPHESEE_BOX_DTYPE
+
+    gt = boxes([(0, 0, 50, 50, 0)])
+    pred = np.zeros(2, PROPHESEE_BOX_DTYPE)
+    pred["x"], pred["y"], pred["w"], pred["h"] = [0, 200], [0, 10], [50, 40], [50, 40]
+    pred["class_confidence"], pred["track_id"] = [0.9, 0.1], [1, 90]
+    converted = predictions_as_boxes(pred)
+    assert converted["class_confidence"].tolist() == pytest.approx([0.9, 0.1])
+    assert converted["track_id"].tolist() == [1, 90]
+    assert coco_metrics([gt], [pred], 1, HEIGHT, WIDTH)["AP"] == pytest.approx(1.0)  # TP ranked first
+    gen1 = np.zeros(1, [("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
+                        ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
+    gen1["w"], gen1["h"], gen1["confidence"], gen1["track_id"] = 50, 50, 0.5, 7
+    assert predictions_as_boxes(gen1)["class_confidence"].tolist() == [0.5]
+
+
+def test_match_instants_pools_or_takes_the_nearest_set():
+    from flexdet.training.coco_eval import match_instants
+
+    gt = boxes([(0, 0, 50, 50, 0), (0, 0, 50, 50, 0)])
+    gt["t"] = [100_000, 150_000]
+    pred = boxes([(0, 0, 50, 50, 0, 0.9)] * 4)
+    pred["t"] = [50_000, 101_500, 149_000, 200_001]
+    gt_frames, pooled = match_instants(gt, pred, 50_000, pooled=True)
+    assert [len(f) for f in gt_frames] == [1, 1]
+    assert [f["t"].tolist() for f in pooled] == [[50_000, 101_500, 149_000], [101_500, 149_000]]
+    _, nearest = match_instants(gt, pred, 50_000, pooled=False)
+    assert [f["t"].tolist() for f in nearest] == [[101_500], [149_000]]

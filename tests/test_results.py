@@ -56,6 +56,25 @@ def test_detections_become_label_file_rows(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["zurich_city_12_a.npy"]  # no temporary file left
 
 
+def test_predictions_in_the_label_files_dtype_and_class_ids(tmp_path):
+    # Gen1 label files name their fields ts / confidence; DSEC 2-class car (evaluated 0) is 2 in tracks.npy.
+    from flexdet.data.synthetic.dataset import GEN1_BOX_DTYPE
+    from flexdet.training.results import boxes_as, label_file_dtype
+
+    detections = [{"boxes": np.array([[1.0, 2.0, 5.0, 8.0], [0.0, 0.0, 4.0, 4.0]]), "scores": np.array([0.8, 0.3]),
+                   "labels": np.array([0, 1])}]
+    boxes = detections_to_boxes(detections, [50_000], 1.0, label_class_ids=[2, 0])
+    assert boxes["class_id"].tolist() == [2, 0]
+    np.save(tmp_path / "seq_bbox.npy", np.zeros(0, GEN1_BOX_DTYPE))
+    assert label_file_dtype(tmp_path / "seq_bbox.npy") == GEN1_BOX_DTYPE
+    loaded = np.load(write_predictions(tmp_path, 20, "seq", boxes, GEN1_BOX_DTYPE))
+    assert loaded.dtype == GEN1_BOX_DTYPE
+    assert loaded["ts"].tolist() == [50_000, 50_000] and loaded["confidence"].tolist() == pytest.approx([0.8, 0.3])
+    assert boxes_as(loaded, FILE_BOX_DTYPE)["class_confidence"].tolist() == pytest.approx([0.8, 0.3])
+    with pytest.raises(FlexdetError, match="2 classes"):
+        detections_to_boxes([{"boxes": np.zeros((1, 4)), "scores": [0.5], "labels": [2]}], [0], 1.0, [2, 0])
+
+
 def test_prediction_paths_name_rates_without_trailing_zeros(tmp_path):
     assert prediction_path(tmp_path, 20.0, "s") == tmp_path / "predictions" / "20hz" / "s.npy"
     assert prediction_path(tmp_path, 25.7, "s").parent.name == "25.7hz"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,30 +175,36 @@ class Benchmark:
 
 
 def score_elements(benchmark: Benchmark, ground_truth: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-                   granularity: str | None = None) -> dict[str, float]:
+                   granularity: str | None = None, coco_dir: str | Path | None = None) -> dict[str, float]:
     """COCO metrics of list elements of scored rows (eval frame and ids, both already filtered), matched in
     time by the benchmark's rule: element i's instants are the distinct times of `ground_truth[i]`.
 
-    RVT's validation feeds one element per labelled instant; the toolbox feeds one per sequence.
+    RVT's validation feeds one element per labelled instant; the toolbox feeds one per sequence. With
+    `coco_dir`, the scored images are written there as COCO json too.
     """
     if len(ground_truth) != len(predictions):
         raise FlexdetError(f"{len(ground_truth)} ground-truth elements but {len(predictions)} prediction elements")
     pooled = (granularity or benchmark.granularity) == "sequence"
     width, height = benchmark.eval_size
-    if benchmark.score_empty_instants and not pooled:  # one image per element, with or without ground truth
-        return coco_metrics(list(ground_truth), list(predictions), benchmark.num_classes, height, width)
     gt_frames: list[np.ndarray] = []
     pred_frames: list[np.ndarray] = []
-    for gt, dt in zip(ground_truth, predictions):
-        frames = match_instants(gt, dt, benchmark.time_tol_us, pooled)
-        gt_frames.extend(frames[0])
-        pred_frames.extend(frames[1])
+    if benchmark.score_empty_instants and not pooled:  # one image per element, with or without ground truth
+        gt_frames, pred_frames = list(ground_truth), list(predictions)
+    else:
+        for gt, dt in zip(ground_truth, predictions):
+            frames = match_instants(gt, dt, benchmark.time_tol_us, pooled)
+            gt_frames.extend(frames[0])
+            pred_frames.extend(frames[1])
+    if coco_dir is not None:
+        from flexdet.training.results import write_coco_json
+
+        write_coco_json(coco_dir, gt_frames, pred_frames, benchmark.class_names, height, width)
     return coco_metrics(gt_frames, pred_frames, benchmark.num_classes, height, width)
 
 
 def score_sequences(benchmark: Benchmark, labels: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-                    granularity: str | None = None, recording_starts: Sequence[int] | None = None
-                    ) -> dict[str, float]:
+                    granularity: str | None = None, recording_starts: Sequence[int] | None = None,
+                    coco_dir: str | Path | None = None) -> dict[str, float]:
     """COCO metrics of per-sequence prediction arrays against per-sequence label-file arrays, both in the
     label files' frame and class ids (what `flexdet eval` writes), under the benchmark's official rules.
 
@@ -222,7 +229,7 @@ def score_sequences(benchmark: Benchmark, labels: Sequence[np.ndarray], predicti
         for instant, dt_rows in zip(instants, nearest_instants(instants, dt, benchmark.time_tol_us)):
             gt_elements.append(gt[gt["t"] == instant])
             dt_elements.append(dt_rows)
-    return score_elements(benchmark, gt_elements, dt_elements, granularity)
+    return score_elements(benchmark, gt_elements, dt_elements, granularity, coco_dir)
 
 
 PROPHESEE_RULES = dict(skip_us=500_000, clip="none", filter_predictions=True, time_tol_us=50_000)

@@ -208,13 +208,15 @@ def _results(pred_frames: Sequence[Frame], class_ids: list[int]) -> list[dict]:
 
 
 def _check_box_rows(rows: Any, what: str) -> None:
-    """Refuse anything that is not an array of box rows with the fields COCO needs."""
-    needed = {"x", "y", "w", "h", "class_id", "class_confidence"}
-    names = getattr(getattr(rows, "dtype", None), "names", None)
-    if not isinstance(rows, np.ndarray) or names is None or not needed <= set(names):
+    """Refuse anything that is not an array of box rows with the fields COCO needs (a score for predictions)."""
+    needed = {"x", "y", "w", "h", "class_id"}
+    names = set(getattr(getattr(rows, "dtype", None), "names", None) or ())
+    scored = what.startswith("predictions") and not {"class_confidence", "confidence", "class_conf"} & names
+    if not isinstance(rows, np.ndarray) or not needed <= names or scored:
         kind = getattr(rows, "dtype", type(rows).__name__)
-        raise FlexdetError(f"{what} must be box rows with fields {sorted(needed)} (BOX_DTYPE) or, for "
-                           f"predictions, a dict of boxes/scores/labels; got {kind}")
+        raise FlexdetError(f"{what} must be box rows with fields {sorted(needed)} (+ class_confidence for "
+                           f"predictions; BOX_DTYPE or any dtype naming them) or, for predictions, a dict of "
+                           f"boxes/scores/labels; got {kind}")
 
 
 def _as_numpy(value: Any) -> np.ndarray:

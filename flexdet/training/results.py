@@ -1,7 +1,11 @@
-"""Evaluation outputs: prediction files in the label files' format, metrics as JSON / Markdown, AP-vs-rate plot.
+"""Evaluation outputs: prediction files in the label files' format, metrics as JSON / Markdown, AP-vs-rate plot,
+and the same predictions for other tools (the Prophesee toolbox's box files, COCO json).
 
 Layout of a run folder: `predictions/<rate>hz/<sequence>.npy` (`predictions/empty/` for the empty-window
-delta), `metrics.json`, `metrics.md`, `ap_vs_rate.png`. Every file is written atomically.
+delta) in the dtype and class ids of the sequence's label file, `prophesee/<rate>hz/<sequence>_bbox.npy`
+(the toolbox's BBOX_DTYPE, named like Gen1 / 1Mpx label files so its psee_evaluator pairs them),
+`coco/<rate>hz/{ground_truth,results}.json` (exactly the images a benchmark scored), `metrics.json`,
+`metrics.md`, `ap_vs_rate.png`. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -17,21 +21,32 @@ import numpy as np
 
 from flexdet.atomic import atomic_path, atomic_write_text
 from flexdet.data.boxes import BOX_DTYPE, FILE_BOX_DTYPE
-from flexdet.errors import ConfigError, FlexdetError
-from flexdet.training.coco_eval import METRIC_NAMES, Frame, predictions_as_boxes
+from flexdet.errors import ConfigError, FlexdetError, FormatError
+from flexdet.training.coco_eval import METRIC_NAMES, Frame, coco_dataset, predictions_as_boxes
 from flexdet.training.ground_truth import format_rate
 
 PathLike = Union["os.PathLike[str]", str]
 
+# The Prophesee toolbox's box dtype (src/io/box_loading.py BBOX_DTYPE), which RVT and DAGr write too:
+# track_id comes BEFORE class_confidence, so box arrays must be converted by field name, never by position.
+PROPHESEE_BOX_DTYPE = np.dtype({"names": ["t", "x", "y", "w", "h", "class_id", "track_id", "class_confidence"],
+                                "formats": ["<i8", "<f4", "<f4", "<f4", "<f4", "<u4", "<u4", "<f4"],
+                                "offsets": [0, 8, 12, 16, 20, 24, 28, 32], "itemsize": 40})
+EXPORT_FORMATS = ("prophesee", "coco")
+_SOURCE_NAMES = {"t": ("t", "ts"), "class_confidence": ("class_confidence", "confidence", "class_conf")}
 
-def detections_to_boxes(detections: Sequence[Frame], timestamps: Sequence[int], scale: float = 1.0) -> np.ndarray:
-    """Detections (one boxes/scores/labels dict per timestamp) -> FILE_BOX_DTYPE rows sorted by t.
 
-    Boxes are multiplied by `scale` to go back to the label files' frame (a Protocol's `scale`, 2 for
-    DSEC-Det at half resolution); track_id is 0.
+def detections_to_boxes(detections: Sequence[Frame], timestamps: Sequence[int], scale: float = 1.0,
+                        label_class_ids: Sequence[int] | None = None) -> np.ndarray:
+    """Detections (one boxes/scores/labels dict per timestamp) -> BOX_DTYPE rows in the label files' frame
+    and class ids, sorted by t.
+
+    Boxes are multiplied by `scale` (a Benchmark's `scale`, 2 for DSEC-Det at half resolution); evaluated
+    class k becomes `label_class_ids[k]` (`Benchmark.label_class_ids()`: DSEC 2-class car 0 -> 2); track_id 0.
     """
     if len(detections) != len(timestamps):
         raise FlexdetError(f"{len(detections)} detection sets but {len(timestamps)} timestamps")
+    lookup = None if label_class_ids is None else np.asarray(label_class_ids, np.int64)
     parts = []
     for detection, t in zip(detections, timestamps):
         if int(t) < 0:
@@ -41,28 +56,92 @@ def detections_to_boxes(detections: Sequence[Frame], timestamps: Sequence[int], 
         boxes["track_id"] = 0
         for name in ("x", "y", "w", "h"):
             boxes[name] = boxes[name] * np.float32(scale)
+        if lookup is not None and len(boxes):
+            if int(boxes["class_id"].max()) >= len(lookup):
+                raise FlexdetError(f"predicted class {int(boxes['class_id'].max())} but the benchmark has "
+                                   f"{len(lookup)} classes")
+            boxes["class_id"] = lookup[boxes["class_id"]]
         parts.append(boxes)
     merged = np.concatenate(parts) if parts else np.zeros(0, dtype=BOX_DTYPE)
-    return merged[np.argsort(merged["t"], kind="stable")].astype(FILE_BOX_DTYPE)
+    return merged[np.argsort(merged["t"], kind="stable")]
+
+
+def boxes_as(boxes: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Box rows in another box dtype, field by field by name (Gen1's `ts` / `confidence` included); fields
+    the source lacks are 0."""
+    dtype = np.dtype(dtype)
+    out = np.zeros(len(boxes), dtype)
+    for name in dtype.names:
+        canonical = next((key for key, aliases in _SOURCE_NAMES.items() if name in aliases), name)
+        source = next((s for s in _SOURCE_NAMES.get(canonical, (canonical,)) if s in boxes.dtype.names), None)
+        if source is not None:
+            out[name] = boxes[source]
+    return out
+
+
+def label_file_dtype(path: PathLike) -> np.dtype:
+    """The box dtype of a label file (`.npy`, or an `.npz` with 'labels'), read from its header only."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return archive["labels"].dtype
+        return np.load(path, mmap_mode="r", allow_pickle=False).dtype
+    except (OSError, ValueError, KeyError) as exc:
+        raise FormatError(path, f"cannot read the label dtype ({exc})") from None
 
 
 def prediction_path(run_dir: PathLike, rate_hz: float | None, sequence: str) -> Path:
     """`run_dir/predictions/<rate>hz/<sequence>.npy` (`predictions/empty/...` when `rate_hz` is None)."""
-    if not sequence or Path(sequence).name != sequence or sequence in (".", ".."):
-        raise ConfigError(f"sequence name {sequence!r} must be a plain file name")
-    folder = "empty" if rate_hz is None else f"{format_rate(rate_hz)}hz"
-    return Path(run_dir) / "predictions" / folder / f"{sequence}.npy"
+    return Path(run_dir) / "predictions" / _rate_folder(rate_hz) / f"{_plain(sequence)}.npy"
 
 
-def write_predictions(run_dir: PathLike, rate_hz: float | None, sequence: str, boxes: np.ndarray) -> Path:
-    """Save predictions (FILE_BOX_DTYPE or BOX_DTYPE rows) atomically where prediction_path says; returns it."""
-    if boxes.dtype not in (FILE_BOX_DTYPE, BOX_DTYPE):
+def write_predictions(run_dir: PathLike, rate_hz: float | None, sequence: str, boxes: np.ndarray,
+                      dtype: np.dtype = FILE_BOX_DTYPE) -> Path:
+    """Save predictions (box rows in the label frame and ids) in `dtype`, the dtype of the sequence's label
+    file, atomically where prediction_path says; returns the path."""
+    return _save(prediction_path(run_dir, rate_hz, sequence), boxes, dtype, sequence)
+
+
+def write_prophesee_predictions(run_dir: PathLike, rate_hz: float | None, sequence: str,
+                                boxes: np.ndarray) -> Path:
+    """Save predictions in the Prophesee toolbox's BBOX_DTYPE as `prophesee/<rate>hz/<sequence>_bbox.npy`."""
+    path = Path(run_dir) / "prophesee" / _rate_folder(rate_hz) / f"{_plain(sequence)}_bbox.npy"
+    return _save(path, boxes, PROPHESEE_BOX_DTYPE, sequence)
+
+
+def write_coco_json(folder: PathLike, gt_frames: Sequence[np.ndarray], pred_frames: Sequence[Frame],
+                    class_names: Sequence[str], height: int, width: int) -> dict[str, Path]:
+    """`ground_truth.json` (images, annotations, categories) and `results.json` (detections) of the scored
+    frames, for pycocotools or any COCO tool: frame i is image i + 1, class k is category k + 1."""
+    dataset, results = coco_dataset(gt_frames, pred_frames, range(len(class_names)), height, width)
+    for category in dataset["categories"]:
+        category["name"] = str(class_names[category["id"] - 1])
+    folder = Path(folder)
+    paths = {"ground_truth": folder / "ground_truth.json", "results": folder / "results.json"}
+    atomic_write_text(paths["ground_truth"], json.dumps(dataset) + "\n")
+    atomic_write_text(paths["results"], json.dumps([{k: v for k, v in r.items() if k != "area"} for r in results])
+                      + "\n")
+    return paths
+
+
+def _save(path: Path, boxes: np.ndarray, dtype: np.dtype, sequence: str) -> Path:
+    if boxes.dtype.names is None or not {"x", "y", "w", "h", "class_id"} <= set(boxes.dtype.names):
         raise FlexdetError(f"predictions for {sequence} must be box rows, got dtype {boxes.dtype}")
-    path = prediction_path(run_dir, rate_hz, sequence)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.save(handle, boxes.astype(FILE_BOX_DTYPE))
+            np.save(handle, boxes_as(boxes, dtype))
     return path
+
+
+def _rate_folder(rate_hz: float | None) -> str:
+    return "empty" if rate_hz is None else f"{format_rate(rate_hz)}hz"
+
+
+def _plain(sequence: str) -> str:
+    if not sequence or Path(sequence).name != sequence or sequence in (".", ".."):
+        raise ConfigError(f"sequence name {sequence!r} must be a plain file name")
+    return sequence
 
 
 def write_metrics_json(path: PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
