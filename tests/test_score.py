@@ -199,3 +199,61 @@ def test_prophesee_export_keeps_scores_and_ids(tmp_path):
     assert loaded.dtype == PROPHESEE_BOX_DTYPE
     assert loaded["class_confidence"].tolist() == [0.25] and loaded["track_id"].tolist() == [0]
     assert (loaded["w"].tolist(), loaded["class_id"].tolist()) == ([10.0], [1])
+
+
+def test_eval_exports_for_other_tools_agree_with_its_metrics(tmp_path):
+    """`evaluate(..., export=["prophesee", "coco"])`: the toolbox box files hold the predictions file's rows,
+    and pycocotools run on the COCO json alone gives the metrics flexdet reports."""
+    import contextlib
+    import io
+
+    import torch
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    from test_datasets import tiny_dataset
+
+    from flexdet.models import build_model
+    from flexdet.training.datasets import open_dataset
+    from flexdet.training.evaluate import evaluate
+    from flexdet.training.results import label_file_dtype
+
+    dataset = open_dataset(tiny_dataset(tmp_path / "data"), "test", downsample=2)
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.05, max_detections=30).eval()
+    with torch.no_grad():  # an untrained head that fires everywhere, so there are detections to export
+        for name, parameter in model.named_parameters():
+            if name.startswith(("head.obj_preds", "head.cls_preds")) and name.endswith("bias"):
+                parameter.fill_(3.0)
+    try:
+        row = evaluate(model, dataset, [20.0], "global", tmp_path / "run", progress=False,
+                       export=["prophesee", "coco"])[0]
+        sequence = dataset.sequences[0]
+    finally:
+        dataset.close()
+    tracks = sequence.path / "object_detections" / "left" / "tracks.npy"
+    saved = np.load(tmp_path / "run" / "predictions" / "20hz" / f"{sequence.name}.npy")
+    assert saved.dtype == label_file_dtype(tracks)
+    assert set(saved["class_id"].tolist()) <= set(np.load(tracks)["class_id"].tolist())  # label file's ids
+    exported = np.load(tmp_path / "run" / "prophesee" / "20hz" / f"{sequence.name}_bbox.npy")
+    assert exported.dtype == PROPHESEE_BOX_DTYPE
+    for name in ("t", "x", "y", "w", "h", "class_id", "class_confidence"):
+        assert np.array_equal(exported[name], saved[name].astype(exported[name].dtype)), name
+    coco = tmp_path / "run" / "coco" / "20hz"
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(coco / "ground_truth.json"))
+        evaluator = COCOeval(gt, gt.loadRes(str(coco / "results.json")), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert len(saved) > 0 and len(gt.getImgIds()) <= row["steps_scored"]
+    for name, value in zip(METRIC_NAMES, evaluator.stats[:6]):
+        assert (math.isnan(row[name]) and value == -1) or abs(row[name] - value) < 1e-9, name
+
+
+def test_eval_protocol_flag_is_a_deprecated_alias_of_schedule(tmp_path, capsys):
+    missing = str(tmp_path / "missing.pt")
+    assert main(["eval", missing, "--data", str(tmp_path), "--protocol", "global"]) == 2
+    err = capsys.readouterr().err
+    assert "--protocol is deprecated, use --schedule" in err and "missing.pt" in err  # then the run proceeds
+    assert main(["eval", missing, "--data", str(tmp_path), "--protocol", "stream", "--schedule", "global"]) == 2
+    assert "disagree" in capsys.readouterr().err

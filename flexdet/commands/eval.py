@@ -1,17 +1,28 @@
 """Evaluate a checkpoint at any detection rate: COCO AP / AP50 / AP75 / APs/m/l per rate, predictions per
-sequence and rate, a metrics table and an AP-vs-rate plot in --out."""
+sequence and rate (in the label files' dtype and class ids), a metrics table and an AP-vs-rate plot in --out.
+--benchmark chooses the scoring rules (docs/benchmarks.md), --schedule when the detector is scored."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+SCHEDULES = ("stream", "interframe", "global")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (RUN/checkpoints/last.pt)")
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--rates", default="20,60,90,180", help="comma-separated detection rates in Hz")
-    parser.add_argument("--protocol", default="stream", choices=["stream", "interframe", "global"],
-                        help="stream: continuous run at each rate; interframe: DAGr deltas; global: label instants")
+    parser.add_argument("--benchmark", choices=["gen1", "1mpx", "dsec2", "dsec8"],
+                        help="scoring rules (default: those the checkpoint was trained for, else the layout's)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="stream: continuous run at each rate, every step with ground truth scored (flexdet's "
+                             "own); interframe: DAGr deltas; global: the labelled instants only (default stream)")
+    parser.add_argument("--protocol", choices=SCHEDULES, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--export", default="",
+                        help="comma-separated extra outputs for other tools: prophesee (toolbox box files), "
+                             "coco (the scored images as COCO json)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", default="runs/eval", help="output folder")
 
@@ -25,7 +36,16 @@ def run(args: argparse.Namespace) -> int:
         rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
         raise ConfigError(f"--rates {args.rates!r}: expected comma-separated numbers, e.g. 20,60,90,180") from None
-    rows = evaluate_checkpoint(args.checkpoint, args.data, rates, args.protocol, args.out, args.split)
+    schedule = args.schedule
+    if args.protocol is not None:
+        print("flexdet eval: --protocol is deprecated, use --schedule (a benchmark's rules are --benchmark)",
+              file=sys.stderr)
+        if schedule is not None and schedule != args.protocol:
+            raise ConfigError(f"--protocol {args.protocol} and --schedule {schedule} disagree; pass --schedule only")
+        schedule = args.protocol
+    export = [f.strip() for f in args.export.split(",") if f.strip()]
+    rows = evaluate_checkpoint(args.checkpoint, args.data, rates, schedule or "stream", args.out, args.split,
+                               benchmark=args.benchmark, export=export)
     print(metrics_markdown(rows))
     print(f"results in {args.out}")
     return 0

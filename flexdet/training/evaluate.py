@@ -27,7 +27,16 @@ from flexdet.training.datasets.cache import stream_windows
 from flexdet.training.datasets.sequences import Dataset, Sequence, open_dataset
 from flexdet.training.ground_truth import interframe_deltas, interframe_targets, persistent_pairs
 from flexdet.training.protocols import Protocol
-from flexdet.training.results import detections_to_boxes, write_predictions, write_results
+from flexdet.training.results import (
+    EXPORT_FORMATS,
+    detections_to_boxes,
+    rate_folder,
+    sequence_label_dtype,
+    write_coco_json,
+    write_predictions,
+    write_prophesee_predictions,
+    write_results,
+)
 
 PROTOCOLS = ("stream", "interframe", "global")
 CHUNK_STEPS = 128
@@ -196,10 +205,12 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence) -> dict[float | No
     return runs
 
 
-def score(runs: Seq[ScoredRun], protocol: Protocol, recording_starts: Seq[int]) -> dict[str, float]:
+def score(runs: Seq[ScoredRun], protocol: Protocol, recording_starts: Seq[int],
+          coco_dir: str | Path | None = None) -> dict[str, float]:
     """COCO metrics over the scored steps of several runs, one image per step (RVT's validation feeds one
     element per labelled instant): predictions get the benchmark's prediction filter, and a step whose
-    ground truth is all filtered out is not scored unless the benchmark scores empty instants."""
+    ground truth is all filtered out is not scored unless the benchmark scores empty instants. With
+    `coco_dir`, the scored images are written there as COCO json."""
     gt_frames, pred_frames = [], []
     for run, start in zip(runs, recording_starts):
         for gt, k in zip(run.gt, run.scored):
@@ -207,6 +218,8 @@ def score(runs: Seq[ScoredRun], protocol: Protocol, recording_starts: Seq[int]) 
                 gt_frames.append(gt)
                 pred_frames.append(_filtered(run.detections[k], int(run.times[k]), protocol, start))
     width, height = protocol.eval_size
+    if coco_dir is not None:
+        write_coco_json(coco_dir, gt_frames, pred_frames, protocol.class_names, height, width)
     return coco_metrics(gt_frames, pred_frames, protocol.num_classes, height, width)
 
 
@@ -220,15 +233,19 @@ def _filtered(detection: dict, t: int, protocol: Protocol, recording_start: int)
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], protocol_kind: str = "stream",
              out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
-             spec: InputSpec | None = None, batch_size: int = 8) -> list[dict]:
+             spec: InputSpec | None = None, batch_size: int = 8, export: Seq[str] = ()) -> list[dict]:
     """Metric rows ({model, protocol, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
-    predictions per rate and sequence (label files' frame and dtype). `spec`: the model's input specification
-    (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size` sequences side
-    by side."""
+    predictions per rate and sequence (label files' frame, dtype and class ids) and the `export` formats
+    ("prophesee": the toolbox's box files, "coco": the scored images as COCO json). `spec`: the model's input
+    specification (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size`
+    sequences side by side."""
     from tqdm import tqdm
 
     if protocol_kind not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {PROTOCOLS}, got {protocol_kind!r}")
+    unknown = sorted(set(export) - set(EXPORT_FORMATS))
+    if unknown or (export and out_dir is None):
+        raise ConfigError(f"export formats {list(export)}: choose from {EXPORT_FORMATS}, with an output folder")
     if protocol_kind == "interframe" and not dataset.has_frames:
         raise ConfigError(f"{dataset.root}: the interframe protocol needs RGB frames (DSEC layout)")
     if spec is None:
@@ -256,19 +273,24 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
     starts = [s.start_us for s in dataset.sequences]
     rows = []
     for rate, runs in per_rate.items():
-        metrics = score(runs, dataset.protocol, starts)
+        coco_dir = Path(out_dir) / "coco" / rate_folder(rate) if "coco" in export else None
+        metrics = score(runs, dataset.protocol, starts, coco_dir)
         rows.append({"model": model_name, "protocol": protocol_kind, "rate_hz": rate,
                      "steps_scored": sum(len(r.scored) for r in runs), **metrics})
         if out_dir is not None:
+            ids = dataset.protocol.label_class_ids()
             for sequence, run in zip(dataset.sequences, runs):
-                boxes = detections_to_boxes(run.detections, run.times, scale=dataset.protocol.scale)
-                write_predictions(out_dir, rate, sequence.name, boxes)
+                boxes = detections_to_boxes(run.detections, run.times, dataset.protocol.scale, ids)
+                write_predictions(out_dir, rate, sequence.name, boxes, sequence_label_dtype(sequence))
+                if "prophesee" in export:
+                    write_prophesee_predictions(out_dir, rate, sequence.name, boxes)
     return rows
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float],
                         protocol_kind: str = "stream", out_dir: str | Path | None = None, split: str = "test",
-                        model_name: str | None = None, progress: bool = True) -> list[dict]:
+                        model_name: str | None = None, progress: bool = True, benchmark: str | None = None,
+                        export: Seq[str] = ()) -> list[dict]:
     """Load any flexdet checkpoint, open `split` of the dataset the way it was trained (a training checkpoint's
     data settings; otherwise the layout's own benchmark), evaluate with the checkpoint's input specification,
     write results."""
@@ -277,14 +299,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
     loaded = load_model(checkpoint)
     model = loaded.model
     data = (loaded.train_config or {}).get("data", {})
-    dataset = open_dataset(data_root, split, data.get("layout", "auto"), data.get("protocol", "auto"),
+    dataset = open_dataset(data_root, split, data.get("layout", "auto"), benchmark or data.get("protocol", "auto"),
                            int(data.get("downsample", 1)))
     try:
         if dataset.protocol.num_classes != model.config.num_classes:
             raise ConfigError(f"{checkpoint}: the model has {model.config.num_classes} classes but {data_root} is "
                               f"scored with {dataset.protocol.num_classes}")
         name = model_name or (loaded.train_config or {}).get("model", {}).get("inputs", "model")
-        rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, name, progress, loaded.spec)
+        rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, name, progress, loaded.spec, export=export)
     finally:
         dataset.close()
     if out_dir is not None:

@@ -91,9 +91,22 @@ def label_file_dtype(path: PathLike) -> np.dtype:
         raise FormatError(path, f"cannot read the label dtype ({exc})") from None
 
 
+def sequence_label_dtype(sequence: Any) -> np.dtype:
+    """The dtype of a sequence's label file (DSEC-Det tracks.npy, Gen1/1Mpx `<name>_bbox.npy`, RVT
+    labels.npz), found from its `path` and `name`; flexdet's FILE_BOX_DTYPE when it has none."""
+    from flexdet.data.readers.rvt import LABELS_RELATIVE
+
+    path = Path(sequence.path)
+    for candidate in (path / "object_detections" / "left" / "tracks.npy", path / LABELS_RELATIVE,
+                      path.with_name(f"{sequence.name}_bbox.npy")):
+        if candidate.is_file():
+            return label_file_dtype(candidate)
+    return FILE_BOX_DTYPE
+
+
 def prediction_path(run_dir: PathLike, rate_hz: float | None, sequence: str) -> Path:
     """`run_dir/predictions/<rate>hz/<sequence>.npy` (`predictions/empty/...` when `rate_hz` is None)."""
-    return Path(run_dir) / "predictions" / _rate_folder(rate_hz) / f"{_plain(sequence)}.npy"
+    return Path(run_dir) / "predictions" / rate_folder(rate_hz) / f"{_plain(sequence)}.npy"
 
 
 def write_predictions(run_dir: PathLike, rate_hz: float | None, sequence: str, boxes: np.ndarray,
@@ -106,7 +119,7 @@ def write_predictions(run_dir: PathLike, rate_hz: float | None, sequence: str, b
 def write_prophesee_predictions(run_dir: PathLike, rate_hz: float | None, sequence: str,
                                 boxes: np.ndarray) -> Path:
     """Save predictions in the Prophesee toolbox's BBOX_DTYPE as `prophesee/<rate>hz/<sequence>_bbox.npy`."""
-    path = Path(run_dir) / "prophesee" / _rate_folder(rate_hz) / f"{_plain(sequence)}_bbox.npy"
+    path = Path(run_dir) / "prophesee" / rate_folder(rate_hz) / f"{_plain(sequence)}_bbox.npy"
     return _save(path, boxes, PROPHESEE_BOX_DTYPE, sequence)
 
 
@@ -134,7 +147,8 @@ def _save(path: Path, boxes: np.ndarray, dtype: np.dtype, sequence: str) -> Path
     return path
 
 
-def _rate_folder(rate_hz: float | None) -> str:
+def rate_folder(rate_hz: float | None) -> str:
+    """`<rate>hz` without trailing zeros, `empty` for the empty-window delta (rate None)."""
     return "empty" if rate_hz is None else f"{format_rate(rate_hz)}hz"
 
 
