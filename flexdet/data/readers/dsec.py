@@ -1,7 +1,9 @@
 """DSEC sequences: `events/left/events.h5` (Blosc+ZSTD columns, `t_offset`, `ms_to_idx`), the distorted
 RGB images aligned with the event camera, and DSEC-Det's `tracks.npy` labels.
 
-Windows are read through `ms_to_idx`, so only the needed slice of each column is decompressed. Times
+Windows are read through `ms_to_idx`, so only the needed slice of each column is decompressed; each
+window is checked against the times just outside it, and an index that fails (short, stale, damaged) is
+replaced by a search of the times themselves. Columns of any integer dtype are range-checked. Times
 returned are absolute (t + t_offset). DSEC files are written sorted: a window whose times go backwards
 raises FormatError instead of being silently patched, since ms_to_idx would be wrong for it too.
 """
@@ -37,7 +39,8 @@ class DsecRecording(Recording):
     """One DSEC event file, with its sequence folder's images and labels when it sits in one."""
 
     format = "dsec"
-    index_rebuilt = False  # True once ms_to_idx failed a check and was recomputed from /events/t
+    index_rebuilt = False  # True once ms_to_idx failed a check and windows are searched in /events/t instead
+    _times: np.ndarray | None = None  # relative times, loaded when ms_to_idx cannot be trusted
 
     def __init__(self, events_path: Path, width: int | None = None, height: int | None = None) -> None:
         import h5py
@@ -92,8 +95,8 @@ class DsecRecording(Recording):
         self.ms_to_idx = self._load_index(events_path, n)
 
     def _load_index(self, events_path: Path, n: int) -> np.ndarray:
-        """ms_to_idx if it is plausible for the events (length, order, range); else one rebuilt from /events/t.
-        Reads still check every window against the times it covers (`_read`)."""
+        """ms_to_idx if it is plausible for the events (length, order, range); else the times are loaded and
+        searched instead. Reads still check every window against the times around it (`_read`)."""
         if "ms_to_idx" not in self._file:
             raise FormatError(events_path, "DSEC events file lacks /ms_to_idx")
         stored = integer_dataset(events_path, self._file["ms_to_idx"], "/ms_to_idx")
@@ -106,19 +109,25 @@ class DsecRecording(Recording):
         return index
 
     def _rebuilt_index(self) -> np.ndarray:
-        """ms_to_idx computed from the times themselves (the full check when a stored index fails one)."""
-        from flexdet.data.writers import dsec_ms_to_idx
-
+        """Load and check every relative time, to search windows in them from now on (the full check after a
+        stored index failed one); returns an empty ms_to_idx. Memory: 8 bytes per stored event."""
         t = np.asarray(self._columns["t"][()]).astype(np.int64)
         problem = _check_times(t, self._t_limit)
         if problem >= 0:
             raise FormatError(self.path, "event times go backwards or leave the int64 range", index=problem)
         self.index_rebuilt = True
-        return dsec_ms_to_idx(t).astype(np.int64)
+        self._times = t
+        return np.zeros(0, np.int64)
 
     def _slice_bounds(self, t_start: int | None, t_end: int | None) -> tuple[int, int]:
         n = self.num_events
         lo, hi = 0, n
+        if self._times is not None:
+            if t_start is not None:
+                lo = _search(self._times, t_start - self.t_offset)
+            if t_end is not None:
+                hi = _search(self._times, t_end - self.t_offset)
+            return lo, max(lo, hi)
         if t_start is not None:
             ms = max(0, (t_start - self.t_offset) // 1000)
             lo = int(self.ms_to_idx[ms]) if ms < len(self.ms_to_idx) else n
@@ -232,6 +241,15 @@ def _t_offset(path: Path, handle) -> int:
     if not -_INT64_MAX <= offset <= _INT64_MAX:
         raise FormatError(path, f"/t_offset {offset} is outside the int64 range")
     return offset
+
+
+def _search(times: np.ndarray, value: int) -> int:
+    """First index with times[i] >= value, for any Python int `value`."""
+    if value <= 0:
+        return 0
+    if not len(times) or value > int(times[-1]):
+        return len(times)
+    return int(np.searchsorted(times, value, side="left"))
 
 
 def _native(column: np.ndarray) -> np.ndarray:
