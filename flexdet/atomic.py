@@ -37,13 +37,18 @@ def temporary_prefix(name: str) -> str:
 
 
 def _process_gone(pid: int) -> bool:
+    """Whether no live process has this pid (a zombie, never reaped where no init reaps, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 def is_stale_temporary(path: Path) -> bool:
