@@ -5,3 +5,9 @@ start their thread pools (see flexdet/__init__.py).
 """
 
 import flexdet  # noqa: F401
+
+
+def pytest_addoption(parser):
+    """--fuzz-long: the reader fuzzing reads 2,000 mutated files per format instead of CI's few dozen."""
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="fuzz the readers with 2,000 mutated files per format (minutes)")
