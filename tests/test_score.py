@@ -257,3 +257,20 @@ def test_eval_protocol_flag_is_a_deprecated_alias_of_schedule(tmp_path, capsys):
     assert "--protocol is deprecated, use --schedule" in err and "missing.pt" in err  # then the run proceeds
     assert main(["eval", missing, "--data", str(tmp_path), "--protocol", "stream", "--schedule", "global"]) == 2
     assert "disagree" in capsys.readouterr().err
+
+
+def test_flexdet_score_reads_an_rvt_preprocessed_root(tmp_path, capsys):
+    # RVT's own output (labels_v2/labels.npz per sequence): its labels as predictions score 1.
+    root = Path("../shared/data/peers/rvt_preprocessed_gen1/rvt_output")
+    if not root.is_dir():
+        pytest.skip("peer fixtures not available")
+    with np.load(root / "test" / "synth_002" / "labels_v2" / "labels.npz") as archive:
+        labels = archive["labels"]
+    assert labels.dtype.names == PROPHESEE_BOX_DTYPE.names  # track_id before class_confidence
+    np.save(tmp_path / "synth_002.npy", labels)
+    out = run_score(capsys, "--benchmark", "gen1", "--labels", str(root), "--predictions", str(tmp_path))
+    assert out["AP"] == pytest.approx(1.0) and out["AP50"] == pytest.approx(1.0)
+    worse = labels.copy()
+    worse["x"] += 6
+    np.save(tmp_path / "synth_002.npy", worse)
+    assert run_score(capsys, "--benchmark", "gen1", "--labels", str(root), "--predictions", str(tmp_path))["AP"] < 0.9
