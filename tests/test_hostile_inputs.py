@@ -238,6 +238,16 @@ def test_kernel_arguments_of_the_wrong_type_or_value_are_flexdet_errors(argument
         voxel_grid(EVENTS, call["height"], call["width"], call["bins"])
 
 
+def test_representation_config_and_events_norm_windows_get_the_same_checks():
+    from flexdet.data.representations.batch import RepresentationConfig, make_representation
+
+    with pytest.raises(FlexdetError, match="whole number"):
+        RepresentationConfig(bins=2.5)
+    events = make_events([5, 100, 10], [0, 1, 2], [0, 0, 0], [1, 1, 1])
+    with pytest.raises(FlexdetError, match="time-sorted"):
+        make_representation(events, 4, 4, RepresentationConfig(time_norm="events"), 0, 50)
+
+
 # -- 6. Declared sizes are checked before allocating -----------------------------------------------------
 
 

@@ -8,10 +8,13 @@ import numpy as np
 
 from flexdet.data.representations._batch_kernels import counts_batch, surfaces_batch, voxels_batch
 from flexdet.data.representations._columns import (
+    MAX_BINS,
     EventsLike,
+    check_order_outside,
     check_sensor_size,
     event_columns,
     validate_columns,
+    whole_number,
 )
 from flexdet.data.representations._dispatch import PARALLEL_SCAN_MIN_EVENTS, deliver
 from flexdet.data.representations._segments import search_left
@@ -40,8 +43,9 @@ class RepresentationConfig:
             raise ConfigError(f"representation kind {self.kind!r} is not one of {KINDS}")
         if self.time_norm not in ("window", "events"):
             raise ConfigError(f"time_norm must be 'window' or 'events', got {self.time_norm!r}")
-        if self.bins < 1:
-            raise ConfigError(f"bins must be >= 1, got {self.bins}")
+        whole_number("bins", self.bins, 1, MAX_BINS)
+        if self.clip is not None:
+            whole_number("clip", self.clip, 1, 65535)
         limit = 65535 if self.kind == "event_frame" else 255
         if self.kind in ("stacked_histogram", "event_frame") and not 1 <= self.count_clip <= limit:
             raise ConfigError(f"clip must be in [1, {limit}] for {self.kind}, got {self.clip}")
@@ -109,6 +113,7 @@ def make_representation(events: EventsLike, height: int, width: int, config: Rep
         t = event_columns(events)[0]
         lo = int(search_left(t, 0, len(t), t_start))
         hi = int(search_left(t, lo, len(t), t_end))
+        check_order_outside(t, lo, hi)
         events = events[lo:hi] if isinstance(events, np.ndarray) else {k: events[k][lo:hi] for k in "txyp"}
         t_start = t_end = None
     if config.kind == "stacked_histogram":
