@@ -11,7 +11,9 @@ from flexdet.config import apply_overrides, load_yaml
 from flexdet.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
-PRESETS = ("nano", "tiny", "small", "base")
+PRESETS = ("nano", "tiny", "small", "base", "nano-s5", "tiny-s5", "small-s5", "base-s5")
+RECURRENCES = ("lstm", "s5")
+S5_DISCRETIZATIONS = ("zoh", "bilinear")
 FRAME_BACKBONES = ("resnet18", "resnet34", "resnet50")
 SPECTRAL_IMPLS = ("fft", "matmul")
 
@@ -52,6 +54,17 @@ class ModelConfig:
     balance_loss_weight: float = 0.01
     # Initial gate logit of events over RGB (0: FlexEvent's 50/50; 2: 88 % events, see models/fusion.py).
     fuser_event_bias: float = 2.0
+    # Recurrence of every event stage: "lstm" (ConvLSTM) or "s5" (SSM's S5 block, a diagonal state space whose
+    # timesteps are rescaled by inference window / s5_train_window_us: FlexDetector.set_window_us).
+    recurrence: str = "lstm"
+    s5_train_window_us: int = 50_000
+    s5_dt_min: float = 0.001
+    s5_dt_max: float = 0.1
+    s5_discretization: str = "zoh"
+    # Anti-aliasing: modes with step * |Im lambda| / 2pi >= s5_bandlimit / 2 start with zero output weights
+    # (null: none); s5_bandlimit_dynamic also masks them at every step with the rescaled timestep.
+    s5_bandlimit: float | None = 0.5
+    s5_bandlimit_dynamic: bool = False
     # Second event view of half the window, same backbone weights, separate LSTM states.
     dual_windows: bool = False
     # YOLOX PAFPN + decoupled head.
@@ -89,6 +102,16 @@ class ModelConfig:
             raise ConfigError("model.fuse_stages: the neck does not read stride 4, so stage 0 cannot be fused")
         if self.spectral_impl not in SPECTRAL_IMPLS:
             raise ConfigError(f"model.spectral_impl: expected one of {SPECTRAL_IMPLS}, got {self.spectral_impl!r}")
+        if self.recurrence not in RECURRENCES:
+            raise ConfigError(f"model.recurrence: expected one of {RECURRENCES}, got {self.recurrence!r}")
+        if self.s5_discretization not in S5_DISCRETIZATIONS:
+            raise ConfigError(f"model.s5_discretization: expected one of {S5_DISCRETIZATIONS}, "
+                              f"got {self.s5_discretization!r}")
+        if not 0 < self.s5_dt_min <= self.s5_dt_max or self.s5_train_window_us <= 0 or (
+                self.s5_bandlimit is not None and self.s5_bandlimit <= 0):
+            raise ConfigError(f"model.s5_*: need 0 < s5_dt_min <= s5_dt_max, s5_train_window_us > 0 and "
+                              f"s5_bandlimit null or > 0, got {self.s5_dt_min}, {self.s5_dt_max}, "
+                              f"{self.s5_train_window_us}, {self.s5_bandlimit}")
         if self.frame_backbone not in FRAME_BACKBONES:
             raise ConfigError(f"model.frame_backbone: expected one of {FRAME_BACKBONES}, got {self.frame_backbone!r}")
         if self.partition_split < 1:

@@ -2,7 +2,8 @@
 
 The model keeps no hidden state: every call takes and returns the recurrent state as a flat tuple of
 tensors, so the same code runs eagerly, trains with BPTT and exports to ONNX (state as graph inputs/outputs).
-State layout (see `state_names()`): per event view, (h, c) of the 4 ConvLSTMs; then, with a frame branch,
+State layout (see `state_names()`): per event view, (h, c) of the 4 ConvLSTMs (or the S5 states' re, im
+parts, same shapes); then, with a frame branch,
 the cached frame-branch maps at the fused strides, which let an eager step with `frames=None` reuse the
 latest frame's features.
 """
@@ -23,6 +24,7 @@ from flexdet.models.head import YOLOXHead, anchor_points, decode_boxes
 from flexdet.models.losses import detection_loss
 from flexdet.models.neck import PAFPN
 from flexdet.models.postprocess import postprocess
+from flexdet.models.s5 import set_step_scale
 from flexdet.models.spectral import AdaptiveFrequencyFilter
 
 HEAD_STRIDES = (8, 16, 32)
@@ -67,14 +69,19 @@ class FlexDetector(nn.Module):
 
     @property
     def num_lstm_states(self) -> int:
-        """Number of ConvLSTM tensors at the start of the state tuple (the rest is the frame cache)."""
+        """Recurrent (ConvLSTM or S5) tensors at the start of the state tuple (the rest: frame cache)."""
         return 8 * self.num_views
 
     def state_names(self) -> list[str]:
         """Names of the state tensors, in the order of the state tuple (used for ONNX inputs/outputs)."""
-        names = [f"{view}lstm_{kind}{i}" for view in ("", "sub_")[:self.num_views] for i in range(4)
-                 for kind in ("h", "c")]
+        kinds = ("s5_re", "s5_im") if self.config.recurrence == "s5" else ("lstm_h", "lstm_c")
+        names = [f"{view}{kind}{i}" for view in ("", "sub_")[:self.num_views] for i in range(4) for kind in kinds]
         return names + [f"frame_feat_s{STRIDES[i]}" for i in self.fused_stages]
+
+    def set_window_us(self, window_us: int) -> None:
+        """Declare the step period the model now runs at: S5 timesteps scale by window_us /
+        s5_train_window_us (an export bakes the current scale in); a ConvLSTM has no timestep to scale."""
+        set_step_scale(self, window_us / self.config.s5_train_window_us)
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """Input size after zero-padding bottom/right to the pad multiple (32 by default)."""
