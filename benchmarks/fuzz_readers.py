@@ -308,7 +308,7 @@ def _dsec_file(rng: np.random.Generator) -> bytes:
             kind = rng.integers(6)
             if kind == 0:
                 index = index[:int(rng.integers(0, len(index) + 1))]
-            elif kind == 1:
+            elif kind == 1 and len(index):
                 a = int(rng.integers(len(index)))
                 index[a:a + int(rng.integers(1, 20))] = 0
             elif kind == 2:
@@ -327,7 +327,8 @@ def _dsec_file(rng: np.random.Generator) -> bytes:
         elif choice == 6:
             if n >= 2:
                 i = int(rng.integers(1, n))
-                columns["t"][i - 1], columns["t"][i] = columns["t"][i] + 5, columns["t"][i - 1]
+                with np.errstate(over="ignore"):
+                    columns["t"][i - 1], columns["t"][i] = columns["t"][i] + 5, columns["t"][i - 1]
         elif choice == 7:
             columns["t"] = columns["t"].astype(np.uint64)
             columns["t"][-1] = _pick(rng, [2**63 - 1, 2**64 - 1, 2**32 - 1, 2**62])
@@ -376,10 +377,12 @@ def _npz_file(rng: np.random.Generator) -> bytes:
             arrays[name] = arrays[name].astype(str(rng.choice(DSEC_DTYPES)))
         elif choice == 1:
             arrays[name] = arrays[name].astype(str(rng.choice(["<i1", "<i2", "<i4", "<i8"])))
-            arrays[name][rng.integers(len(arrays[name]))] = int(rng.choice([-1, -128, -2]))
+            if arrays[name].size:
+                arrays[name][rng.integers(len(arrays[name]))] = int(rng.choice([-1, -128, -2]))
         elif choice == 2:
             arrays[name] = arrays[name].astype("<u8" if name == "t" else "<i8")
-            arrays[name][rng.integers(len(arrays[name]))] = int(rng.choice([2**63 - 1, 2**40, 65535, 65536]))
+            if arrays[name].size:
+                arrays[name][rng.integers(len(arrays[name]))] = int(rng.choice([2**63 - 1, 2**40, 65535, 65536]))
         elif choice == 3:
             arrays[str(rng.choice(["width", "height"]))] = _pick(rng, [np.int64(0), np.float64(48.5),
                                                                        np.int64(2**40), np.arange(2)])
