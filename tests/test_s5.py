@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from flexdet.config import save_yaml
-from flexdet.errors import ConfigError
+from flexdet.convert.ssm import SSM_OPTIONS, map_s5_block, map_s5_stages
+from flexdet.errors import CheckpointError, ConfigError
 from flexdet.models import build_model
-from flexdet.models.s5 import S5, hippo_n, set_step_scale
+from flexdet.models.s5 import S5, S5Block, hippo_n, set_step_scale
 
 
 def _reference_steps(layer: S5, u: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,3 +198,38 @@ def test_s5_onnx_step_streams_like_torch_at_a_rescaled_window(tmp_path):
     model.set_window_us(50_000)  # the graph keeps 5.6 ms dynamics; torch at 50 ms must now disagree
     with pytest.raises(AssertionError):
         _assert_stream_matches(model, session, names, state, compare_state=True, steps=2)
+
+
+SSM_FIXTURE = Path(__file__).parent / "fixtures" / "ssm" / "s5_block.npz"
+
+
+def test_official_ssm_s5_block_converts_exactly():
+    """tests/fixtures/ssm/make_s5_block_fixture.py ran the official S5Block (random weights) over a clip."""
+    fixture = np.load(SSM_FIXTURE)
+    weights = {key[len("weight/"):]: torch.from_numpy(fixture[key]) for key in fixture.files
+               if key.startswith("weight/")}
+    assert bool(fixture["prev_state_ignored"])  # why the clip starts from the zero state
+    clip = torch.from_numpy(fixture["clip"])
+    block = S5Block(clip.shape[2], discretization=SSM_OPTIONS["s5_discretization"], bandlimit=0.5).eval()
+    block.load_state_dict(map_s5_block(str(SSM_FIXTURE), weights), strict=True)
+    zero = torch.zeros(clip.shape[1:])
+    with torch.no_grad():
+        outputs, state_re, state_im = block.scan(clip, zero, zero)
+        stepped, s_re, s_im = [], zero, zero
+        for frame in clip:
+            out, s_re, s_im = block(frame, s_re, s_im)
+            stepped.append(out)
+    want = fixture["outputs"]
+    for got in (outputs, torch.stack(stepped)):
+        assert np.abs(got.numpy() - want).max() <= 1e-5 * np.abs(want).max()
+    for got, key in ((state_re, "state_re"), (state_im, "state_im"), (s_re, "state_re"), (s_im, "state_im")):
+        assert np.abs(got.numpy() - fixture[key]).max() <= 1e-5 * np.abs(fixture[key]).max()
+    stages = map_s5_stages("ckpt", {f"backbone.stages.{i}.s5_block.{k}": v for i in range(4)
+                                    for k, v in weights.items()})
+    assert len(stages) == 4 * len(weights) and "event_backbone.stages.3.s5.ssm.lambda_" in stages
+    with pytest.raises(CheckpointError, match="lacks 'backbone.stages.0.s5_block.s5.seq.C'"):
+        map_s5_block("ckpt", {f"backbone.stages.0.s5_block.{k}": v for k, v in weights.items() if k != "s5.seq.C"},
+                     "backbone.stages.0.s5_block.")
+    bidirectional = dict(weights, **{"s5.seq.C": torch.cat([weights["s5.seq.C"]] * 2, dim=1)})
+    with pytest.raises(CheckpointError, match="unidirectional"):
+        map_s5_block("ckpt", bidirectional)
