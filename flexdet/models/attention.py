@@ -74,11 +74,11 @@ class MLP(nn.Module):
 class PartitionAttention(nn.Module):
     """Pre-norm transformer layer (attention + MLP) applied within windows or within dilated grids."""
 
-    def __init__(self, dim: int, head_dim: int, mlp_ratio: int, mode: str) -> None:
+    def __init__(self, dim: int, head_dim: int, mlp_ratio: int, mode: str, first_norm: bool = True) -> None:
         super().__init__()
         self.partition, self.reverse = (window_partition, window_reverse) if mode == "window" else (
             grid_partition, grid_reverse)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim) if first_norm else nn.Identity()
         self.attn = MultiHeadSelfAttention(dim, head_dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio)
@@ -94,16 +94,19 @@ class WindowGridAttentionBlock(nn.Module):
     """Local window attention then dilated grid attention, preceded by a depthwise-conv position encoding.
 
     The 3x3 depthwise position encoding replaces MaxViT's relative-position table, whose size would tie
-    the weights to one input resolution; it is size-agnostic and exports as a plain convolution.
+    the weights to one input resolution; it is size-agnostic and exports as a plain convolution. RVT has
+    neither (position_conv=False) and no first LayerNorm in the window layer (skip_first_norm=True).
     """
 
-    def __init__(self, dim: int, head_dim: int = 32, mlp_ratio: int = 4) -> None:
+    def __init__(self, dim: int, head_dim: int = 32, mlp_ratio: int = 4, position_conv: bool = True,
+                 skip_first_norm: bool = False) -> None:
         super().__init__()
-        self.position = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.window = PartitionAttention(dim, head_dim, mlp_ratio, "window")
+        self.position = nn.Conv2d(dim, dim, 3, padding=1, groups=dim) if position_conv else None
+        self.window = PartitionAttention(dim, head_dim, mlp_ratio, "window", first_norm=not skip_first_norm)
         self.grid = PartitionAttention(dim, head_dim, mlp_ratio, "grid")
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """x: (B, H, W, C) channels-last; size: (h, w) of both the windows and the grid."""
-        x = x + self.position(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if self.position is not None:
+            x = x + self.position(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.grid(self.window(x, size), size)

@@ -16,6 +16,7 @@ RECURRENCES = ("lstm", "s5")
 S5_DISCRETIZATIONS = ("zoh", "bilinear")
 FRAME_BACKBONES = ("resnet18", "resnet34", "resnet50")
 SPECTRAL_IMPLS = ("fft", "matmul")
+POSTPROCESS_RULES = ("flexdet", "rvt")
 
 
 @dataclass
@@ -40,6 +41,12 @@ class ModelConfig:
     # Window = (padded H / 32, padded W / 32) / partition_split; the input is padded to 32 * partition_split.
     partition_split: int = 1
     stem_kernel: int = 7
+    # Imported architectures (RVT: false / false / true): bias of the strided downsample convs, depthwise
+    # position conv before the attention, and skipping the window attention's first LayerNorm (its input
+    # is the downsample's LayerNorm output already).
+    downsample_bias: bool = True
+    position_conv: bool = True
+    skip_first_norm: bool = False
     # Frequency-adaptive filter (AFF-style) after the attention block of the stages marked here.
     spectral_stages: list[bool] = field(default_factory=lambda: [False, False, True, True])
     spectral_impl: str = "fft"
@@ -69,13 +76,20 @@ class ModelConfig:
     dual_windows: bool = False
     # YOLOX PAFPN + decoupled head.
     neck_depth: int = 1
+    # BatchNorm epsilon of the neck and head (YOLOX 1e-3; RVT keeps PyTorch's 1e-5).
+    bn_eps: float = 1e-3
     head_width: int = 64
     iou_weight: float = 5.0
     use_l1: bool = False
     center_radius: float = 2.5
     conf_thresh: float = 0.01
     nms_thresh: float = 0.45
-    max_detections: int = 300
+    max_detections: int = 300  # 0: no cap (RVT)
+    # Decoded boxes clipped to the input and anchors centred in the padding silenced (RVT does neither).
+    clip_to_input: bool = True
+    # "flexdet": score = obj * class prob, kept if > conf_thresh. "rvt": kept if obj * max class prob >=
+    # conf_thresh, NMS on that product, reported score = the class probability alone (RVT's evaluation).
+    postprocess_rule: str = "flexdet"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +116,12 @@ class ModelConfig:
             raise ConfigError("model.fuse_stages: the neck does not read stride 4, so stage 0 cannot be fused")
         if self.spectral_impl not in SPECTRAL_IMPLS:
             raise ConfigError(f"model.spectral_impl: expected one of {SPECTRAL_IMPLS}, got {self.spectral_impl!r}")
+        if self.postprocess_rule not in POSTPROCESS_RULES:
+            raise ConfigError(f"model.postprocess_rule: expected one of {POSTPROCESS_RULES}, "
+                              f"got {self.postprocess_rule!r}")
+        if self.max_detections < 0 or self.bn_eps <= 0:
+            raise ConfigError(f"model.max_detections must be >= 0 and model.bn_eps > 0, got "
+                              f"{self.max_detections} and {self.bn_eps}")
         if self.recurrence not in RECURRENCES:
             raise ConfigError(f"model.recurrence: expected one of {RECURRENCES}, got {self.recurrence!r}")
         if self.s5_discretization not in S5_DISCRETIZATIONS:

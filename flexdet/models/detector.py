@@ -58,8 +58,8 @@ class FlexDetector(nn.Module):
                 self.fusers[str(i)] = FlexFuser(config.frame_fpn_width, config.widths[i], config.fuser_noise,
                                                   config.fuser_event_bias)
         neck_widths = tuple(config.widths[1:])
-        self.neck = PAFPN(neck_widths, config.neck_depth)
-        self.head = YOLOXHead(neck_widths, config.num_classes, config.head_width)
+        self.neck = PAFPN(neck_widths, config.neck_depth, config.bn_eps)
+        self.head = YOLOXHead(neck_widths, config.num_classes, config.head_width, config.bn_eps)
 
     # ----- state -----
     @property
@@ -141,7 +141,8 @@ class FlexDetector(nn.Module):
                     nms_thresh: float | None = None) -> Detections:
         """Raw outputs -> list of {boxes xyxy, scores, labels}; thresholds default to the config's."""
         return postprocess(raw, self.config.conf_thresh if conf_thresh is None else conf_thresh,
-                           self.config.nms_thresh if nms_thresh is None else nms_thresh, self.config.max_detections)
+                           self.config.nms_thresh if nms_thresh is None else nms_thresh, self.config.max_detections,
+                           self.config.postprocess_rule)
 
     # ----- training -----
     def compute_losses(self, events_seq: torch.Tensor, frames_seq: torch.Tensor | None,
@@ -238,8 +239,12 @@ class FlexDetector(nn.Module):
         return anchor_points([(hp // s, wp // s) for s in HEAD_STRIDES], HEAD_STRIDES, device)
 
     def _decode(self, logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Head logits -> raw (B, A, 5 + K): boxes clipped to the input, objectness 0 for anchors in the pad."""
+        """Head logits -> raw (B, A, 5 + K): boxes clipped to the input, objectness 0 for anchors in the pad
+        (with clip_to_input false, as RVT: boxes as decoded in padded-input pixels, every anchor kept)."""
         grid, strides = self._anchors(height, width, logits.device)
+        if not self.config.clip_to_input:
+            boxes = decode_boxes(logits[..., :4], grid, strides)
+            return torch.cat([boxes, logits[..., 4:].sigmoid()], dim=-1)
         centers = (grid + 0.5) * strides[:, None]
         inside = ((centers[:, 0] < width) & (centers[:, 1] < height)).to(logits.dtype)
         xyxy = box_convert(decode_boxes(logits[..., :4], grid, strides), "cxcywh", "xyxy")

@@ -22,9 +22,11 @@ class EventStage(nn.Module):
     def __init__(self, in_dim: int, dim: int, stride: int, kernel: int, attention: bool, spectral: bool,
                  config: ModelConfig) -> None:
         super().__init__()
-        self.downsample = nn.Conv2d(in_dim, dim, kernel, stride=stride, padding=kernel // 2)
+        self.downsample = nn.Conv2d(in_dim, dim, kernel, stride=stride, padding=kernel // 2,
+                                    bias=config.downsample_bias)
         self.norm = nn.LayerNorm(dim)
-        self.attention = WindowGridAttentionBlock(dim, config.head_dim, config.mlp_ratio) if attention else None
+        self.attention = WindowGridAttentionBlock(dim, config.head_dim, config.mlp_ratio, config.position_conv,
+                                                  config.skip_first_norm) if attention else None
         self.spectral = AdaptiveFrequencyFilter(dim, config.spectral_groups, config.spectral_shrink,
                                                 config.spectral_impl) if spectral else None
         self.recurrence = config.recurrence

@@ -16,14 +16,14 @@ MAX_LOG_SIZE = 10.0  # exp(10) * stride is far beyond any image; keeps exp finit
 class YOLOXHead(nn.Module):
     """Per level: 1x1 stem, two 3x3 convs for cls, two for reg; predicts (reg 4, obj 1, cls K) logits."""
 
-    def __init__(self, in_widths: tuple[int, ...], num_classes: int, width: int) -> None:
+    def __init__(self, in_widths: tuple[int, ...], num_classes: int, width: int, eps: float = 1e-3) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.stems = nn.ModuleList(ConvBNAct(c, width, 1) for c in in_widths)
-        self.cls_convs = nn.ModuleList(nn.Sequential(ConvBNAct(width, width, 3), ConvBNAct(width, width, 3))
-                                       for _ in in_widths)
-        self.reg_convs = nn.ModuleList(nn.Sequential(ConvBNAct(width, width, 3), ConvBNAct(width, width, 3))
-                                       for _ in in_widths)
+        self.stems = nn.ModuleList(ConvBNAct(c, width, 1, eps=eps) for c in in_widths)
+        self.cls_convs = nn.ModuleList(nn.Sequential(ConvBNAct(width, width, 3, eps=eps),
+                                                     ConvBNAct(width, width, 3, eps=eps)) for _ in in_widths)
+        self.reg_convs = nn.ModuleList(nn.Sequential(ConvBNAct(width, width, 3, eps=eps),
+                                                     ConvBNAct(width, width, 3, eps=eps)) for _ in in_widths)
         self.cls_preds = nn.ModuleList(nn.Conv2d(width, num_classes, 1) for _ in in_widths)
         self.reg_preds = nn.ModuleList(nn.Conv2d(width, 4, 1) for _ in in_widths)
         self.obj_preds = nn.ModuleList(nn.Conv2d(width, 1, 1) for _ in in_widths)

@@ -12,17 +12,17 @@ from flexdet.models.layers import ConvBNAct, CSPLayer
 class PAFPN(nn.Module):
     """(P3, P4, P5) with widths (c3, c4, c5) -> three maps of the same widths and strides."""
 
-    def __init__(self, widths: tuple[int, int, int], depth: int = 1) -> None:
+    def __init__(self, widths: tuple[int, int, int], depth: int = 1, eps: float = 1e-3) -> None:
         super().__init__()
         c3, c4, c5 = widths
-        self.lateral5 = ConvBNAct(c5, c4, 1)
-        self.top_down4 = CSPLayer(2 * c4, c4, depth)
-        self.lateral4 = ConvBNAct(c4, c3, 1)
-        self.top_down3 = CSPLayer(2 * c3, c3, depth)
-        self.down3 = ConvBNAct(c3, c3, 3, stride=2)
-        self.bottom_up4 = CSPLayer(2 * c3, c4, depth)
-        self.down4 = ConvBNAct(c4, c4, 3, stride=2)
-        self.bottom_up5 = CSPLayer(2 * c4, c5, depth)
+        self.lateral5 = ConvBNAct(c5, c4, 1, eps=eps)
+        self.top_down4 = CSPLayer(2 * c4, c4, depth, eps=eps)
+        self.lateral4 = ConvBNAct(c4, c3, 1, eps=eps)
+        self.top_down3 = CSPLayer(2 * c3, c3, depth, eps=eps)
+        self.down3 = ConvBNAct(c3, c3, 3, stride=2, eps=eps)
+        self.bottom_up4 = CSPLayer(2 * c3, c4, depth, eps=eps)
+        self.down4 = ConvBNAct(c4, c4, 3, stride=2, eps=eps)
+        self.bottom_up5 = CSPLayer(2 * c4, c5, depth, eps=eps)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         p3, p4, p5 = features
