@@ -1,0 +1,1 @@
+"""Published checkpoints of other event-detection projects as flexdet models (read without running pickled code)."""

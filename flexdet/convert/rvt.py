@@ -1,0 +1,181 @@
+"""RVT (Gehrig & Scaramuzza, CVPR 2023) checkpoints as flexdet models with the same outputs.
+
+RVT's MaxViTRNN + YOLOX PAFPN/head maps one to one onto FlexDetector with the options RVT needs (no
+downsample bias, no position conv, no first LayerNorm in the window layer, no spectral filters, BatchNorm
+eps 1e-5, unclipped decoding, RVT's postprocess). Weight differences handled here: LayerScale gammas are
+folded into the projections they scale, q/k/v rows are regrouped from per-head [q, k, v] to [q; k; v], and
+the ConvLSTM gates are reordered from RVT's [f, i, o, g] to flexdet's [i, f, o, g].
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
+from flexdet.errors import CheckpointError
+from flexdet.models.config import ModelConfig
+from flexdet.models.detector import FlexDetector
+
+SIZES = {32: "RVT-T", 48: "RVT-S", 64: "RVT-B"}  # embed_dim -> released model
+HEAD_DIMS = {32: 32, 48: 24, 64: 32}  # RVT's experiment configs (small uses dim_head 24)
+DATASETS = {
+    # classes, sensor (H, W), downscale (RVT halves 1 Mpx), partition_split_32
+    "gen1": (["car", "pedestrian"], (240, 304), 1, 1),
+    "gen4": (["pedestrian", "two-wheeler", "car"], (720, 1280), 2, 2),
+}
+NUM_CLASSES_TO_DATASET = {2: "gen1", 3: "gen4"}
+WINDOW_US, BINS, COUNT_CUTOFF = 50_000, 10, 10  # stacked_histogram_dt=50_nbins=10, count_cutoff 10
+CONF_THRESH, EVAL_CONF_THRESH, NMS_THRESH = 0.1, 0.001, 0.45  # rnndet.yaml default; README evaluation
+
+
+@dataclass
+class ConvertedModel:
+    """A converted checkpoint: the model (eval mode, weights loaded) and what running it like RVT needs."""
+
+    model: FlexDetector
+    source: str
+    dataset: str
+    class_names: list[str]
+    postprocess: dict[str, Any]
+    input: dict[str, Any]
+    rvt_config: dict[str, Any] = field(default_factory=dict)
+
+
+def convert_rvt(path: os.PathLike[str] | str) -> ConvertedModel:
+    """Read an RVT Lightning checkpoint without running pickled code, detect size (T/S/B) and dataset
+    (gen1/gen4) from its weights (and its stored config, when it has one) and load it into a FlexDetector."""
+    source = os.fspath(path)
+    payload = load_foreign_checkpoint(source)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not any(k.startswith("mdl.backbone.") for k in state):
+        raise CheckpointError(f"{source}: not an RVT checkpoint (no 'state_dict' with 'mdl.backbone.*' tensors)")
+    weights = {k[len("mdl."):]: v for k, v in state.items() if k.startswith("mdl.")}
+    rvt_config = _stored_config(payload)
+    config, dataset = _model_config(source, weights, rvt_config)
+    model = FlexDetector(config)
+    mapped = map_state_dict(source, weights, config)
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: RVT weights do not fill the flexdet model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    classes, sensor_hw, downscale, _ = DATASETS[dataset]
+    height, width = sensor_hw[0] // downscale, sensor_hw[1] // downscale
+    padded = model.padded_size(height, width)
+    post = rvt_config.get("model", {}).get("postprocess", {})
+    return ConvertedModel(
+        model=model.eval(), source=SIZES[config.widths[0]], dataset=dataset, class_names=list(classes),
+        postprocess={"conf_thresh": float(post.get("confidence_threshold", CONF_THRESH)),
+                     "eval_conf_thresh": EVAL_CONF_THRESH,
+                     "nms_thresh": float(post.get("nms_threshold", NMS_THRESH)),
+                     "rule": "rvt", "max_detections": 0, "ranking": "objectness * class_confidence",
+                     "reported_score": "class_confidence", "nms": "per-class (batched)"},
+        input={"representation": "stacked_histogram", "time_norm": "events", "end_inclusive": True,
+               "bins": BINS, "clip": COUNT_CUTOFF, "window_us": WINDOW_US, "sensor_hw": sensor_hw,
+               "downscale": downscale, "input_hw": (height, width), "padded_hw": padded,
+               "channel_order": "polarity * bins + bin"},
+        rvt_config=rvt_config)
+
+
+def _stored_config(payload: dict) -> dict:
+    """RVT's merged hydra config when the checkpoint carries one (hyper_parameters.full_config), else {}."""
+    hyper = to_plain(payload.get("hyper_parameters") or {})
+    full = hyper.get("full_config", hyper) if isinstance(hyper, dict) else {}
+    return full if isinstance(full, dict) else {}
+
+
+def _model_config(source: str, weights: dict[str, torch.Tensor], rvt_config: dict) -> tuple[ModelConfig, str]:
+    stem = _tensor(source, weights, "backbone.stages.0.downsample_cf2cl.conv.weight")
+    embed_dim, in_channels = int(stem.shape[0]), int(stem.shape[1])
+    if embed_dim not in SIZES:
+        raise CheckpointError(f"{source}: RVT embed_dim {embed_dim} is none of the released sizes {SIZES}")
+    num_classes = int(_tensor(source, weights, "yolox_head.cls_preds.0.weight").shape[0])
+    backbone = rvt_config.get("model", {}).get("backbone", {})
+    dataset = rvt_config.get("dataset", {}).get("name") or NUM_CLASSES_TO_DATASET.get(num_classes)
+    if dataset not in DATASETS or len(DATASETS[dataset][0]) != num_classes:
+        raise CheckpointError(f"{source}: cannot tell the RVT dataset: {num_classes} classes, config says "
+                              f"{dataset!r} (gen1 has 2 classes, gen4 3)")
+    depth = len({m.group(1) for k in weights if (m := re.match(r"fpn\.C3_p4\.m\.(\d+)\.", k))})
+    fc1 = _tensor(source, weights, "backbone.stages.0.att_blocks.0.att_window.mlp.net.0.0.weight")
+    config = ModelConfig(
+        preset=f"rvt-{SIZES[embed_dim][-1].lower()}-{dataset}", num_classes=num_classes, use_frames=False,
+        use_events=True, in_channels=in_channels, widths=[embed_dim * m for m in (1, 2, 4, 8)],
+        attention_stages=[True] * 4,
+        head_dim=int(backbone.get("stage", {}).get("attention", {}).get("dim_head", HEAD_DIMS[embed_dim])),
+        mlp_ratio=int(fc1.shape[0]) // embed_dim,
+        partition_split=int(backbone.get("partition_split_32", DATASETS[dataset][3])),
+        stem_kernel=int(stem.shape[-1]), downsample_bias=False, position_conv=False, skip_first_norm=True,
+        spectral_stages=[False] * 4, fuse_stages=[False] * 4, neck_depth=depth, bn_eps=1e-5,
+        head_width=int(_tensor(source, weights, "yolox_head.stems.0.conv.weight").shape[0]),
+        conf_thresh=CONF_THRESH, nms_thresh=NMS_THRESH, max_detections=0, clip_to_input=False,
+        postprocess_rule="rvt")
+    return config, dataset
+
+
+def _tensor(source: str, weights: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in weights:
+        raise CheckpointError(f"{source}: RVT checkpoint lacks 'mdl.{key}'")
+    return weights[key]
+
+
+_FPN = {"lateral_conv0": "lateral5", "C3_p4": "top_down4", "reduce_conv1": "lateral4", "C3_p3": "top_down3",
+        "bu_conv2": "down3", "C3_n3": "bottom_up4", "bu_conv1": "down4", "C3_n4": "bottom_up5"}
+_CSP = {"conv1": "branch_main", "conv2": "branch_skip", "conv3": "merge"}
+_ATTENTION = {"norm1": "norm1", "norm2": "norm2", "self_attn.qkv": "attn.qkv", "self_attn.proj": "attn.proj",
+              "mlp.net.0.0": "mlp.fc1", "mlp.net.2": "mlp.fc2"}
+
+
+def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """RVT YoloXDetector state dict (without 'mdl.') -> FlexDetector state dict; every RVT tensor must be used."""
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> torch.Tensor:
+        used.add(key)
+        return _tensor(source, weights, key)
+
+    for i, dim in enumerate(config.widths):
+        rvt, fd = f"backbone.stages.{i}.", f"event_backbone.stages.{i}."
+        out[fd + "downsample.weight"] = take(rvt + "downsample_cf2cl.conv.weight")
+        for p in ("weight", "bias"):
+            out[fd + f"norm.{p}"] = take(rvt + f"downsample_cf2cl.norm.{p}")
+        for part, name in (("att_window", "window"), ("att_grid", "grid")):
+            prefix, target = rvt + f"att_blocks.0.{part}.", fd + f"attention.{name}."
+            for src, dst in _ATTENTION.items():
+                for p in ("weight", "bias"):
+                    key = prefix + f"{src}.{p}"
+                    if key in weights:
+                        out[target + f"{dst}.{p}"] = take(key)
+            heads = dim // config.head_dim
+            for p in ("weight", "bias"):  # rows per head [q_h, k_h, v_h] -> [q; k; v]
+                qkv = out[target + f"attn.qkv.{p}"]
+                out[target + f"attn.qkv.{p}"] = qkv.reshape(heads, 3, config.head_dim, -1).transpose(0, 1).reshape(
+                    qkv.shape)
+            for gamma_key, proj in (("ls1.gamma", "attn.proj"), ("ls2.gamma", "mlp.fc2")):
+                if prefix + gamma_key in weights:  # LayerScale: x + g * (W a + b) = x + (g W) a + g b
+                    gamma = take(prefix + gamma_key)
+                    out[target + f"{proj}.weight"] = out[target + f"{proj}.weight"] * gamma[:, None]
+                    out[target + f"{proj}.bias"] = out[target + f"{proj}.bias"] * gamma
+        for p in ("weight", "bias"):  # gates [f, i, o, g] -> [i, f, o, g]
+            f_gate, i_gate, o_gate, g_gate = take(rvt + f"lstm.conv1x1.{p}").chunk(4, dim=0)
+            out[fd + f"lstm.gates.{p}"] = torch.cat([i_gate, f_gate, o_gate, g_gate], dim=0)
+    for key in weights:
+        if key.startswith("fpn."):
+            parts = key.split(".")
+            parts[1] = _FPN.get(parts[1], parts[1])
+            if parts[2] in _CSP:
+                parts[2] = _CSP[parts[2]]
+            elif parts[2] == "m":
+                parts[2] = "blocks"
+            out["neck." + ".".join(parts[1:])] = take(key)
+        elif key.startswith("yolox_head."):
+            out["head." + key[len("yolox_head."):]] = take(key)
+    unused = sorted(set(weights) - used)
+    if unused:
+        raise CheckpointError(f"{source}: RVT tensors flexdet cannot place (a variant it does not support): "
+                              f"{unused[:8]}")
+    return {k: v.contiguous() for k, v in out.items()}

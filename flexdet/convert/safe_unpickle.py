@@ -1,0 +1,173 @@
+"""Read checkpoints written by other projects' training code (PyTorch Lightning, omegaconf) without running
+any pickled code.
+
+A torch zip checkpoint is a pickle (`<archive>/data.pkl`) whose tensors live in `<archive>/data/<key>`. The
+unpickler below rebuilds tensors itself from those bytes, keeps plain Python containers, turns classes of
+known record-keeping libraries (omegaconf, Lightning, optimiser/scheduler state) into inert `ForeignObject`
+records that only store what they were given, and refuses every other global (os.system, builtins.eval, ...)
+with CheckpointError before anything is called.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flexdet.errors import CheckpointError
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool, "UntypedStorage": torch.uint8,
+}
+# Libraries whose pickled objects are configuration/bookkeeping records: kept as inert ForeignObjects.
+_RECORD_MODULES = ("omegaconf", "pytorch_lightning", "lightning", "lightning_fabric", "torch.optim",
+                   "numpy", "enum", "pathlib", "typing", "functools", "collections")
+_PLAIN_BUILTINS = {"set": set, "frozenset": frozenset, "slice": slice, "complex": complex,
+                   "bytearray": bytearray, "list": list, "dict": dict, "tuple": tuple, "object": object,
+                   "int": int, "long": int, "float": float, "str": str, "unicode": str, "bool": bool,
+                   "bytes": bytes}
+
+
+class ForeignObject:
+    """An inert stand-in for an object of a class flexdet does not import: it records the constructor
+    arguments, the pickled state and any items/elements, and never runs code of the original class."""
+
+    qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs, self.state, self.items, self.elements = args, kwargs, None, {}, []
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ForeignObject:
+        obj = super().__new__(cls)
+        obj.args, obj.kwargs, obj.state, obj.items, obj.elements = args, kwargs, None, {}, []
+        return obj
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.elements.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.elements.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<foreign {self.qualname}>"
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, source: str) -> None:
+        super().__init__(file)
+        self.archive, self.prefix, self.source = archive, prefix, source
+        self.records: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return _rebuild_tensor
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return _rebuild_parameter
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module in ("builtins", "__builtin__") and name in _PLAIN_BUILTINS:
+            return _PLAIN_BUILTINS[name]
+        if module in ("builtins", "__builtin__") and name == "getattr":  # bound methods of records
+            return self._record("builtins", "getattr")
+        if module.split(".")[0] in _RECORD_MODULES or module.startswith("torch.optim"):
+            return self._record(module, name)
+        raise CheckpointError(f"{self.source}: refusing to load: the checkpoint references {module}.{name}, "
+                              "which could run code; only tensors, containers and omegaconf/Lightning records "
+                              "are read")
+
+    def _record(self, module: str, name: str) -> type:
+        qualname = f"{module}.{name}"
+        if qualname not in self.records:
+            self.records[qualname] = type(name, (ForeignObject,), {"qualname": qualname, "__module__": __name__})
+        return self.records[qualname]
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage":
+            raise CheckpointError(f"{self.source}: unknown persistent id {pid!r} in the checkpoint")
+        _, dtype, key, _location, numel = pid
+        if not isinstance(dtype, torch.dtype):
+            raise CheckpointError(f"{self.source}: storage {key} has no known element type ({dtype!r})")
+        try:
+            raw = self.archive.read(f"{self.prefix}/data/{key}")
+        except KeyError as error:
+            raise CheckpointError(f"{self.source}: storage {key} is missing from the archive") from error
+        flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        if flat.numel() != numel and dtype is not torch.uint8:
+            raise CheckpointError(f"{self.source}: storage {key} holds {flat.numel()} values, expected {numel}")
+        return flat
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
+    """A tensor view of a flat storage, copied so it owns compact memory."""
+    return torch.as_strided(storage, tuple(size), tuple(stride), offset).clone()
+
+
+def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
+    return data
+
+
+def load_foreign_checkpoint(path: os.PathLike[str] | str) -> dict:
+    """The top-level dict of a torch zip checkpoint written by any training code, read without executing
+    pickled code: tensors as tensors, unknown record classes as ForeignObject (see `to_plain`)."""
+    source = os.fspath(path)
+    if not Path(source).is_file():
+        raise CheckpointError(f"{source}: checkpoint file not found")
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"{source}: not a torch zip checkpoint (saved by torch >= 1.6): {error}") from error
+    with archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise CheckpointError(f"{source}: expected one <archive>/data.pkl in the zip, found {len(pickles)}")
+        prefix = pickles[0].split("/")[0]
+        order = f"{prefix}/byteorder"
+        if order in archive.namelist() and archive.read(order).strip() not in (b"little", b""):
+            raise CheckpointError(f"{source}: big-endian checkpoints are not supported")
+        unpickler = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, source)
+        try:
+            payload = unpickler.load()
+        except CheckpointError:
+            raise
+        except Exception as error:  # a damaged pickle stream: any unpickling failure
+            raise CheckpointError(f"{source}: cannot read the checkpoint's pickle: {error}") from error
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{source}: expected a dict at the top of the checkpoint, got {type(payload).__name__}")
+    return payload
+
+
+def to_plain(obj: Any) -> Any:
+    """omegaconf records (DictConfig, ListConfig, value nodes) as plain dicts/lists/values; other records as
+    their pickled state; containers recursively."""
+    if isinstance(obj, ForeignObject):
+        name = obj.qualname.rsplit(".", 1)[-1]
+        state = obj.state if isinstance(obj.state, dict) else {}
+        if name == "DictConfig":
+            return {key: to_plain(value) for key, value in (state.get("_content") or {}).items()}
+        if name == "ListConfig":
+            return [to_plain(value) for value in (state.get("_content") or [])]
+        if obj.qualname.startswith("omegaconf.nodes."):
+            return to_plain(state.get("_val"))
+        return to_plain(obj.state) if obj.state is not None else to_plain(list(obj.args))
+    if isinstance(obj, dict):
+        return {key: to_plain(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(value) for value in obj)
+    return obj
