@@ -7,7 +7,8 @@ reference byte for byte.
 
 checkpoint: a child process saves checkpoints (flexdet.training.checkpoint.save_checkpoint, ~30 MB each)
 in a loop and is SIGKILLed at a random moment; then the next save removes what the killed one left, and
-the checkpoint on disk loads and holds exactly the payload of a step that was completed.
+the checkpoint on disk loads and holds exactly the payload of a step that was completed (or of the one
+being saved, when the kill fell after the rename).
 
     python benchmarks/kill_trials.py --trials 5
 """
@@ -96,10 +97,11 @@ def checkpoint_trial(folder: Path, delay: float) -> dict:
     path.parent.mkdir()
     process = subprocess.Popen([sys.executable, "-c", CHECKPOINT_CHILD, str(path)], stdout=subprocess.PIPE,
                                text=True)
+    first = process.stdout.readline()  # the kill lands `delay` s after the first save, mid-way through others
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     output, _ = process.communicate()
-    done = [int(v) for v in output.split()]
+    done = [int(v) for v in (first + output).split()]
     left = [p.name for p in path.parent.iterdir() if p.name != "last.pt"]
     removed = clean_stale_temporaries(path.parent)
     remaining = [p.name for p in path.parent.iterdir() if p.name != "last.pt"]
@@ -140,7 +142,7 @@ def main() -> int:
                 print("synth", row, flush=True)
         if args.only != "synth":
             for _ in range(args.trials):
-                row = checkpoint_trial(folder, rng.uniform(2.0, 8.0))
+                row = checkpoint_trial(folder, rng.uniform(0.0, 3.0))
                 failures += bool(row["temporaries_after_cleanup"] or not row["step_is_completed_or_next"]
                                  or not row["payload_exact"])
                 print("checkpoint", row, flush=True)

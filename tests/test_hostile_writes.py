@@ -76,7 +76,7 @@ def test_killed_synth_leaves_no_workers_and_its_rerun_equals_an_uninterrupted_ru
 
 
 def test_killed_checkpoint_save_keeps_a_complete_checkpoint_and_no_leftovers(tmp_path):
-    row = _kill_trials().checkpoint_trial(tmp_path, delay=4.0)
+    row = _kill_trials().checkpoint_trial(tmp_path, delay=1.5)
     assert row["temporaries_after_cleanup"] == 0, row
     assert row["step_is_completed_or_next"] and row["payload_exact"], row
-    assert os.listdir(tmp_path / "ck_4.00") == ["last.pt"]
+    assert row["steps_saved"] >= 1 and os.listdir(tmp_path / "ck_1.50") == ["last.pt"]
