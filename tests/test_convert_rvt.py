@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import zipfile
 from pathlib import Path
@@ -22,9 +23,12 @@ from flexdet.models.postprocess import postprocess
 
 PEER = Path("../shared/data/peers/rvt")
 CKPT, IO = PEER / "rvt_random.ckpt", PEER / "rvt_random_io.npz"
+VARIANTS_SCRIPT = Path(__file__).parent / "fixtures" / "rvt_variants" / "make_rvt_variants_fixture.py"
 FEATURES = ["backbone_stage1", "backbone_stage2", "backbone_stage3", "backbone_stage4",
             "fpn_stride8", "fpn_stride16", "fpn_stride32"]
 REL = 1e-5  # max |flexdet - RVT| / max |RVT| per array; RVT's own 1- vs 2-thread runs differ by up to 8e-5 px
+# These weights agree to 1e-7; 1e-6 still tells BatchNorm eps 1e-3 from 1e-5 apart (6e-6 on the boxes).
+VARIANT_REL = 1e-6
 ORT_REL = 1e-4  # onnxruntime's kernels against torch's, state fed back over the 4 steps (as test_models_onnx)
 
 
@@ -196,3 +200,38 @@ def test_converted_model_exports_to_onnx_and_onnxruntime_matches_torch(rvt, tmp_
         outputs = session.run(None, {"events": x.numpy(), **{state_input(n): v for n, v in zip(names, ort_state)}})
         assert _rel(torch.from_numpy(outputs[0]), raw.numpy()) < ORT_REL
         ort_state = outputs[1:]
+
+
+def _fixture_module():
+    spec = importlib.util.spec_from_file_location("make_rvt_variants_fixture", VARIANTS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name, source, dataset", [("s_gen4", "RVT-S", "gen4"), ("b_gen1", "RVT-B", "gen1")])
+def test_rvt_s_gen4_and_rvt_b_gen1_match_rvt_without_a_stored_config(tmp_path, name, source, dataset):
+    """RVT-S (head dim 24, Gen4: 3 classes, windows of 1/64 of the input) and RVT-B (two bottlenecks per CSP
+    block), detected from the weights alone, as a released checkpoint without hyper-parameters would be."""
+    torch.set_num_threads(1)
+    fixture = _fixture_module()
+    io = np.load(VARIANTS_SCRIPT.with_name("rvt_variants.npz"))
+    *_, hw, seed = fixture.VARIANTS[name]
+    shapes = [tuple(int(v) for v in s.split(",") if v) for s in io[f"{name}_shapes"]]
+    weights = fixture.generated_weights(list(io[f"{name}_keys"]), shapes, seed)
+    path = tmp_path / f"{name}.ckpt"
+    torch.save({"epoch": 0, "state_dict": {f"mdl.{k}": v for k, v in weights.items()}}, path)
+    converted = convert_rvt(path)
+    assert (converted.source, converted.dataset) == (source, dataset)
+    if dataset == "gen4":
+        assert converted.input["downscale"] == 2 and tuple(converted.input["padded_hw"]) == (384, 640)
+        assert converted.class_names == ["pedestrian", "two-wheeler", "car"]
+    model, state = converted.model, None
+    with torch.no_grad():
+        for step, x in enumerate(fixture.inputs(seed, hw)):
+            features, _ = model.event_backbone(x, list(state or model.init_state(1, *hw)))
+            raw, *state = model.forward_raw(x, None, *(state or ()))
+            assert _rel(features[3][0], io[f"{name}_backbone_stage4"][step]) < REL
+            want = io[f"{name}_head_decoded"][step]
+            assert _rel(raw[0, :, :4], want[:, :4]) < VARIANT_REL
+            np.testing.assert_allclose(raw[0, :, 4:].numpy(), want[:, 4:], rtol=0, atol=VARIANT_REL)
