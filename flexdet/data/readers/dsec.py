@@ -27,7 +27,7 @@ IMAGES_RELATIVE = Path("images") / "left" / "distorted"
 TIMESTAMPS_RELATIVE = Path("images") / "timestamps.txt"
 TRACKS_RELATIVE = Path("object_detections") / "left" / "tracks.npy"
 _INT64_MAX = np.iinfo(np.int64).max
-_INDEX_SLACK = 3  # ms_to_idx entries beyond the last event's millisecond a writer may add
+_INDEX_SLACK_MS = 1000  # ms_to_idx entries past the last event a writer may add (beyond: not trusted)
 
 
 def is_dsec_h5(handle) -> bool:
@@ -101,7 +101,7 @@ class DsecRecording(Recording):
             raise FormatError(events_path, "DSEC events file lacks /ms_to_idx")
         stored = integer_dataset(events_path, self._file["ms_to_idx"], "/ms_to_idx")
         span_ms = (self.t_end - 1 - self.t_offset) // 1000 if n else 0
-        if stored.ndim != 1 or stored.shape[0] > span_ms + _INDEX_SLACK:
+        if stored.ndim != 1 or stored.shape[0] > span_ms + span_ms // 100 + _INDEX_SLACK_MS:
             return self._rebuilt_index()
         index = np.asarray(stored[()]).astype(np.int64, copy=False).reshape(-1)
         if len(index) and (index[0] < 0 or index[-1] > n or np.any(np.diff(index) < 0)):
