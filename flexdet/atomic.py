@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def _default_mode() -> int:
 _DEFAULT_MODE = _default_mode()
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
 _TEMPORARY = re.compile(r"^\..+\.pid(\d+)@([A-Za-z0-9-]+)\.[^.]+\.tmp")
+# Temporaries of flexdet versions that did not mark the pid (mkstemp's 8 random characters): removed
+# once they are a day old, as no write takes that long.
+_LEGACY_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
+LEGACY_STALE_S = 24 * 3600
 
 
 def temporary_prefix(name: str) -> str:
@@ -54,10 +59,18 @@ def _process_gone(pid: int) -> bool:
 def is_stale_temporary(path: Path) -> bool:
     """Whether `path` is a temporary of an atomic write (file or staging folder) whose process is gone.
 
-    Only temporaries written on this host are judged; a pid from another host says nothing here.
+    Only temporaries written on this host are judged; a pid from another host says nothing here. Unmarked
+    ones of older flexdet versions count as stale a day after they were last written.
     """
     match = _TEMPORARY.match(path.name)
-    return bool(match) and match.group(2) == _HOST and _process_gone(int(match.group(1)))
+    if match:
+        return match.group(2) == _HOST and _process_gone(int(match.group(1)))
+    if _LEGACY_TEMPORARY.match(path.name) and ".pid" not in path.name:
+        try:
+            return time.time() - path.lstat().st_mtime > LEGACY_STALE_S
+        except OSError:
+            return False
+    return False
 
 
 def clean_stale_temporaries(folder: os.PathLike[str] | str, name: str | None = None) -> list[Path]:

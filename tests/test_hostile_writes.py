@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,16 @@ def test_killed_checkpoint_save_keeps_a_complete_checkpoint_and_no_leftovers(tmp
     assert row["temporaries_after_cleanup"] == 0, row
     assert row["step_is_completed_or_next"] and row["payload_exact"], row
     assert row["steps_saved"] >= 1 and os.listdir(tmp_path / "ck_1.50") == ["last.pt"]
+
+
+def test_unmarked_temporaries_of_older_versions_are_removed_once_a_day_old(tmp_path):
+    old = tmp_path / ".last.pt.k2j_9xq1.tmp.pt"  # how atomic_path named temporaries before marking the pid
+    recent = tmp_path / ".last.pt.abcdefgh.tmp.pt"
+    unrelated = tmp_path / ".config"
+    for path in (old, recent, unrelated):
+        path.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (old, unrelated):
+        os.utime(path, (two_days_ago, two_days_ago))
+    assert clean_stale_temporaries(tmp_path) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, unrelated.name])
