@@ -77,7 +77,7 @@ def clean_stale_temporaries(folder: os.PathLike[str] | str, name: str | None = N
     """Remove what interrupted atomic writes left in `folder` (only temporaries of `name`, if given);
     returns the paths removed. Temporaries of running processes are kept."""
     folder = Path(folder)
-    prefix = None if name is None else f".{name}.pid"
+    prefix = None if name is None else f".{name}."
     removed = []
     try:
         entries = list(folder.iterdir())

@@ -94,3 +94,6 @@ def test_unmarked_temporaries_of_older_versions_are_removed_once_a_day_old(tmp_p
         os.utime(path, (two_days_ago, two_days_ago))
     assert clean_stale_temporaries(tmp_path) == [old]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, unrelated.name])
+    os.utime(recent, (two_days_ago, two_days_ago))
+    atomic_write_bytes(tmp_path / "last.pt", b"checkpoint")  # the next write to the target removes it too
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["last.pt", unrelated.name])
