@@ -12,10 +12,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from flexdet.convert.rvt import convert_rvt
+from flexdet.convert.rvt import convert_rvt, input_spec
 from flexdet.convert.safe_unpickle import load_foreign_checkpoint
-from flexdet.data.geometry import Geometry
-from flexdet.data.input_spec import InputSpec
+from flexdet.data.events import EVENT_DTYPE
 from flexdet.data.representations.histogram import stacked_histogram
 from flexdet.data.representations.rvt_histogram import rvt_stacked_histogram
 from flexdet.errors import CheckpointError
@@ -123,6 +122,16 @@ def test_histograms_from_the_events_equal_rvt_bit_for_bit(rvt):
         np.testing.assert_array_equal(hist, io["hist"][step])
 
 
+def test_the_converted_models_input_specification_builds_rvts_histograms(rvt):
+    converted, io = rvt
+    events = np.zeros(len(io["ev_t"]), EVENT_DTYPE)
+    for name in "txyp":
+        events[name] = io[f"ev_{name}"]
+    spec = input_spec(converted)
+    assert spec.size == (304, 240)
+    np.testing.assert_array_equal(spec.model_inputs(events, io["window_start_us"], io["window_end_us"]), io["hist"])
+
+
 def test_rvt_histogram_follows_rvt_float32_bins_wrap_and_nearest_downsampling():
     # Below 2^24 us both agree; past it float32 rounds the span: event 1_677_728 of a 16_777_281 us span is in
     # bin 0 exactly but in bin 1 by RVT's float32 floor((t - t0) / (t1 - t0) * bins).
@@ -186,8 +195,7 @@ def test_converted_model_exports_to_onnx_and_onnxruntime_matches_torch(rvt, tmp_
     converted, io = rvt
     model = converted.model
     height, width = (int(v) for v in io["input_hw"])
-    spec = InputSpec(Geometry(width, height), bins=10, clip=10, time_norm="events", end_inclusive=True)
-    metadata = DeployMetadata(input=spec, classes=converted.class_names, use_frames=False)
+    metadata = DeployMetadata(input=input_spec(converted), classes=converted.class_names, use_frames=False)
     paths = export_onnx(model, metadata, tmp_path / "rvt.onnx")
     session = ort.InferenceSession(str(paths["model"]), providers=["CPUExecutionProvider"])
     names = model.state_names()

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
+from flexdet.data.geometry import Geometry
+from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError
 from flexdet.models.config import ModelConfig
 from flexdet.models.detector import FlexDetector
@@ -79,6 +81,16 @@ def convert_rvt(path: os.PathLike[str] | str) -> ConvertedModel:
                "downscale": downscale, "input_hw": (height, width), "padded_hw": padded,
                "channel_order": "polarity * bins + bin"},
         rvt_config=rvt_config)
+
+
+def input_spec(converted: ConvertedModel) -> InputSpec:
+    """The input specification of a converted model. Gen1: RVT's histograms exactly. Gen4: RVT samples the
+    odd rows and columns of the full-resolution histogram (nearest-exact), the geometry bins x // 2, y // 2
+    (see flexdet.data.representations.rvt_histogram for RVT's rule)."""
+    spec = converted.input
+    height, width = spec["sensor_hw"]
+    return InputSpec(Geometry(width, height, scale=spec["downscale"]), bins=spec["bins"], clip=spec["clip"],
+                     time_norm=spec["time_norm"], end_inclusive=spec["end_inclusive"], window_us=spec["window_us"])
 
 
 def _stored_config(payload: dict) -> dict:
