@@ -243,3 +243,19 @@ def test_rvt_s_gen4_and_rvt_b_gen1_match_rvt_without_a_stored_config(tmp_path, n
             want = io[f"{name}_head_decoded"][step]
             assert _rel(raw[0, :, :4], want[:, :4]) < VARIANT_REL
             np.testing.assert_allclose(raw[0, :, 4:].numpy(), want[:, 4:], rtol=0, atol=VARIANT_REL)
+
+
+def test_flexdet_convert_writes_a_model_that_loads_and_gives_rvts_head_output(rvt, tmp_path, capsys):
+    from flexdet.cli import main
+    from flexdet.models.checkpoint import load_model
+
+    _, io = rvt
+    out = tmp_path / "rvt_t.pt"
+    assert main(["convert", str(CKPT), "-o", str(out)]) == 0
+    assert "RVT-T (gen1" in capsys.readouterr().out
+    loaded = load_model(out)
+    assert loaded.classes == ["car", "pedestrian"] and loaded.spec.time_norm == "events"
+    assert loaded.model.config.postprocess_rule == "rvt" and not loaded.model.config.clip_to_input
+    with torch.no_grad():
+        raw, *_ = loaded.model.forward_raw(torch.from_numpy(io["hist"][0]).float()[None], None)
+    assert _rel(raw[0], io["head_decoded"][0]) < REL

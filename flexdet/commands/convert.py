@@ -1,0 +1,36 @@
+"""Convert a published checkpoint into a flexdet model.pt: RVT-T/S/B for Gen1 or 1 Mpx, read without running
+any pickled code; size and dataset are detected from the file. The result loads like any flexdet model
+(demo, eval, export) with RVT's input rule and post-processing recorded in it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `flexdet convert`."""
+    parser.add_argument("checkpoint", help="the published checkpoint (RVT's .ckpt)")
+    parser.add_argument("-o", "--output", default="model.pt", help="where to write the flexdet model (model.pt)")
+    parser.add_argument("--source", choices=["rvt"], default="rvt", help="which project the checkpoint is from")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, save with the input specification and class names, print what was found."""
+    from flexdet.convert.rvt import convert_rvt, input_spec
+    from flexdet.models.checkpoint import save_model
+
+    converted = convert_rvt(args.checkpoint)
+    path = save_model(Path(args.output), converted.model, input_spec(converted), converted.class_names)
+    spec = converted.input
+    print(f"{converted.source} ({converted.dataset}, classes {', '.join(converted.class_names)}) -> {path}")
+    print(f"input: {spec['bins']} bins x 2 polarities of {spec['window_us'] // 1000} ms, clip {spec['clip']}, "
+          f"{spec['input_hw'][1]}x{spec['input_hw'][0]} padded to {spec['padded_hw'][1]}x{spec['padded_hw'][0]}")
+    print(f"post-processing: confidence {converted.postprocess['conf_thresh']} (RVT's evaluation uses "
+          f"{converted.postprocess['eval_conf_thresh']}), NMS {converted.postprocess['nms_thresh']}")
+    if spec["downscale"] != 1:
+        print("note: RVT halves 1 Mpx by keeping odd rows/columns of the full-resolution histogram; flexdet's "
+              "input halves by binning coordinates, so inputs are close to, not identical with, RVT's",
+              file=sys.stderr)
+    return 0
