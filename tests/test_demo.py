@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from flexdet.cli import main as cli_main
-from flexdet.data.events import EVENT_DTYPE, make_events
 from flexdet.data.clock import StepClock, step_ends
+from flexdet.data.events import EVENT_DTYPE, make_events
 from flexdet.demo.pipeline import StepInput, WindowAssembler, WindowQueue
 from flexdet.demo.render import OFF_COLOUR, ON_COLOUR, RenderOptions, box_colour, display_scale, render_frame
 from flexdet.demo.sources import Pacer, RecordingSource, SourceChunk, SourceEnded, VideoSource, open_source

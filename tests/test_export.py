@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from flexdet.cli import main as cli_main
-from flexdet.errors import CheckpointError, FormatError, MissingDependencyError
 from flexdet.data.input_spec import identity_spec
+from flexdet.errors import CheckpointError, FormatError, MissingDependencyError
 from flexdet.export import DeployMetadata, export_bundle, metadata_for_model, read_onnx_metadata
 from flexdet.models import build_model
 from flexdet.models.checkpoint import load_model, save_model

@@ -14,6 +14,7 @@ from flexdet.data.boxes import BOX_DTYPE, FILE_BOX_DTYPE
 from flexdet.data.events import EVENT_DTYPE
 from flexdet.data.labels import read_boxes
 from flexdet.data.representations import stacked_histogram
+from flexdet.data.representations.reverse import reverse_events, reverse_histogram
 from flexdet.errors import ConfigError, FlexdetError
 from flexdet.training.fal.config import FALConfig, StudentConfig, TrackerConfig, student_target
 from flexdet.training.fal.generate import (
@@ -26,7 +27,6 @@ from flexdet.training.fal.generate import (
     teacher_predictions,
 )
 from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
-from flexdet.data.representations.reverse import reverse_events, reverse_histogram
 from flexdet.training.fal.tracker import BoxTracker, track_filter
 
 

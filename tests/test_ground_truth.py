@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.errors import ConfigError, FlexdetError
 from flexdet.data.clock import step_ends
+from flexdet.errors import ConfigError, FlexdetError
 from flexdet.training.ground_truth import (
     dense_labels_at,
     format_rate,

@@ -11,8 +11,8 @@ import torch
 
 from flexdet.cli import main as cli_main
 from flexdet.data.events import make_events
-from flexdet.errors import ConfigError, FlexdetError
 from flexdet.data.input_spec import identity_spec
+from flexdet.errors import ConfigError, FlexdetError
 from flexdet.export import export_bundle, load_runtime, metadata_for_model
 from flexdet.models.checkpoint import load_model
 

@@ -81,6 +81,7 @@ def export_onnx(model: nn.Module, metadata: DeployMetadata, path: os.PathLike[st
     if fp16 and device.type == "cpu":
         warnings.warn("fp16 export on the CPU traces half-precision CPU kernels; prefer a CUDA device", stacklevel=2)
     net = deployable_copy(model, fp16, device)
+    net.set_window_us(metadata.window_us)  # S5: the graph runs at the specification's step period
     dtype = torch.float16 if fp16 else torch.float32
     height, width = metadata.height, metadata.width
     names = net.state_names()

@@ -56,7 +56,8 @@ def build_detector(config: TrainConfig, num_classes: int):
     from flexdet.models import build_model
 
     inputs = config.model.inputs
-    options = {"in_channels": 2 * config.data.bins, **config.model.options}
+    options = {"in_channels": 2 * config.data.bins,
+               "s5_train_window_us": int(round(1e6 / float(config.data.rates_hz[0]))), **config.model.options}
     return build_model(config.model.preset, num_classes=num_classes, use_frames=inputs != "events",
                        use_events=inputs != "frames", **options)
 

@@ -42,6 +42,7 @@ class StreamingRuntime:
         self.nms_thresh = float(model_config.get("nms_thresh", 0.45) if nms_thresh is None else nms_thresh)
         self.max_detections = int(model_config.get("max_detections", 300) if max_detections is None
                                   else max_detections)
+        self.rule = str(model_config.get("postprocess_rule", "flexdet"))
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.camera: CameraFit | None = None
         self._last_t_end: int | None = None
@@ -87,6 +88,16 @@ class StreamingRuntime:
         """Continue from a state taken with `state`."""
         self.backend.state = copy.copy(state)
 
+    def set_window_us(self, window_us: int) -> None:
+        """Declare the step period of the stream that follows (an S5 model rescales its timestep to it; an
+        exported graph has its period baked in, so another one is refused)."""
+        model = getattr(self.backend, "model", None)
+        if model is not None:
+            model.set_window_us(int(window_us))
+        elif int(window_us) != self.spec.window_us and self.metadata.model_config.get("recurrence") == "s5":
+            raise ConfigError(f"this S5 graph was exported for {self.spec.window_us} µs steps; re-export it with "
+                              f"--window-us {int(window_us)} or use the torch backend")
+
     def step(self, events: np.ndarray, t_end: int | None = None, frame: np.ndarray | None = None
              ) -> dict[str, np.ndarray]:
         """Detect on the sensor events of the window ending at `t_end` (time-sorted EVENT_DTYPE array); `frame`
@@ -131,7 +142,7 @@ class StreamingRuntime:
         raw = self.backend.run(np.ascontiguousarray(inputs))
         after_infer = time.perf_counter()
         detections = [{k: v.cpu().numpy() for k, v in d.items()}
-                      for d in postprocess(raw, self.conf_thresh, self.nms_thresh, self.max_detections)]
+                      for d in postprocess(raw, self.conf_thresh, self.nms_thresh, self.max_detections, self.rule)]
         end = time.perf_counter()
         self.timings = {"representation": after_repr - start, "inference": after_infer - after_repr,
                         "postprocess": end - after_infer, "total": end - start}

@@ -28,6 +28,7 @@ class TorchBackend:
             raise ConfigError(f"cuda_graphs / half need a CUDA device, got {self.device}")
         self.dtype = torch.float16 if half else torch.float32
         self.model = model.eval().to(self.device, self.dtype)
+        self.model.set_window_us(metadata.window_us)
         self.metadata = metadata
         step = StepGraph(self.model)
         if compile:
