@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,16 @@ def test_train_or_reuse_finishes_a_stopped_run_and_reuses_a_finished_one(data_ro
     finished = checkpoint.stat().st_mtime_ns
     assert train_or_reuse(config, data_root, tmp_path / "run") == checkpoint
     assert checkpoint.stat().st_mtime_ns == finished, "a finished run was trained again instead of reused"
+
+
+def test_resume_before_the_first_checkpoint_starts_fresh_and_clears_leftovers(data_root, tmp_path, capsys):
+    config = load_train_config(preset="quickstart", overrides=TINY + ["optim.steps=1"])
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    leftover = folder / ".last.pt.k3j9x2qa.tmp.pt"  # an unmarked temporary of an older flexdet, a day old
+    leftover.write_bytes(b"partial")
+    old = time.time() - 2 * 86_400
+    os.utime(leftover, (old, old))
+    result = train(config, data_root, tmp_path / "run", resume=True)
+    assert result.step == 1 and "starting from step 0" in capsys.readouterr().out
+    assert not leftover.exists()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flexdet.atomic import clean_stale_temporaries
 from flexdet.config import save_yaml, to_dict
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError, ConfigError
@@ -216,6 +217,7 @@ class Trainer:
         writer = self._writer()
         if self.context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            clean_stale_temporaries(self.checkpoint_path.parent)  # what a killed checkpoint write left behind
             save_yaml(self.config, self.out_dir / "config.yaml")
         bar = tqdm(total=self.config.optim.steps, initial=self.step, desc=f"train {self.config.model.inputs}",
                    unit="step", disable=not (run.progress and self.context.is_main), dynamic_ncols=True)
@@ -255,8 +257,10 @@ def train(config: TrainConfig, data_root: str | Path, out_dir: str | Path, resum
     """Build a Trainer, optionally resume from `out_dir/checkpoints/last.pt`, and fit."""
     trainer = Trainer(config, data_root, out_dir)
     try:
-        if resume:
+        if resume and trainer.checkpoint_path.is_file():
             trainer.resume()
+        elif resume and trainer.context.is_main:
+            print(f"--resume: no checkpoint at {trainer.checkpoint_path} yet; starting from step 0")
         return trainer.fit(stop_after)
     finally:
         trainer.close()
