@@ -250,8 +250,8 @@ def test_flexdet_convert_writes_a_model_that_loads_and_gives_rvts_head_output(rv
     from flexdet.models.checkpoint import load_model
 
     _, io = rvt
-    out = tmp_path / "rvt_t.pt"
-    assert main(["convert", str(CKPT), "-o", str(out)]) == 0
+    out = tmp_path / "rvt_t"
+    assert main(["convert", str(CKPT), "--out", str(out)]) == 0
     assert "RVT-T (gen1" in capsys.readouterr().out
     loaded = load_model(out)
     assert loaded.classes == ["car", "pedestrian"] and loaded.spec.time_norm == "events"
@@ -259,3 +259,22 @@ def test_flexdet_convert_writes_a_model_that_loads_and_gives_rvts_head_output(rv
     with torch.no_grad():
         raw, *_ = loaded.model.forward_raw(torch.from_numpy(io["hist"][0]).float()[None], None)
     assert _rel(raw[0], io["head_decoded"][0]) < REL
+
+
+def test_a_converted_model_runs_in_the_headless_demo_on_a_real_1280x720_recording(rvt, tmp_path, capsys):
+    """The converted Gen1 RVT-T (304x240 sensor) on a Gen4 camera recording (45 ms): letterboxed onto its sensor, boxes
+    back in camera pixels, a video and a detections log written."""
+    import json
+
+    from flexdet.cli import main
+
+    recording = CKPT.parents[2] / "real" / "evt3_gen41_1280x720_pedestrians.raw"
+    if not recording.is_file():
+        pytest.skip("real recording not available")
+    assert main(["convert", str(CKPT), "--out", str(tmp_path / "rvt_t")]) == 0
+    assert main(["demo", "--source", str(recording), "--model", str(tmp_path / "rvt_t"), "--backend", "torch",
+                 "--rate", "100", "--speed", "0", "--headless", "--out",
+                 str(tmp_path / "demo.mp4"), "--log", str(tmp_path / "demo.jsonl"), "--score-thresh", "0"]) == 0
+    assert "fitted to the model's 304x240 sensor" in capsys.readouterr().out
+    lines = [json.loads(line) for line in (tmp_path / "demo.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and (tmp_path / "demo.mp4").stat().st_size > 0  # 45 ms of events at 100 Hz

@@ -12,17 +12,19 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `flexdet convert`."""
     parser.add_argument("checkpoint", help="the published checkpoint (RVT's .ckpt)")
-    parser.add_argument("-o", "--output", default="model.pt", help="where to write the flexdet model (model.pt)")
+    parser.add_argument("--out", required=True, help="output folder: OUT/model.pt (then flexdet export OUT ...)")
     parser.add_argument("--source", choices=["rvt"], default="rvt", help="which project the checkpoint is from")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert, save with the input specification and class names, print what was found."""
     from flexdet.convert.rvt import convert_rvt, input_spec
-    from flexdet.models.checkpoint import save_model
+    from flexdet.models.checkpoint import MODEL_FILE, save_model
 
     converted = convert_rvt(args.checkpoint)
-    path = save_model(Path(args.output), converted.model, input_spec(converted), converted.class_names)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = save_model(out / MODEL_FILE, converted.model, input_spec(converted), converted.class_names)
     spec = converted.input
     print(f"{converted.source} ({converted.dataset}, classes {', '.join(converted.class_names)}) -> {path}")
     print(f"input: {spec['bins']} bins x 2 polarities of {spec['window_us'] // 1000} ms, clip {spec['clip']}, "

@@ -118,6 +118,8 @@ def _resolve_directory(folder: Path) -> Artifacts:
     elif artifacts.onnx is not None:
         artifacts.metadata = read_onnx_metadata(artifacts.onnx)
     if (folder / CHECKPOINT_NAME).is_file():
+        if artifacts.metadata is None:  # a folder holding only model.pt (e.g. from flexdet convert)
+            return _from_checkpoint(folder / CHECKPOINT_NAME)
         return _with_checkpoint(artifacts, folder / CHECKPOINT_NAME)
     if artifacts.metadata is None:
         raise CheckpointError(f"{folder}: no {ONNX_NAME}, {METADATA_NAME} or {CHECKPOINT_NAME} here (not a "
