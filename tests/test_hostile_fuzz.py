@@ -7,19 +7,12 @@ sized for CI (seconds); `pytest --fuzz-long` reads 2,000 files per format.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_readers.py"
+from readers_helpers import load_benchmark_script
 
 
 def _fuzz_module():
-    spec = importlib.util.spec_from_file_location("fuzz_readers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("fuzz_readers")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ rerun's result equals an uninterrupted one (benchmarks/kill_trials.py runs more 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -14,17 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from readers_helpers import load_benchmark_script
 
 from flexdet.atomic import atomic_write_bytes, clean_stale_temporaries, temporary_prefix
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_trials.py"
-
 
 def _kill_trials():
-    spec = importlib.util.spec_from_file_location("kill_trials", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("kill_trials")
 
 
 def _killed_mid_write(target: Path) -> list[Path]:
