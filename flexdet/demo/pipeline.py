@@ -19,7 +19,7 @@ import numpy as np
 
 from flexdet.data.clock import StepClock, exact_rate
 from flexdet.data.events import empty_events
-from flexdet.demo.sources import EventSource, Frame, Pacer, SourceChunk, SourceEnded
+from flexdet.demo.sources import EventSource, Pacer, SourceChunk, SourceEnded, TimedFrame
 from flexdet.errors import ConfigError, FlexdetError
 
 OVERLOAD_POLICIES = ("drop", "merge")
@@ -34,8 +34,8 @@ class StepInput:
     t_start: int
     t_end: int
     events: np.ndarray
-    model_frame: Frame | None
-    display_frame: Frame | None
+    model_frame: TimedFrame | None
+    display_frame: TimedFrame | None
     ready_time: float
     merged: int = 0
 
@@ -58,7 +58,7 @@ class WindowAssembler:
         self.clock = clock
         self.stop_at = stop_at
         self._events = empty_events(0)
-        self._frames: deque[Frame] = deque()
+        self._frames: deque[TimedFrame] = deque()
         self._delivered = clock.t0
         self.steps_made = 0
 
@@ -87,7 +87,7 @@ class WindowAssembler:
         self._forget_before(self.clock.next_end - self.window_us)
         return steps
 
-    def _latest_frame(self, t: int, inclusive: bool) -> Frame | None:
+    def _latest_frame(self, t: int, inclusive: bool) -> TimedFrame | None:
         best = None
         for frame in self._frames:
             if frame[0] < t or (inclusive and frame[0] == t):

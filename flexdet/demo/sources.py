@@ -19,7 +19,7 @@ import numpy as np
 from flexdet.data.events import EVENT_DTYPE, empty_events
 from flexdet.errors import FlexdetError, MissingDependencyError
 
-Frame = tuple[int, np.ndarray]  # (t µs, HxWx3 uint8 RGB)
+TimedFrame = tuple[int, np.ndarray]  # (t µs, HxWx3 uint8 RGB)
 
 
 class SourceEnded(FlexdetError):
@@ -32,7 +32,7 @@ class SourceChunk:
 
     events: np.ndarray
     t_end: int
-    frames: list[Frame] = field(default_factory=list)
+    frames: list[TimedFrame] = field(default_factory=list)
 
 
 class Pacer:
@@ -94,7 +94,7 @@ class RecordingSource(EventSource):
         self.recording = open_recording(path, width, height)
         self.width, self.height = self.recording.width, self.recording.height
         self._frames = self.recording.frames() if self.recording.has_frames else iter(())
-        self._first_frame: Frame | None = next(self._frames, None)
+        self._first_frame: TimedFrame | None = next(self._frames, None)
         # With frames, steps count from the first frame (or event) so 20 Hz steps land on 20 Hz frame times.
         first_frame_t = self._first_frame[0] if self._first_frame is not None else self.recording.t_start
         self.t_start = int(min(self.recording.t_start, first_frame_t))
@@ -109,7 +109,7 @@ class RecordingSource(EventSource):
             t_next = min(t + self.chunk_us, self.t_stop)
             pacer.wait_until(t_next)
             events = self.recording.read(t, t_next)
-            taken: list[Frame] = []
+            taken: list[TimedFrame] = []
             while pending is not None and pending[0] < t_next:
                 taken.append(pending)
                 pending = next(frames, None)
@@ -207,7 +207,7 @@ class DvCameraSource(EventSource):
             if not self.camera.isRunning():
                 raise SourceEnded(f"{self.description} disconnected")
             batch = self.camera.getNextEventBatch()
-            frames: list[Frame] = []
+            frames: list[TimedFrame] = []
             if with_frames:
                 frame = self.camera.getNextFrame()
                 if frame is not None:

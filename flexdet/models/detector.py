@@ -28,7 +28,7 @@ from flexdet.models.s5 import set_step_scale
 from flexdet.models.spectral import AdaptiveFrequencyFilter
 
 HEAD_STRIDES = (8, 16, 32)
-Detections = list[dict[str, torch.Tensor]]
+DetectionBatch = list[dict[str, torch.Tensor]]
 
 
 class FlexDetector(nn.Module):
@@ -104,7 +104,7 @@ class FlexDetector(nn.Module):
     # ----- forward paths -----
     def forward(self, events: torch.Tensor, frames: torch.Tensor | None = None,
                 state: tuple[torch.Tensor, ...] | None = None, events_sub: torch.Tensor | None = None
-                ) -> tuple[Detections, tuple[torch.Tensor, ...]]:
+                ) -> tuple[DetectionBatch, tuple[torch.Tensor, ...]]:
         """One streaming step. events (B, C, H, W) float counts; frames (B, 3, H, W) in [0, 1] or None (reuse
         the cached features of the last frame); state None (new sequence) or the previous step's state.
         With dual windows, pass the half-window histogram as `events_sub`. Returns (detections, new_state)."""
@@ -138,7 +138,7 @@ class FlexDetector(nn.Module):
         return tuple(self.frame_backbone(frames, self.padded_size(frames.shape[-2], frames.shape[-1])))
 
     def postprocess(self, raw: torch.Tensor, conf_thresh: float | None = None,
-                    nms_thresh: float | None = None) -> Detections:
+                    nms_thresh: float | None = None) -> DetectionBatch:
         """Raw outputs -> list of {boxes xyxy, scores, labels}; thresholds default to the config's."""
         return postprocess(raw, self.config.conf_thresh if conf_thresh is None else conf_thresh,
                            self.config.nms_thresh if nms_thresh is None else nms_thresh, self.config.max_detections,

@@ -25,10 +25,10 @@ from flexdet.errors import FlexdetError
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
-Frame = np.ndarray | Mapping[str, Any]
+PredictionRows = np.ndarray | Mapping[str, Any]  # one image's predictions: box rows or {boxes, scores, labels}
 
 
-def coco_metrics(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[Frame],
+def coco_metrics(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[PredictionRows],
                  classes: int | Sequence[int], height: int, width: int,
                  verbose: bool = False, per_class: bool = False) -> dict[str, float]:
     """COCO box metrics over `len(gt_frames)` images; frame i's predictions are `pred_frames[i]`.
@@ -76,7 +76,7 @@ def coco_metrics(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[Frame],
     return metrics
 
 
-def coco_dataset(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[Frame], class_ids: Sequence[int],
+def coco_dataset(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[PredictionRows], class_ids: Sequence[int],
                  height: int, width: int) -> tuple[dict[str, list], list[dict]]:
     """The COCO ground-truth dataset and result list of the frames (frame i = image i + 1; category id =
     class id + 1), as pycocotools or any COCO tool reads them; classes not in `class_ids` are left out."""
@@ -131,7 +131,7 @@ def nearest_instants(instants: np.ndarray, predictions: np.ndarray, time_tol_us:
     return out
 
 
-def predictions_as_boxes(prediction: Frame) -> np.ndarray:
+def predictions_as_boxes(prediction: PredictionRows) -> np.ndarray:
     """BOX_DTYPE rows (score in `class_confidence`) from box rows of any dtype, converted field by field
     by name (never by position), or from a boxes/scores/labels dict."""
     if isinstance(prediction, np.ndarray):
@@ -191,7 +191,7 @@ def _ground_truth_dataset(gt_frames: Sequence[np.ndarray], class_ids: list[int],
     return {"images": images, "categories": categories, "annotations": annotations}
 
 
-def _results(pred_frames: Sequence[Frame], class_ids: list[int]) -> list[dict]:
+def _results(pred_frames: Sequence[PredictionRows], class_ids: list[int]) -> list[dict]:
     """pycocotools' result list (image id, xywh box, score, category id, float32 area w * h), plain
     Python numbers."""
     results = []

@@ -22,7 +22,7 @@ import numpy as np
 from flexdet.atomic import atomic_path, atomic_write_text
 from flexdet.data.boxes import BOX_DTYPE, FILE_BOX_DTYPE
 from flexdet.errors import ConfigError, FlexdetError, FormatError
-from flexdet.training.coco_eval import METRIC_NAMES, Frame, coco_dataset, predictions_as_boxes
+from flexdet.training.coco_eval import METRIC_NAMES, PredictionRows, coco_dataset, predictions_as_boxes
 from flexdet.training.ground_truth import format_rate
 
 PathLike = Union["os.PathLike[str]", str]
@@ -36,7 +36,7 @@ EXPORT_FORMATS = ("prophesee", "coco")
 _SOURCE_NAMES = {"t": ("t", "ts"), "class_confidence": ("class_confidence", "confidence", "class_conf")}
 
 
-def detections_to_boxes(detections: Sequence[Frame], timestamps: Sequence[int], scale: float = 1.0,
+def detections_to_boxes(detections: Sequence[PredictionRows], timestamps: Sequence[int], scale: float = 1.0,
                         label_class_ids: Sequence[int] | None = None) -> np.ndarray:
     """Detections (one boxes/scores/labels dict per timestamp) -> BOX_DTYPE rows in the label files' frame
     and class ids, sorted by t.
@@ -123,7 +123,7 @@ def write_prophesee_predictions(run_dir: PathLike, rate_hz: float | None, sequen
     return _save(path, boxes, PROPHESEE_BOX_DTYPE, sequence)
 
 
-def write_coco_json(folder: PathLike, gt_frames: Sequence[np.ndarray], pred_frames: Sequence[Frame],
+def write_coco_json(folder: PathLike, gt_frames: Sequence[np.ndarray], pred_frames: Sequence[PredictionRows],
                     class_names: Sequence[str], height: int, width: int) -> dict[str, Path]:
     """`ground_truth.json` (images, annotations, categories) and `results.json` (detections) of the scored
     frames, for pycocotools or any COCO tool: frame i is image i + 1, class k is category k + 1."""
