@@ -95,3 +95,37 @@ def test_resume_before_the_first_checkpoint_starts_fresh_and_clears_leftovers(da
     result = train(config, data_root, tmp_path / "run", resume=True)
     assert result.step == 1 and "starting from step 0" in capsys.readouterr().out
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 20])
+def test_any_step_count_trains(data_root, tmp_path, steps):
+    """20 steps x 5 % warm-up is one warm-up step, where torch's one-cycle divided by zero."""
+    config = load_train_config(preset="quickstart", overrides=TINY + [f"optim.steps={steps}", "optim.warmup_pct=0.05",
+                                                                      "data.clip_steps=1"])
+    trainer = Trainer(config, data_root, tmp_path / "run")
+    try:
+        lrs = []
+        for _ in range(steps):
+            trainer.train_step()
+            lrs.append(trainer.scheduler.get_last_lr()[0])
+    finally:
+        trainer.close()
+    assert len(lrs) == steps and all(lr > 0 for lr in lrs)
+
+
+def test_sigint_saves_a_checkpoint_and_resume_continues(data_root, tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "flexdet.cli", "train", "--preset", "quickstart", "--data", str(data_root),
+               "--out", str(out), *TINY, "optim.steps=10000", "run.checkpoint_every=10000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (out / "config.yaml").is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(3.0)  # a few steps into fit
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 130, err[-2000:]
+    step = load_checkpoint(out / "checkpoints" / "last.pt")["step"]
+    assert step >= 1 and f"SIGINT: stopped after step {step}" in err

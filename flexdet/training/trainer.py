@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,10 +110,7 @@ class Trainer:
                                    data.clip_align)
         optim = config.optim
         self.optimizer = torch.optim.AdamW(self.detector.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-        div_factor = 25.0
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=optim.lr, total_steps=optim.steps, pct_start=optim.warmup_pct,
-            div_factor=div_factor, final_div_factor=optim.final_div / div_factor)
+        self.scheduler = _schedule(self.optimizer, optim.lr, optim.steps, optim.warmup_pct, optim.final_div)
         self.amp = optim.amp and self.context.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
@@ -222,24 +222,37 @@ class Trainer:
         bar = tqdm(total=self.config.optim.steps, initial=self.step, desc=f"train {self.config.model.inputs}",
                    unit="step", disable=not (run.progress and self.context.is_main), dynamic_ncols=True)
         losses: dict[str, float] = {}
-        while self.step < target:
-            losses = self.train_step()
-            if not math.isfinite(losses["total"]):
-                raise ConfigError(f"training diverged at step {self.step} (loss {losses['total']}); lower optim.lr")
-            bar.update(1)
-            if self.step % run.log_every == 0 or self.step == target:
-                logged = {k: mean_across(v, self.context) for k, v in losses.items()}
-                bar.set_postfix(loss=f"{logged['total']:.3f}")
-                if writer is not None:
-                    for name, value in logged.items():
-                        writer.add_scalar(f"loss/{name}", value, self.step)
-                    writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.step)
-            if self.step % run.checkpoint_every == 0 or self.step == target:
-                self.save()
+        with _StopOnSignal() as stop:
+            while self.step < target:
+                losses = self._fit_step(target, writer, bar)
+                if stop.signal is not None:
+                    self.save()
+                    bar.close()
+                    print(f"{stop.signal}: stopped after step {self.step}; checkpoint {self.checkpoint_path} "
+                          "(continue with --resume)", file=sys.stderr, flush=True)
+                    raise KeyboardInterrupt
         bar.close()
         if writer is not None:
             writer.close()
         return TrainResult(self.step, self.checkpoint_path, losses)
+
+    def _fit_step(self, target: int, writer, bar) -> dict[str, float]:
+        """One step of `fit` with its logging and periodic checkpoint."""
+        run = self.config.run
+        losses = self.train_step()
+        if not math.isfinite(losses["total"]):
+            raise ConfigError(f"training diverged at step {self.step} (loss {losses['total']}); lower optim.lr")
+        bar.update(1)
+        if self.step % run.log_every == 0 or self.step == target:
+            logged = {k: mean_across(v, self.context) for k, v in losses.items()}
+            bar.set_postfix(loss=f"{logged['total']:.3f}")
+            if writer is not None:
+                for name, value in logged.items():
+                    writer.add_scalar(f"loss/{name}", value, self.step)
+                writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.step)
+        if self.step % run.checkpoint_every == 0 or self.step == target:
+            self.save()
+        return losses
 
     def _writer(self):
         if not self.context.is_main:
@@ -281,6 +294,41 @@ def train_or_reuse(config: TrainConfig, data: str | Path, run_dir: str | Path) -
         return trainer.checkpoint_path
     finally:
         trainer.close()
+
+
+def _schedule(optimizer, lr: float, steps: int, warmup_pct: float, final_div: float):
+    """One-cycle (warm-up, then cosine down to lr / final_div). The warm-up takes at least 2 steps and leaves at
+    least 1 (torch divides by each phase's length); runs of 1-2 steps keep a constant lr."""
+    if steps < 3:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    pct = min(max(warmup_pct, 2.0 / steps), (steps - 1) / steps)
+    div_factor = 25.0
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=pct,
+                                               div_factor=div_factor, final_div_factor=final_div / div_factor)
+
+
+class _StopOnSignal:
+    """SIGINT / SIGTERM during training set `signal` (the loop then checkpoints and stops) instead of killing the
+    step midway; the previous handlers come back on exit. Only in the main thread, where Python allows it."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(number).name
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def _seed_everything(seed: int) -> None:
