@@ -61,12 +61,11 @@ def run(args: argparse.Namespace) -> int:
     """Generate the dataset with a progress bar; print where it went."""
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from flexdet.data.synthetic.dataset import generate_dataset, plan_sequences
+    from flexdet.progress import progress_bar
 
     config = build_config(args)
-    with tqdm(total=config.dataset.sequences, unit="seq", desc="synth") as bar:
+    with progress_bar(total=config.dataset.sequences, unit="seq", desc="synth") as bar:
         generate_dataset(args.out, config, progress=lambda plan: bar.update(1))
     if args.preview:
         from flexdet.data.synthetic.preview import save_preview

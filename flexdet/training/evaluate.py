@@ -265,7 +265,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
     ("prophesee": the toolbox's box files, "coco": the scored images as COCO json). `spec`: the model's input
     specification (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size`
     sequences side by side."""
-    from tqdm import tqdm
+    from flexdet.progress import progress_bar
 
     if protocol_kind not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {PROTOCOLS}, got {protocol_kind!r}")
@@ -282,8 +282,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
     runner = StreamRunner(model, spec, dataset.protocol)
     dense = protocol_kind == "stream" and all(s.dense is not None for s in dataset.sequences)
     per_rate: dict[float | None, list[ScoredRun]] = {}
-    bar = tqdm(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),
-               desc=f"eval {model_name} ({protocol_kind})", unit="run", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),
+               desc=f"eval {model_name} ({protocol_kind})", unit="run", disable=not progress)
     if protocol_kind == "interframe":
         for sequence in dataset.sequences:
             for rate, run in interframe_runs(runner, sequence).items():

@@ -31,12 +31,11 @@ class QuickstartOptions:
 
 def make_data(out: Path, preset: str, progress: bool) -> Path:
     """Generate (or reuse) the synthetic dataset under `out/data`."""
-    from tqdm import tqdm
-
     from flexdet.data.synthetic import generate_dataset, load_preset
+    from flexdet.progress import progress_bar
 
     config = load_preset(preset)
-    with tqdm(total=config.dataset.sequences, desc="synthetic data", unit="seq", disable=not progress) as bar:
+    with progress_bar(total=config.dataset.sequences, desc="synthetic data", unit="seq", disable=not progress) as bar:
         return generate_dataset(out / "data", config, progress=lambda plan: bar.update(1))
 
 

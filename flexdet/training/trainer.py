@@ -210,7 +210,7 @@ class Trainer:
 
     def fit(self, stop_after: int | None = None) -> TrainResult:
         """Train to `optim.steps` (or stop after step `stop_after`, checkpointing there)."""
-        from tqdm import tqdm
+        from flexdet.progress import progress_bar
 
         run = self.config.run
         target = self.config.optim.steps if stop_after is None else min(stop_after, self.config.optim.steps)
@@ -219,8 +219,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             clean_stale_temporaries(self.checkpoint_path.parent)  # what a killed checkpoint write left behind
             save_yaml(self.config, self.out_dir / "config.yaml")
-        bar = tqdm(total=self.config.optim.steps, initial=self.step, desc=f"train {self.config.model.inputs}",
-                   unit="step", disable=not (run.progress and self.context.is_main), dynamic_ncols=True)
+        bar = progress_bar(total=self.config.optim.steps, initial=self.step, desc=f"train {self.config.model.inputs}",
+                   unit="step", disable=not (run.progress and self.context.is_main))
         losses: dict[str, float] = {}
         with _StopOnSignal() as stop:
             while self.step < target:

@@ -144,9 +144,8 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
                          show_progress: bool = True, spec: InputSpec | None = None) -> list[Path]:
     """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths.
     `spec`: the teacher's input specification (default: the dataset's geometry, bins from the model)."""
-    from tqdm import tqdm
-
     from flexdet.data.writers import write_boxes
+    from flexdet.progress import progress_bar
     from flexdet.training.datasets.sequences import open_dataset
 
     config = config or FALConfig()
@@ -169,7 +168,7 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
         for sequence in dataset.sequences:
             labelled = base_times(sequence)
             steps = max(len(fine_grid(labelled, config.factor)) - 1, 0)
-            with tqdm(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
+            with progress_bar(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
                       leave=False) as bar:
                 boxes = pseudo_label_sequence(model, sequence, dataset.protocol, config, spec, device, bar.update)
             path = pseudo_label_path(sequence)
