@@ -208,8 +208,9 @@ def save_snapshot(path: str, image_bgr) -> None:
     atomic_write_bytes(path, encoded.tobytes())
 
 
-def print_summary(summary: DemoSummary, stream=sys.stderr) -> None:
-    """One line: why the demo ended and what it did."""
+def print_summary(summary: DemoSummary, stream=None) -> None:
+    """One line: why the demo ended and what it did (on `stream`, default the current sys.stderr: a default
+    bound at import would keep writing to whatever stderr was then, even once it is closed)."""
     print(f"demo ended: {summary.end_reason}. {summary.steps} steps at {summary.achieved_hz:.1f} Hz, mean latency "
           f"{summary.mean_latency_ms:.1f} ms, {summary.dropped} windows dropped, {summary.merged} merged",
-          file=stream)
+          file=stream if stream is not None else sys.stderr)
