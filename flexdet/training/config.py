@@ -138,8 +138,10 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"data.rates_hz must be positive rates, got {data.rates_hz}")
     if not 0.0 <= data.stream_fraction <= 1.0:
         raise ConfigError(f"data.stream_fraction must be in [0, 1], got {data.stream_fraction}")
-    if optim.steps < 1 or optim.lr <= 0:
-        raise ConfigError("optim.steps must be >= 1 and optim.lr positive")
+    if optim.steps < 1:
+        raise ConfigError(f"optim.steps must be >= 1, got {optim.steps}")
+    if optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {optim.lr}")
     if config.augment.zoom_in_max < 1 or config.augment.zoom_out_max < 1:
         raise ConfigError("augment.zoom_in_max and zoom_out_max are factors >= 1")
     if config.run.checkpoint_every < 1 or config.run.log_every < 1:

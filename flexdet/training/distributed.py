@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from flexdet.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -31,6 +33,10 @@ class DistContext:
 def setup_distributed(device: str = "auto") -> DistContext:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); a plain
     process gets a world of one. `device`: auto (cuda when available), cpu or cuda."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"run.device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device=cuda but this machine has no usable CUDA device; use run.device=auto or cpu")
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

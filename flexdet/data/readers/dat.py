@@ -110,6 +110,8 @@ def open_dat(path: Path, width: int | None = None, height: int | None = None,
             raise FormatError(path, f"event type {type_size[0]} of size {type_size[1]} bytes; only CD events "
                                     f"(type 0, 8 bytes) are supported", offset=body)
         body += 2
+    else:
+        _refuse_text(path)
     size, source = _dat_sensor_size(header.fields)
     if width is not None or height is not None:
         known = size or (None, None)
@@ -118,6 +120,15 @@ def open_dat(path: Path, width: int | None = None, height: int | None = None,
     w, h = size if size else (None, None)
     return SequentialRecording(path, DAT_CODEC, body, w, h, source, label_path=prophesee_label_path(path),
                                **options)
+
+
+def _refuse_text(path: Path) -> None:
+    """A file without a '% ' header whose first bytes are all printable text is not event records (a text
+    file renamed .dat would otherwise decode as a long recording of garbage)."""
+    with open(path, "rb") as handle:
+        head = handle.read(256)
+    if len(head) >= 16 and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        raise FormatError(path, "not a DAT file: no '% ' header and the content is text", offset=0)
 
 
 def _dat_sensor_size(fields: dict[str, str]) -> tuple[tuple[int, int] | None, str]:

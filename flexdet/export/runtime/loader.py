@@ -47,6 +47,11 @@ def load_runtime(path: os.PathLike[str] | str, backend: str = "auto", device: st
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not one of {BACKENDS}")
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: this machine has no usable CUDA device (use cpu)")
     model_opts = {k: opts.pop(k) for k in _MODEL_OPTS if k in opts}
     runtime_opts = {k: opts.pop(k) for k in _RUNTIME_OPTS if k in opts}
     artifacts = resolve_artifacts(path, **model_opts)
