@@ -11,6 +11,7 @@ import torch
 from flexdet.config import apply_overrides
 from flexdet.data.events import make_events
 from flexdet.data.synthetic import generate_dataset, load_preset
+from flexdet.errors import ConfigError
 from flexdet.training.config import AugmentConfig
 from flexdet.training.datasets import (
     ClipAugment,
@@ -158,7 +159,7 @@ def test_gen1_layout_is_event_only(tmp_path):
     root = tiny_dataset(tmp_path / "gen1", layout="gen1")
     dataset = open_dataset(root, "train")
     assert dataset.layout == "synthetic" and not dataset.has_frames
-    with pytest.raises(ValueError, match="RGB"):
+    with pytest.raises(ConfigError, match="model.inputs=events"):
         ClipLoader(dataset, WindowCache(dataset.input_spec()), [20.0], use_frames=True)
     loader = ClipLoader(dataset, WindowCache(dataset.input_spec()), [20.0], use_frames=False)
     events, frames, targets = loader.load_clip(_clip(0, 0, 0, 3))

@@ -39,3 +39,11 @@ def test_bad_optimiser_values_are_named(capsys):
         load_train_config(preset="quickstart", overrides=["optim.lr=-1"])
     with pytest.raises(ConfigError, match=r"optim.steps must be >= 1, got 0"):
         load_train_config(preset="quickstart", overrides=["optim.steps=0"])
+
+
+def test_synth_refuses_empty_splits_and_zero_sequences(tmp_path, capsys):
+    assert cli_main(["synth", "--out", str(tmp_path / "a"), "--sequences", "0"]) == 2
+    assert "dataset.sequences must be >= 1" in capsys.readouterr().err
+    assert cli_main(["synth", "--out", str(tmp_path / "b"), "--sequences", "2", "--split", "0.8,0.1,0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "empty" in err and not (tmp_path / "b" / "dataset.yaml").exists()

@@ -49,10 +49,17 @@ class SequencePlan:
 def plan_sequences(config: SynthConfig) -> list[SequencePlan]:
     """Sequence names, splits, seeds and clock offsets; sequence i's seed derives from (seed, i)."""
     count = config.dataset.sequences
+    if count < 1:
+        raise ConfigError(f"dataset.sequences must be >= 1, got {count}")
     fractions = np.asarray(config.dataset.split, np.float64) / sum(config.dataset.split)
     sizes = np.floor(fractions * count).astype(int)
     for i in np.argsort(-(fractions * count - sizes), kind="stable")[:count - sizes.sum()]:
         sizes[i] += 1
+    empty = [name for name, fraction, size in zip(SPLITS, fractions, sizes) if fraction > 0 and size == 0]
+    if empty:
+        raise ConfigError(f"{count} sequence(s) leave the {', '.join(empty)} split(s) empty (split fractions "
+                          f"{[round(float(f), 3) for f in fractions]}); generate more sequences or set that "
+                          "fraction to 0")
     splits = np.repeat(SPLITS, sizes)
     plans = []
     for i in range(count):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flexdet.errors import ConfigError
 from flexdet.training.config import AugmentConfig
 from flexdet.training.datasets.augment import ClipAugment, augment_boxes, augment_images, draw_augment
 from flexdet.training.datasets.cache import WindowCache
@@ -61,7 +62,7 @@ class ClipSampler:
         self.step = 0
         usable = [(s, r) for s, per_rate in enumerate(stream_lengths) for r, n in enumerate(per_rate) if n >= clip_steps]
         if not usable:
-            raise ValueError(f"no sequence has {clip_steps} steps at any training rate; shorten data.clip_steps")
+            raise ConfigError(f"no sequence has {clip_steps} steps at any training rate; shorten data.clip_steps")
         self.usable = usable
         # Streaming column j: [epoch, index into that epoch's sequence order, next step] (-1: must pick).
         self.columns = [[0, 0, -1] for _ in range(self.num_stream)]
@@ -120,7 +121,8 @@ class ClipLoader:
         self.use_frames = use_frames
         self.labels = labels
         if use_frames and not dataset.has_frames:
-            raise ValueError(f"{dataset.root}: the model reads RGB frames but these sequences have none")
+            raise ConfigError(f"{dataset.root}: the recipe's model reads RGB frames but these sequences have none "
+                              "(event-only data such as Gen1 / 1Mpx): train with model.inputs=events")
 
     def stream_lengths(self) -> list[list[int]]:
         """Number of stream steps of every sequence at every training rate."""
