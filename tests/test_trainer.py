@@ -129,3 +129,17 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(data_root, tmp_path):
     assert process.returncode == 130, err[-2000:]
     step = load_checkpoint(out / "checkpoints" / "last.pt")["step"]
     assert step >= 1 and f"SIGINT: stopped after step {step}" in err
+
+
+def test_cli_resume_uses_the_saved_configuration_and_refuses_changes(data_root, tmp_path, capsys):
+    from flexdet.cli import main
+
+    out = str(tmp_path / "run")
+    base = ["train", "--preset", "quickstart", "--data", str(data_root), "--out", out]
+    assert main([*base, "--stop-after", "1", *TINY, "optim.steps=3"]) == 0
+    assert main(base) == 2 and "already holds a run" in capsys.readouterr().err  # no silent overwrite
+    assert main([*base, "--resume", "optim.steps=5", "optim.lr=0.5"]) == 2
+    assert "would change it: optim.lr, optim.steps" in capsys.readouterr().err
+    assert main([*base, "--resume", "run.log_every=2"]) == 0  # the preset's 250 steps are not taken
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 3
+    assert "saved configuration" in capsys.readouterr().out

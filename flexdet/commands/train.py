@@ -18,28 +18,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", help="checkpoint whose weights the run starts from (the student's teacher)")
     parser.add_argument("--data", required=True, help="dataset folder (synthetic, DSEC-Det, Gen1/1Mpx or RVT)")
     parser.add_argument("--out", default="runs/train", help="run folder (checkpoints, TensorBoard, config)")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue exactly from OUT/checkpoints/last.pt with the run's saved configuration")
+    parser.add_argument("--overwrite", action="store_true", help="train into an OUT that already holds a run")
     parser.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this step; resume later")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. optim.steps=1000")
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexdet.training.config import load_train_config
+    from pathlib import Path
+
+    from flexdet.errors import ConfigError
     from flexdet.training.distributed import cleanup
-    from flexdet.training.trainer import train
+    from flexdet.training.trainer import CHECKPOINT_NAME, train
 
-    config = load_train_config(args.config, args.preset, args.overrides)
-    if args.recipe:
-        from flexdet.training.fal.recipes import apply_recipe
+    checkpoint = Path(args.out) / "checkpoints" / CHECKPOINT_NAME
+    if checkpoint.is_file() and not (args.resume or args.overwrite):
+        raise ConfigError(f"{args.out} already holds a run ({checkpoint}); continue it with --resume, replace it "
+                          "with --overwrite, or choose another --out")
+    if args.resume and checkpoint.is_file():
+        from flexdet.models.checkpoint import read_training_checkpoint
+        from flexdet.training.config import resume_config
 
-        config = apply_recipe(config, args.recipe, args.init)
-    elif args.init:
-        from flexdet.config import apply_overrides
-
-        config = apply_overrides(config, {"model.init": args.init})
+        config = resume_config(read_training_checkpoint(checkpoint)["config"], args.overrides, str(checkpoint))
+        print(f"resuming {checkpoint} with the run's saved configuration")
+    else:
+        config = _recipe(args)
     try:
         result = train(config, args.data, args.out, resume=args.resume, stop_after=args.stop_after)
     finally:
         cleanup()
     print(f"step {result.step}: checkpoint {result.checkpoint}")
     return 0
+
+
+def _recipe(args: argparse.Namespace):
+    """The recipe of a new run: --config / --preset, overrides, then the FAL recipe or --init."""
+    from flexdet.config import apply_overrides
+    from flexdet.training.config import load_train_config
+
+    config = load_train_config(args.config, args.preset, args.overrides)
+    if args.recipe:
+        from flexdet.training.fal.recipes import apply_recipe
+
+        return apply_recipe(config, args.recipe, args.init)
+    if args.init:
+        return apply_overrides(config, {"model.init": args.init})
+    return config

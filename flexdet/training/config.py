@@ -170,6 +170,35 @@ def load_train_config(config: str | None = None, preset: str | None = None,
     return apply_overrides(loaded, _parse_overrides(overrides)) if overrides else loaded
 
 
+# What may change when a run resumes: bookkeeping only (the schedule, data and model are the run's own).
+RESUMABLE_KEYS = ("run.progress", "run.log_every", "run.checkpoint_every", "run.threads")
+
+
+def resume_config(saved: dict, overrides: list[str] | None = None, source: str = "checkpoint") -> TrainConfig:
+    """The configuration a run was saved with, plus `overrides` that only change bookkeeping; an override that
+    would change the run (schedule, data, model) is refused with the names of the keys."""
+    from flexdet.config import from_dict, to_dict
+
+    base = from_dict(TrainConfig, saved, source=f"{source}:config")
+    config = apply_overrides(base, _parse_overrides(overrides)) if overrides else base
+    before, after = _flatten(to_dict(base)), _flatten(to_dict(config))
+    changed = sorted(k for k in after if after[k] != before.get(k) and k not in RESUMABLE_KEYS)
+    if changed:
+        raise ConfigError(f"--resume continues the run as it was saved; these overrides would change it: "
+                          f"{', '.join(changed)} (start a new run with another --out, or --overwrite)")
+    return config
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "options":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`key=value` items as a mapping; numbers in exponent form (3e-3, which YAML 1.1 reads as text) become floats."""
     parsed: dict[str, Any] = {}
