@@ -9,7 +9,7 @@ import numpy as np
 
 from flexdet.errors import ConfigError
 
-FRAME_RULES = ("area", "nearest")
+FRAME_RESIZE_RULES = ("area", "nearest")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class Geometry:
                 raise ConfigError(f"geometry.{name} must be a positive whole number, got {value!r}")
         if self.crop_height is not None and not 1 <= int(self.crop_height):
             raise ConfigError(f"geometry.crop_height must be >= 1, got {self.crop_height}")
-        if self.frame_resize not in FRAME_RULES:
-            raise ConfigError(f"geometry.frame_resize must be one of {FRAME_RULES}, got {self.frame_resize!r}")
+        if self.frame_resize not in FRAME_RESIZE_RULES:
+            raise ConfigError(f"geometry.frame_resize must be one of {FRAME_RESIZE_RULES}, got {self.frame_resize!r}")
         if self.size[0] < 1 or self.size[1] < 1:
             raise ConfigError(f"geometry: scale {self.scale} leaves no pixel of a {self.sensor_width}x"
                               f"{self.kept_height} sensor")

@@ -87,13 +87,12 @@ class InputSpec:
         return dataclasses.replace(self, **changes)
 
     # ----- the one input builder -----
-    def model_inputs(self, events: np.ndarray, starts, ends, backwards: bool = False,
-                     mapped: bool = False) -> np.ndarray:
+    def model_inputs(self, events: np.ndarray, starts, ends, backwards: bool = False) -> np.ndarray:
         """(N, channels, H, W) uint8 inputs of the windows [starts[i], ends[i]) from time-sorted sensor events.
 
         `backwards`: the windows are played in reverse time (time-reversed histograms; the dual half window is
-        then the first half, the one nearest the prediction instant in the reversed stream). `mapped`: the
-        events are already in input coordinates (geometry applied). Empty windows give zeros.
+        then the first half, the one nearest the prediction instant in the reversed stream). Empty windows give
+        zeros.
         """
         from flexdet.data.representations import RepresentationConfig, build_windows
         from flexdet.data.representations.reverse import reverse_histogram
@@ -105,7 +104,7 @@ class InputSpec:
         if np.any(ends < starts):
             raise ConfigError("model_inputs: a window ends before it starts")
         width, height = self.size
-        events = events if mapped else self.geometry.events(events)
+        events = self.geometry.events(events)
         config = RepresentationConfig(bins=self.bins, clip=self.clip, time_norm=self.time_norm)
         extra = 1 if self.end_inclusive else 0
         views = [(starts, ends)]
