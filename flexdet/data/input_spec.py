@@ -142,3 +142,13 @@ class InputSpec:
 def identity_spec(height: int, width: int, **fields: Any) -> InputSpec:
     """A specification whose input is the sensor itself (no crop, no scaling)."""
     return InputSpec(Geometry(int(width), int(height)), **fields)
+
+
+def legacy_spec(fields: dict, dual_windows: bool = False) -> InputSpec | None:
+    """The specification of metadata written before it existed (height, width, bins, clip, window_us,
+    dual_windows keys: an identity geometry at the exported size); None without a height and width."""
+    if not fields.get("height") or not fields.get("width"):
+        return None
+    return identity_spec(int(fields["height"]), int(fields["width"]), bins=int(fields.get("bins", 10)),
+                         clip=int(fields.get("clip", 10)), window_us=int(fields.get("window_us", 50_000)),
+                         dual_windows=bool(fields.get("dual_windows", dual_windows)))

@@ -13,7 +13,7 @@ from typing import Any
 
 from flexdet import __version__
 from flexdet.config import from_dict, to_dict
-from flexdet.data.input_spec import InputSpec, identity_spec
+from flexdet.data.input_spec import InputSpec, legacy_spec
 from flexdet.errors import ConfigError, FormatError
 
 METADATA_KEY = "flexdet"
@@ -72,12 +72,9 @@ class DeployMetadata:
 
 def _legacy(data: dict, source: str) -> dict:
     """Metadata written before the input specification: an identity geometry at the exported size."""
-    legacy = {key: data.pop(key) for key in _LEGACY_INPUT_KEYS if key in data}
-    if "height" not in legacy or "width" not in legacy:
+    spec = legacy_spec({key: data.pop(key) for key in _LEGACY_INPUT_KEYS if key in data})
+    if spec is None:
         raise FormatError(source, "flexdet metadata has neither 'input' nor 'height'/'width'")
-    spec = identity_spec(int(legacy["height"]), int(legacy["width"]), bins=int(legacy.get("bins", 10)),
-                         clip=int(legacy.get("clip", 10)), window_us=int(legacy.get("window_us", 50_000)),
-                         dual_windows=bool(legacy.get("dual_windows", False)))
     return {**data, "input": to_dict(spec)}
 
 

@@ -182,10 +182,9 @@ def _legacy_training_spec(model: torch.nn.Module, config: dict, dataset: dict) -
 
 def _legacy_deploy_spec(file: Path, model: torch.nn.Module, deploy: dict) -> InputSpec:
     """Model checkpoints written before the input specification: the deploy metadata's size, no geometry."""
-    from flexdet.data.input_spec import identity_spec
+    from flexdet.data.input_spec import legacy_spec
 
-    if not deploy.get("height") or not deploy.get("width"):
+    spec = legacy_spec(deploy, dual_windows=bool(model.config.dual_windows))
+    if spec is None:
         raise CheckpointError(f"{file}: checkpoint has neither an input specification nor deploy metadata")
-    return identity_spec(int(deploy["height"]), int(deploy["width"]), bins=int(deploy.get("bins", 10)),
-                         clip=int(deploy.get("clip", 10)), window_us=int(deploy.get("window_us", 50_000)),
-                         dual_windows=bool(model.config.dual_windows))
+    return spec
