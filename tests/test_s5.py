@@ -143,6 +143,64 @@ def test_backbone_clip_path_equals_stepping(recurrence):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_per_column_step_scales_equal_separate_runs(dynamic):
+    """Multi-rate batches: column b stepped and scanned with scale[b] equals that column alone at scale[b]."""
+    layer = _layer(bandlimit=0.5, bandlimit_dynamic=dynamic)
+    generator = torch.Generator().manual_seed(7)
+    u = torch.randn(9, 3, 4, 5, 32, generator=generator)
+    x_re, x_im = torch.randn(3, 4, 5, 32, generator=generator), torch.randn(3, 4, 5, 32, generator=generator)
+    scales = torch.tensor([0.25, 1.0, 3.6])
+    with torch.no_grad():
+        set_step_scale(layer, scales)
+        scanned, last_re, _ = layer.scan(u, x_re, x_im)
+        stepped, s_re, s_im = [], x_re, x_im
+        for u_t in u:
+            y, s_re, s_im = layer(u_t, s_re, s_im)
+            stepped.append(y)
+        for b, scale in enumerate(scales.tolist()):
+            set_step_scale(layer, scale)
+            alone, alone_re, _ = layer.scan(u[:, b:b + 1], x_re[b:b + 1], x_im[b:b + 1])
+            np.testing.assert_allclose(scanned[:, b].numpy(), alone[:, 0].numpy(), rtol=0, atol=1e-5)
+            np.testing.assert_allclose(torch.stack(stepped)[:, b].numpy(), alone[:, 0].numpy(), rtol=0, atol=1e-5)
+            np.testing.assert_allclose(last_re[b].numpy(), alone_re[0].numpy(), rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="positive"):
+        set_step_scale(layer, torch.tensor([1.0, 0.0]))
+
+
+def test_training_losses_through_the_scan_equal_stepping():
+    """compute_losses runs S5 stages over the clip with the scan; the losses and gradients equal a step-by-step
+    BPTT of the same fused model (the ConvLSTM path is the reference loop)."""
+    torch.manual_seed(3)
+    model = build_model("nano-s5", num_classes=2, use_frames=True, in_channels=4).train()
+    clip = torch.randint(0, 4, (4, 2, 4, 64, 96), generator=torch.Generator().manual_seed(5)).float()
+    frames = torch.rand(4, 2, 3, 64, 96, generator=torch.Generator().manual_seed(6))
+    frames_seq = torch.stack([frames[0], frames[0], frames[2], frames[2]])
+    target = [{"boxes": torch.tensor([[10.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([0])},
+              {"boxes": torch.tensor([[50.0, 20.0, 90.0, 60.0]]), "labels": torch.tensor([1])}]
+    targets = [None, target, None, target]
+    set_step_scale(model, torch.tensor([0.5, 2.0]))
+    torch.manual_seed(11)  # the fusers' noisy gates draw in the same order on both paths
+    losses, state = model.compute_losses(clip, frames_seq, targets)
+    losses["total"].backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.config.recurrence = "lstm-loop"  # any other value takes _clip's step-by-step branch
+    try:
+        torch.manual_seed(11)
+        reference, reference_state = model.compute_losses(clip, frames_seq, targets)
+    finally:
+        model.config.recurrence = "s5"
+    reference["total"].backward()
+    assert math.isclose(losses["total"].item(), reference["total"].item(), rel_tol=1e-5)
+    for got, want in zip(state, reference_state):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            scale = float(p.grad.abs().max()) + 1e-12
+            np.testing.assert_allclose(grads[name].numpy(), p.grad.numpy(), rtol=0, atol=1e-3 * scale, err_msg=name)
+
+
 def test_s5_presets_config_and_window_rescaling(tmp_path):
     nano = build_model("nano", num_classes=2, use_frames=False)
     assert nano.config.recurrence == "lstm" and nano.state_names()[:2] == ["lstm_h0", "lstm_c0"]

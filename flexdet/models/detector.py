@@ -160,14 +160,12 @@ class FlexDetector(nn.Module):
         grid, strides = self._anchors(height, width, events_seq.device)
         totals: dict[str, torch.Tensor] = {}
         labelled = 0
-        for t, targets in enumerate(targets_seq):
-            events = self._join_views(events_seq[t], None if events_sub_seq is None else events_sub_seq[t])
-            frames = None if frames_seq is None else frames_seq[t]
-            logits, state, gate_weights = self._step(events, frames, tuple(state))
+        outputs, state = self._clip(events_seq, frames_seq, events_sub_seq, tuple(state))
+        for t, (targets, (logits, gate_weights)) in enumerate(zip(targets_seq, outputs)):
             if targets is None:
                 continue
-            if len(targets) != events.shape[0]:
-                raise ConfigError(f"targets_seq[{t}] has {len(targets)} items for a batch of {events.shape[0]}")
+            if len(targets) != events_seq.shape[1]:
+                raise ConfigError(f"targets_seq[{t}] has {len(targets)} items for a batch of {events_seq.shape[1]}")
             losses = detection_loss(logits, grid, strides, targets, self.config.iou_weight, self.config.use_l1,
                                     self.config.center_radius)
             if gate_weights:
@@ -200,9 +198,36 @@ class FlexDetector(nn.Module):
             return torch.cat([events, events_sub], dim=1)
         return events
 
-    def _step(self, events: torch.Tensor, frames: torch.Tensor | None, state: tuple[torch.Tensor, ...]
-              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list[torch.Tensor]]:
-        """One step -> (head logits (B, A, 5 + K), new state, gate weights of every fuser call)."""
+    def _clip(self, events_seq: torch.Tensor, frames_seq: torch.Tensor | None, events_sub_seq: torch.Tensor | None,
+              state: tuple[torch.Tensor, ...]) -> tuple[list[tuple[torch.Tensor, list[torch.Tensor]]],
+                                                         tuple[torch.Tensor, ...]]:
+        """T training steps -> ([(logits, gate weights)] per step, state after the last). S5 event stages run
+        the clip stage by stage with the parallel scan (equal to stepping); a ConvLSTM steps through it."""
+        views = [self._join_views(events_seq[t], None if events_sub_seq is None else events_sub_seq[t])
+                 for t in range(events_seq.shape[0])]
+        if self.config.recurrence != "s5" or self.event_backbone is None:
+            outputs = []
+            for t, events in enumerate(views):
+                logits, state, gate_weights = self._step(events, None if frames_seq is None else frames_seq[t], state)
+                outputs.append((logits, gate_weights))
+            return outputs, state
+        prepared = [self._prepare(events, None if frames_seq is None else frames_seq[t], state)
+                    for t, events in enumerate(views)]
+        clip = torch.stack([events for events, _ in prepared])
+        per_view, new_lstm = [], []
+        for view, view_clip in enumerate(clip.chunk(self.num_views, dim=2)):
+            features, view_state = self.event_backbone.forward_sequence(view_clip, list(state[8 * view:8 * view + 8]))
+            per_view.append(features)
+            new_lstm += view_state
+        outputs, frame_maps = [], list(state[self.num_lstm_states:])
+        for t, (_, maps) in enumerate(prepared):
+            frame_maps = maps if maps is not None else frame_maps
+            outputs.append(self._detect([[f[t] for f in features] for features in per_view], frame_maps))
+        return outputs, tuple(new_lstm + list(frame_maps))
+
+    def _prepare(self, events: torch.Tensor, frames: torch.Tensor | None, state: tuple[torch.Tensor, ...]
+                 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Checked and padded events, and the frame branch's maps of `frames` (None: no new frame)."""
         expected = self.config.in_channels * self.num_views
         if events.dim() != 4 or events.shape[1] != expected:
             raise ConfigError(f"events must be (B, {expected}, H, W) for this model, got {tuple(events.shape)}")
@@ -214,25 +239,43 @@ class FlexDetector(nn.Module):
                               f"the events, got {tuple(frames.shape)}")
         padded = self.padded_size(events.shape[-2], events.shape[-1])
         events = F.pad(events, (0, padded[1] - events.shape[-1], 0, padded[0] - events.shape[-2]))
-        lstm_count = self.num_lstm_states
         if self.frame_backbone is not None and frames is not None:
-            frame_maps = self.frame_backbone(frames, padded)
-        else:
-            frame_maps = list(state[lstm_count:])
-        if self.event_backbone is None:  # frames-only: the projected frame maps feed the neck, state passes
-            neck_in = [self.fusers[str(i)].project(frame_maps[k]) for k, i in enumerate(self.fused_stages)]
-            return self.head(self.neck(neck_in)), tuple(state[:lstm_count]) + tuple(frame_maps), []
-        pyramids, new_lstm, gate_weights = [], [], []
+            return events, list(self.frame_backbone(frames, padded))
+        return events, None
+
+    def _step(self, events: torch.Tensor, frames: torch.Tensor | None, state: tuple[torch.Tensor, ...]
+              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list[torch.Tensor]]:
+        """One step -> (head logits (B, A, 5 + K), new state, gate weights of every fuser call)."""
+        events, frame_maps = self._prepare(events, frames, state)
+        lstm_count = self.num_lstm_states
+        frame_maps = frame_maps if frame_maps is not None else list(state[lstm_count:])
+        if self.event_backbone is None:
+            logits, gate_weights = self._detect([], frame_maps)
+            return logits, tuple(state[:lstm_count]) + tuple(frame_maps), gate_weights
+        per_view, new_lstm = [], []
         for view, view_events in enumerate(events.chunk(self.num_views, dim=1)):
             features, view_state = self.event_backbone(view_events, list(state[8 * view:8 * view + 8]))
+            per_view.append(features)
             new_lstm += view_state
+        logits, gate_weights = self._detect(per_view, frame_maps)
+        return logits, tuple(new_lstm + list(frame_maps)), gate_weights
+
+    def _detect(self, per_view: list[list[torch.Tensor]], frame_maps: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Event stage maps of each view (none: frames-only) fused with the frame maps -> (head logits, gate
+        weights of every fuser call)."""
+        if not per_view:  # frames-only: the projected frame maps feed the neck
+            neck_in = [self.fusers[str(i)].project(frame_maps[k]) for k, i in enumerate(self.fused_stages)]
+            return self.head(self.neck(neck_in)), []
+        pyramids, gate_weights = [], []
+        for features in per_view:
+            features = list(features)
             for k, i in enumerate(self.fused_stages):
                 features[i], weights = self.fusers[str(i)](frame_maps[k], features[i])
                 gate_weights.append(weights)
             pyramids.append(features[1:])
         neck_in = pyramids[0] if len(pyramids) == 1 else [(a + b) / 2 for a, b in zip(*pyramids)]
-        logits = self.head(self.neck(neck_in))
-        return logits, tuple(new_lstm + list(frame_maps)), gate_weights
+        return self.head(self.neck(neck_in)), gate_weights
 
     def _anchors(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         hp, wp = self.padded_size(height, width)

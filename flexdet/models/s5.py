@@ -3,7 +3,8 @@ complex linear state space run independently at every pixel, whose timestep foll
 
 Everything is written in real arithmetic (complex numbers as re/im pairs) so the streaming step exports to
 ONNX with the state as two explicit tensors; `scan` runs a whole clip with a parallel (doubling) scan and
-equals stepping. `step_scale` = inference window / training window rescales the learned timesteps.
+equals stepping. `step_scale` = inference window / training window rescales the learned timesteps; a
+(B,) tensor gives every batch column its own window (multi-rate training batches mix rates).
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def _cmul(ar: torch.Tensor, ai: torch.Tensor, br: torch.Tensor, bi: torch.Tensor
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(ar + i ai) * (br + i bi) as a re/im pair."""
     return ar * br - ai * bi, ar * bi + ai * br
+
+
+def _apply(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """x (..., N) times matrix.T: matrix (M, N) shared, or (B, 1, 1, M, N) per batch column (x (.., B, Y, X, N))."""
+    if matrix.dim() == 2:
+        return x @ matrix.T
+    return (x.unsqueeze(-2) @ matrix.transpose(-1, -2)).squeeze(-2)
 
 
 class S5(nn.Module):
@@ -80,8 +88,12 @@ class S5(nn.Module):
         return step * imag.abs() / (2 * math.pi)
 
     def discretize(self) -> Discrete:
-        """(Λ̄ re, Λ̄ im, B̄ re, B̄ im, C re, C im) for the current step = step_scale · exp(log_step)."""
-        step = self.step_scale * self.log_step.exp()
+        """(Λ̄ re, Λ̄ im, B̄ re, B̄ im, C re, C im) for the current step = step_scale · exp(log_step); with a
+        per-column scale (B,) the step-dependent parts gain leading dims (B, 1, 1) that broadcast over maps."""
+        scale = self.step_scale
+        if torch.is_tensor(scale):
+            scale = scale.to(self.log_step).reshape(-1, 1, 1, 1)
+        step = scale * self.log_step.exp()
         a, w = self.lambda_.unbind(-1)
         if self.discretization == "zoh":  # Λ̄ = exp(λΔ), B̄ = (Λ̄ - 1) / λ · B
             magnitude = torch.exp(a * step)
@@ -94,11 +106,11 @@ class S5(nn.Module):
             inv_re, inv_im = den_re / norm, -den_im / norm
             lam_re, lam_im = _cmul(inv_re, inv_im, 1 + step * a / 2, step * w / 2)
             k_re, k_im = inv_re * step, inv_im * step
-        b_re, b_im = _cmul(k_re[:, None], k_im[:, None], self.b[..., 0], self.b[..., 1])
+        b_re, b_im = _cmul(k_re[..., None], k_im[..., None], self.b[..., 0], self.b[..., 1])
         c_re, c_im = self.c[..., 0], self.c[..., 1]
         if self.bandlimit is not None and self.bandlimit_dynamic:
             keep = (self._frequencies(step, w) < self.bandlimit / 2).to(c_re.dtype)
-            c_re, c_im = c_re * keep, c_im * keep
+            c_re, c_im = c_re * keep[..., None, :], c_im * keep[..., None, :]
         return lam_re, lam_im, b_re, b_im, c_re, c_im
 
     def forward(self, u: torch.Tensor, x_re: torch.Tensor, x_im: torch.Tensor
@@ -106,8 +118,8 @@ class S5(nn.Module):
         """One step: u (..., H), state (..., P) re/im -> (y (..., H), new state re, new state im)."""
         lam_re, lam_im, b_re, b_im, c_re, c_im = self.discretize()
         new_re, new_im = _cmul(lam_re, lam_im, x_re, x_im)
-        new_re, new_im = new_re + u @ b_re.T, new_im + u @ b_im.T
-        return new_re @ c_re.T - new_im @ c_im.T + self.d * u, new_re, new_im
+        new_re, new_im = new_re + _apply(u, b_re), new_im + _apply(u, b_im)
+        return _apply(new_re, c_re) - _apply(new_im, c_im) + self.d * u, new_re, new_im
 
     def scan(self, u: torch.Tensor, x_re: torch.Tensor, x_im: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,7 +128,7 @@ class S5(nn.Module):
         Hillis-Steele doubling: after the round with offset d every x_t sums the 2d latest inputs, so
         ceil(log2 T) rounds of elementwise work replace T dependent steps."""
         lam_re, lam_im, b_re, b_im, c_re, c_im = self.discretize()
-        s_re, s_im = u @ b_re.T, u @ b_im.T
+        s_re, s_im = _apply(u, b_re), _apply(u, b_im)
         first_re, first_im = _cmul(lam_re, lam_im, x_re, x_im)
         s_re = torch.cat([s_re[:1] + first_re, s_re[1:]])
         s_im = torch.cat([s_im[:1] + first_im, s_im[1:]])
@@ -127,7 +139,7 @@ class S5(nn.Module):
             s_im = torch.cat([s_im[:offset], s_im[offset:] + add_im])
             power_re, power_im = _cmul(power_re, power_im, power_re, power_im)
             offset *= 2
-        return s_re @ c_re.T - s_im @ c_im.T + self.d * u, s_re[-1], s_im[-1]
+        return _apply(s_re, c_re) - _apply(s_im, c_im) + self.d * u, s_re[-1], s_im[-1]
 
 
 class S5Block(nn.Module):
@@ -166,10 +178,16 @@ class S5Block(nn.Module):
         return self.ff_dec(value * F.gelu(gate)) + normed
 
 
-def set_step_scale(module: nn.Module, scale: float) -> None:
-    """Run every S5 layer inside `module` with timesteps scaled by `scale` (inference / training window)."""
-    if not scale > 0:
+def set_step_scale(module: nn.Module, scale: float | torch.Tensor) -> None:
+    """Run every S5 layer inside `module` with timesteps scaled by `scale` (inference / training window): one
+    number, or a (B,) tensor with one scale per batch column."""
+    if torch.is_tensor(scale):
+        if scale.dim() != 1 or not bool((scale > 0).all()):
+            raise ConfigError(f"S5 step scales must be a (B,) tensor of positive values, got {scale}")
+    elif not scale > 0:
         raise ConfigError(f"S5 step scale must be positive, got {scale}")
+    else:
+        scale = float(scale)
     for layer in module.modules():
         if isinstance(layer, S5):
-            layer.step_scale = float(scale)
+            layer.step_scale = scale
