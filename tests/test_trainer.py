@@ -143,3 +143,34 @@ def test_cli_resume_uses_the_saved_configuration_and_refuses_changes(data_root, 
     assert main([*base, "--resume", "run.log_every=2"]) == 0  # the preset's 250 steps are not taken
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 3
     assert "saved configuration" in capsys.readouterr().out
+
+
+def test_multi_rate_clips_end_on_labels_and_s5_steps_follow_each_window(data_root, tmp_path, monkeypatch):
+    """Multi-rate recipe with sparse labels: every random clip ends on a label instant at every rate, and the S5
+    timestep of each batch column is its own window / s5_train_window_us."""
+    from flexdet.models.s5 import S5
+
+    overrides = TINY + ["model.preset=nano-s5", "data.rates_hz=[20,40,60]", "data.labels=sparse",
+                        "data.clip_end=labelled", "data.batch_size=6", "data.stream_fraction=0", "optim.steps=2"]
+    trainer = Trainer(load_train_config(preset="quickstart", overrides=overrides), data_root, tmp_path / "run")
+    seen = []
+    original = S5.discretize
+
+    def record(layer):
+        seen.append(layer.step_scale)
+        return original(layer)
+
+    monkeypatch.setattr(S5, "discretize", record)
+    try:
+        clips = trainer.sampler.next_batch()
+        trainer.sampler.step -= 1  # replay the same plan in train_step
+        for clip in clips:
+            sequence = trainer.dataset.sequences[clip.sequence]
+            ends = trainer.cache.windows(sequence, trainer.loader.rates[clip.rate_index])[1]
+            assert sequence.labels["t"].tolist().count(int(ends[clip.start + clip.steps - 1])) > 0
+        assert len({clip.rate_index for clip in clips}) > 1
+        trainer.train_step()
+    finally:
+        trainer.close()
+    expected = torch.tensor([50_000 / (1e6 / [20, 40, 60][clip.rate_index]) for clip in clips]).reciprocal()
+    assert torch.is_tensor(seen[0]) and torch.allclose(seen[0], expected, rtol=1e-6)

@@ -41,7 +41,9 @@ class DataConfig:
     end counts) define the stacked histograms (`flexdet.data.input_spec.InputSpec`).
     `labels`: "auto" (dense ground truth where the data has it), "sparse" (the label file's instants only, what
     a real dataset offers) or "pseudo" (label file + pseudo_tracks.npy, FAL student). `clip_align`: clip
-    starts are multiples of it, so with a 2x grid every batch step is all-GT or all-pseudo.
+    starts are multiples of it, so with a 2x grid every batch step is all-GT or all-pseudo. `clip_end`: "any"
+    or "labelled" (random clips end on a labelled step: with several rates and sparse labels, a window ending
+    at a label instant is labelled whatever its length, and every random clip then carries a loss).
     """
 
     layout: str = "auto"
@@ -61,6 +63,7 @@ class DataConfig:
     cache_dir: str | None = None
     labels: str = "auto"
     clip_align: int = 1
+    clip_end: str = "any"
 
 
 @dataclass
@@ -123,6 +126,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"data.layout must be one of {LAYOUTS}, got {data.layout!r}")
     if data.labels not in LABEL_SOURCES:
         raise ConfigError(f"data.labels must be one of {LABEL_SOURCES}, got {data.labels!r}")
+    if data.clip_end not in ("any", "labelled"):
+        raise ConfigError(f"data.clip_end must be 'any' or 'labelled', got {data.clip_end!r}")
     if data.clip_align < 1 or data.clip_steps % data.clip_align:
         raise ConfigError(f"data.clip_align must be >= 1 and divide data.clip_steps ({data.clip_steps}), "
                           f"got {data.clip_align}")

@@ -107,7 +107,8 @@ class Trainer:
         self.loader = ClipLoader(self.dataset, self.cache, data.rates_hz, use_frames, training_labels(config))
         self.sampler = ClipSampler(self.loader.stream_lengths(), data.batch_size, data.clip_steps,
                                    data.stream_fraction, config.augment, self.dataset.geometry.size, config.run.seed,
-                                   data.clip_align)
+                                   data.clip_align,
+                                   self.loader.labelled_steps() if data.clip_end == "labelled" else None)
         optim = config.optim
         self.optimizer = torch.optim.AdamW(self.detector.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
         self.scheduler = _schedule(self.optimizer, optim.lr, optim.steps, optim.warmup_pct, optim.final_div)
@@ -138,6 +139,7 @@ class Trainer:
         targets = [None if step is None else [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()}
                                                for t in step] for step in batch.targets]
         state = self._carried_state(batch.reset.to(device), events)
+        self._set_windows(batch.clips)
         self.detector.train()
         with torch.autocast(device.type, enabled=self.amp):
             losses, new_state = self.module(events, frames, targets, state)
@@ -152,6 +154,16 @@ class Trainer:
         self.stream_state = tuple(s.detach() for s in new_state)
         self.step += 1
         return {name: float(value.detach()) for name, value in losses.items()}
+
+    def _set_windows(self, clips: list) -> None:
+        """S5 timesteps follow each column's window (1 / its clip's rate) relative to s5_train_window_us."""
+        if self.detector.config.recurrence != "s5":
+            return
+        from flexdet.models.s5 import set_step_scale
+
+        windows = [1e6 / float(self.config.data.rates_hz[clip.rate_index]) for clip in clips]
+        scales = torch.tensor(windows) / float(self.detector.config.s5_train_window_us)
+        set_step_scale(self.detector, float(scales[0]) if len(set(windows)) == 1 else scales.to(self.context.device))
 
     def _carried_state(self, reset: torch.Tensor, events: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The previous batch's state for streaming columns, zeros where a clip starts fresh."""
@@ -231,6 +243,7 @@ class Trainer:
                     print(f"{stop.signal}: stopped after step {self.step}; checkpoint {self.checkpoint_path} "
                           "(continue with --resume)", file=sys.stderr, flush=True)
                     raise KeyboardInterrupt
+        self.detector.set_window_us(self.detector.config.s5_train_window_us)  # one window again, not per column
         bar.close()
         if writer is not None:
             writer.close()

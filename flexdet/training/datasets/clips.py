@@ -50,7 +50,9 @@ class ClipSampler:
     """The clip plan of every global batch; `state_dict()` is the position of the streaming columns."""
 
     def __init__(self, stream_lengths: list[list[int]], batch_size: int, clip_steps: int, stream_fraction: float,
-                 augment: AugmentConfig, size: tuple[int, int], seed: int = 0, align: int = 1) -> None:
+                 augment: AugmentConfig, size: tuple[int, int], seed: int = 0, align: int = 1,
+                 labelled_steps: list[list[np.ndarray]] | None = None) -> None:
+        """`labelled_steps` (per sequence, per rate: the labelled step indices) makes random clips end on one."""
         self.lengths = stream_lengths
         self.batch_size = batch_size
         self.clip_steps = clip_steps
@@ -64,6 +66,14 @@ class ClipSampler:
         if not usable:
             raise ConfigError(f"no sequence has {clip_steps} steps at any training rate; shorten data.clip_steps")
         self.usable = usable
+        self.clip_ends = None
+        if labelled_steps is not None:  # random clips: (sequence, rate, possible last steps)
+            self.clip_ends = [(s, r, ends[ends >= clip_steps - 1]) for s, per_rate in enumerate(labelled_steps)
+                              for r, ends in enumerate(per_rate)]
+            self.clip_ends = [(s, r, ends) for s, r, ends in self.clip_ends if len(ends)]
+            if not self.clip_ends:
+                raise ConfigError(f"no labelled step has {clip_steps - 1} steps before it at any training rate; "
+                                  "shorten data.clip_steps or use data.clip_end=any")
         # Streaming column j: [epoch, index into that epoch's sequence order, next step] (-1: must pick).
         self.columns = [[0, 0, -1] for _ in range(self.num_stream)]
 
@@ -71,13 +81,22 @@ class ClipSampler:
         """The next global batch: streaming columns first, then random clips."""
         clips = [self._stream_clip(j) for j in range(self.num_stream)]
         rng = np.random.default_rng([self.seed, 3, self.step])
-        weights = np.array([self.lengths[s][r] - self.clip_steps + 1 for s, r in self.usable], np.float64)
         for _ in range(self.batch_size - self.num_stream):
-            s, r = self.usable[int(rng.choice(len(self.usable), p=weights / weights.sum()))]
-            start = int(rng.integers(0, (self.lengths[s][r] - self.clip_steps) // self.align + 1)) * self.align
+            s, r, start = self._random_start(rng)
             clips.append(Clip(s, r, start, self.clip_steps, draw_augment(rng, self.augment, *self.size), True))
         self.step += 1
         return clips
+
+    def _random_start(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(sequence, rate index, first step) of a random clip: uniform over clip starts (over labelled last
+        steps with `labelled_steps`), so every sequence and rate is drawn by its share of them."""
+        if self.clip_ends is not None:
+            weights = np.array([len(ends) for _, _, ends in self.clip_ends], np.float64)
+            s, r, ends = self.clip_ends[int(rng.choice(len(self.clip_ends), p=weights / weights.sum()))]
+            return s, r, int(ends[int(rng.integers(0, len(ends)))]) - self.clip_steps + 1
+        weights = np.array([self.lengths[s][r] - self.clip_steps + 1 for s, r in self.usable], np.float64)
+        s, r = self.usable[int(rng.choice(len(self.usable), p=weights / weights.sum()))]
+        return s, r, int(rng.integers(0, (self.lengths[s][r] - self.clip_steps) // self.align + 1)) * self.align
 
     def _stream_clip(self, j: int) -> Clip:
         column = self.columns[j]
@@ -127,6 +146,23 @@ class ClipLoader:
     def stream_lengths(self) -> list[list[int]]:
         """Number of stream steps of every sequence at every training rate."""
         return [[len(self.cache.windows(seq, rate)[1]) for rate in self.rates] for seq in self.dataset.sequences]
+
+    def labelled_steps(self) -> list[list[np.ndarray]]:
+        """Indices of the labelled steps of every sequence's stream at every training rate."""
+        found = []
+        for sequence in self.dataset.sequences:
+            per_rate = []
+            for rate in self.rates:
+                ends = self.cache.windows(sequence, rate)[1]
+                per_rate.append(np.flatnonzero([self.is_labelled(sequence, int(t)) for t in ends]))
+            found.append(per_rate)
+        return found
+
+    def is_labelled(self, sequence, t: int) -> bool:
+        """Whether the step ending at `t` has a training target."""
+        if self.labels is None:
+            return bool(sequence.is_labelled(t))
+        return self.labels.at(sequence, t)[0] is not None
 
     def load(self, clips: list[Clip]) -> Batch:
         events, frames, targets = [], [], []
