@@ -47,3 +47,27 @@ def test_synth_refuses_empty_splits_and_zero_sequences(tmp_path, capsys):
     assert cli_main(["synth", "--out", str(tmp_path / "b"), "--sequences", "2", "--split", "0.8,0.1,0.1"]) == 2
     err = capsys.readouterr().err
     assert "empty" in err and not (tmp_path / "b" / "dataset.yaml").exists()
+
+
+@pytest.fixture(scope="module")
+def train_only_dataset(tmp_path_factory):
+    """A tiny synthetic dataset whose only split is train (its test split is empty)."""
+    from flexdet.config import apply_overrides
+    from flexdet.data.synthetic import generate_dataset, load_preset
+
+    root = tmp_path_factory.mktemp("train_only")
+    config = apply_overrides(load_preset("quickstart"), {
+        "scene.width": 96, "scene.height": 64, "scene.duration_s": 0.5, "frames.blur_subframes": 2,
+        "dataset.sequences": 1, "dataset.split": [1.0, 0.0, 0.0], "dataset.workers": 1})
+    return generate_dataset(root, config)
+
+
+def test_fal_checks_the_evaluation_split_and_rates_before_training(train_only_dataset, tmp_path, capsys):
+    out = tmp_path / "fal"
+    steps = ["optim.steps=1", "fal.student.steps=1", "run.progress=false", "data.batch_size=1", "data.clip_steps=2"]
+    assert cli_main(["fal", "--data", str(train_only_dataset), "--out", str(out), *steps]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "split 'test'" in err[0] and "--split" in err[0]
+    assert not (out / "teacher").exists()  # nothing was trained
+    assert cli_main(["fal", "--data", str(train_only_dataset), "--out", str(out), "--rates", "20,0", *steps]) == 2
+    assert "--rates '20,0'" in capsys.readouterr().err and not (out / "teacher").exists()

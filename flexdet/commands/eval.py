@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from flexdet.commands import parse_rates
+
 SCHEDULES = ("stream", "interframe", "global")
 
 
@@ -32,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from flexdet.training.evaluate import evaluate_checkpoint
     from flexdet.training.results import metrics_markdown
 
-    try:
-        rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    except ValueError:
-        raise ConfigError(f"--rates {args.rates!r}: expected comma-separated numbers, e.g. 20,60,90,180") from None
+    rates = parse_rates(args.rates)
     schedule = args.schedule
     if args.protocol is not None:
         print("flexdet eval: --protocol is deprecated, use --schedule (a benchmark's rules are --benchmark)",

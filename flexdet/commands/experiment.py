@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from flexdet.commands import parse_rates
+
 EXPERIMENTS = ("frequency",)
 
 
@@ -25,13 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexdet.errors import ConfigError
     from flexdet.training.experiment import FrequencyOptions, run_frequency
 
-    try:
-        rates = tuple(float(r) for r in args.rates.split(","))
-    except ValueError:
-        raise ConfigError(f"--rates {args.rates!r}: expected comma-separated numbers") from None
+    rates = parse_rates(args.rates)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     run_frequency(args.out, FrequencyOptions(budget=args.budget, synth_preset=args.preset, rates_hz=rates,
                                              models=models, overrides=list(args.overrides), data=args.data,

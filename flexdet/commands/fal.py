@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from flexdet.commands import parse_rates
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
@@ -20,15 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexdet.errors import ConfigError
     from flexdet.training.config import load_train_config
     from flexdet.training.fal.chain import run_fal_chain
     from flexdet.training.results import metrics_markdown
 
-    try:
-        rates = tuple(float(r) for r in args.rates.split(","))
-    except ValueError:
-        raise ConfigError(f"--rates {args.rates!r}: expected comma-separated numbers") from None
+    rates = parse_rates(args.rates)
     base = load_train_config(args.config, args.preset or (None if args.config else "quickstart"), args.overrides)
     result = run_fal_chain(base, args.data, args.out, rates, None if args.split == "none" else args.split,
                            base.run.progress)

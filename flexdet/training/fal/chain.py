@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flexdet.atomic import atomic_write_text
 from flexdet.config import apply_overrides
+from flexdet.errors import ConfigError
 from flexdet.training.config import TrainConfig
 
 
@@ -40,6 +41,7 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
 
     out = Path(out)
     base = apply_overrides(base, {"run.progress": progress})
+    check_chain_inputs(base, data, eval_split)
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     teacher = train_or_reuse(apply_recipe(base, "teacher"), data, out / "teacher")
@@ -59,3 +61,19 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
         timings["eval"] = time.perf_counter() - tick
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
     return ChainResult(teacher, student, rows, timings)
+
+
+def check_chain_inputs(base: TrainConfig, data: str | Path, eval_split: str | None) -> None:
+    """Open the training split and the evaluation split before any training, so an empty or missing split ends
+    the chain in seconds, not after teacher and student have trained."""
+    from flexdet.training.datasets.sequences import open_dataset
+
+    data_config = base.data
+    open_dataset(data, data_config.train_split, data_config.layout, data_config.protocol,
+                 data_config.downsample).close()
+    if eval_split is not None:
+        try:
+            open_dataset(data, eval_split, data_config.layout, data_config.protocol, data_config.downsample).close()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (the evaluation split: choose another with --split, or --split none to skip "
+                              "evaluation)") from None
