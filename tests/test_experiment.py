@@ -14,9 +14,12 @@ from flexdet.data.synthetic import load_preset
 from flexdet.errors import ConfigError
 from flexdet.training.experiment import (
     FrequencyOptions,
+    ModelName,
     budget_config,
     expectations,
     fal_base,
+    mean_rows,
+    model_config,
     run_frequency,
     write_frequency,
 )
@@ -64,21 +67,54 @@ def test_outputs_hold_exactly_the_rows(tmp_path):
     write_frequency(tmp_path, rows, FrequencyOptions(), {"total": 60.0})
     assert json.loads((tmp_path / "frequency.json").read_text()) == rows
     readme = (tmp_path / "README.md").read_text()
-    assert "| fusion+fal | 180 | 40.00 | 80.00 |" in readme and "FAL gain at 180 Hz >= +2 AP: yes (+4.00)" in readme
+    assert "| fusion+fal | 180 | 1 | 40.00 | 0.00 | 80.00 |" in readme
+    assert "FAL gain at 180 Hz >= +2 AP: yes (+4.00)" in readme
     assert (tmp_path / "frequency.png").read_bytes()[:4] == b"\x89PNG"
     assert "FAL teacher" not in readme
     teacher = [{"model": "fusion+fal", "rate_hz": 180.0, "AP": 0.3125, "AP50": 0.5}]
-    write_frequency(tmp_path, rows, FrequencyOptions(), {"total": 60.0}, teacher)
+    write_frequency(tmp_path, rows, FrequencyOptions(), {"total": 60.0}, {"teacher": teacher})
     assert json.loads((tmp_path / "frequency.json").read_text()) == rows  # the teacher is not a compared row
     assert "## The FAL teacher" in (tmp_path / "README.md").read_text()
     assert "| 180 | 31.25 | 50.00 |" in (tmp_path / "README.md").read_text()
 
 
 def test_bad_model_names_and_rates_are_clean_errors(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="subset"):
-        run_frequency(tmp_path, FrequencyOptions(models=("fusion", "radar")))
+    for bad in ("radar", "fusion-gru", "fusion+fal+fal", "frames-s5", "fusion+xx"):
+        with pytest.raises(ConfigError, match="expected <events"):
+            run_frequency(tmp_path, FrequencyOptions(models=("fusion", bad)))
+    assert main(["experiment", "frequency", "--out", str(tmp_path), "--seeds", "0,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
     assert main(["experiment", "frequency", "--out", str(tmp_path), "--rates", "20,fast"]) == 2
     assert "--rates" in capsys.readouterr().err
+
+
+def test_model_names_choose_recurrence_multi_rate_fal_and_seed():
+    assert ModelName.parse("fusion-s5+mr+fal") == ModelName("fusion", True, True, True)
+    assert ModelName.parse("events") == ModelName("events", False, False, False)
+    plain = model_config("quick", "fusion", (20.0, 180.0), [])
+    s5 = model_config("quick", "fusion-s5+mr", (45.0, 20.0, 180.0), ["optim.steps=9"], seed=3)
+    assert plain.model.preset == "nano" and s5.model.preset == "nano-s5" and s5.model.inputs == "fusion"
+    assert plain.data.rates_hz == [20.0] and plain.data.clip_end == "any"
+    assert s5.data.rates_hz == [20.0, 45.0, 180.0] and s5.data.clip_end == "labelled" and s5.data.labels == "sparse"
+    assert s5.run.seed == 3 and s5.optim.steps == 9 and plain.optim.steps == s5.optim.steps + 391
+    for budget in ("quick", "medium"):  # the medium budget keeps the quick recipe's settings, longer
+        assert budget_config(budget, "fusion", []).data.labels == "sparse"
+    assert budget_config("medium", "fusion", []).optim.steps == 3 * budget_config("quick", "fusion", []).optim.steps
+
+
+def test_means_over_seeds_and_the_target_verdict():
+    rows = [{"model": "fusion", "seed": s, "rate_hz": r, "AP": ap, "AP50": 0.5}
+            for s, r, ap in ((0, 20.0, 0.50), (1, 20.0, 0.54), (0, 180.0, 0.44), (1, 180.0, 0.46))]
+    rows += [{"model": "fusion-s5", "seed": s, "rate_hz": r, "AP": ap, "AP50": 0.5}
+             for s, r, ap in ((0, 20.0, 0.53), (1, 20.0, 0.53), (0, 180.0, 0.52), (1, 180.0, 0.50))]
+    means = {(m["model"], m["rate_hz"]): m for m in mean_rows(rows)}
+    assert means[("fusion", 20.0)]["AP"] == pytest.approx(0.52) and means[("fusion", 20.0)]["AP spread"] == "4.00"
+    assert means[("fusion", 20.0)]["seeds"] == 2
+    lines = expectations(mean_rows(rows))
+    assert lines[-1].startswith("fusion-s5: 20 Hz AP >= fusion's and drop to 180 Hz <= 2 AP: yes (53.00 vs fusion "
+                                "52.00, drop +2.00; fusion's drop +7.00)")
+    rows[-1]["AP"] = 0.40
+    assert "NO" in expectations(mean_rows(rows))[-1]
 
 
 def test_budget_overrides_reach_the_recipe():
@@ -94,14 +130,18 @@ def test_run_frequency_end_to_end_on_tiny_data(tmp_path):
     data = tiny_dataset(tmp_path / "data")
     tiny = ["data.downsample=2", "data.batch_size=2", "data.clip_steps=2", "run.threads=1", "optim.steps=4",
             "fal.student.steps=2", "fal.confidence_threshold=0.0"]
-    options = FrequencyOptions(models=("events", "fusion+fal"), rates_hz=(20.0, 60.0), overrides=tiny,
+    options = FrequencyOptions(models=("events-s5+mr", "fusion+fal"), rates_hz=(20.0, 60.0), overrides=tiny,
                                data=str(data), progress=False, ablations=True)
     rows = run_frequency(tmp_path / "out", options)
-    assert sorted((r["model"], r["rate_hz"]) for r in rows) == [("events", 20.0), ("events", 60.0),
+    assert sorted((r["model"], r["rate_hz"]) for r in rows) == [("events-s5+mr", 20.0), ("events-s5+mr", 60.0),
                                                                ("fusion+fal", 20.0), ("fusion+fal", 60.0)]
     assert json.loads((tmp_path / "out" / "frequency.json").read_text()) == rows
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "## The FAL teacher" in readme and "train fusion+fal" in readme
+    assert "## The FAL teacher" in readme and "train fusion+fal seed 0" in readme
+    assert "## FAL pseudo labels against the exact dense ground truth" in readme and "| fusion+fal | 0 |" in readme
+    assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    multi = torch.load(tmp_path / "out" / "events-s5_mr" / "checkpoints" / "last.pt", weights_only=True)
+    assert multi["config"]["data"]["rates_hz"] == [20.0, 60.0] and multi["model_config"]["recurrence"] == "s5"
     for ablation in ("student on GT only", "FlexEvent regime: student", "FlexEvent regime: teacher"):
         assert f"| {ablation} | 60 |" in readme
     gt_only = torch.load(tmp_path / "out" / "ablations" / "student_gt_only" / "checkpoints" / "last.pt", weights_only=True)
