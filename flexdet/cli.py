@@ -45,17 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         verb_parser = sub.add_parser(verb, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(verb_parser)
+        verb_parser.add_argument("--debug", action="store_true",
+                                 help="show the full traceback of an error instead of its one-line message")
         verb_parser.set_defaults(_module=module_name)
     return parser
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse like `parse_args`, except that KEY=VALUE overrides may come anywhere, before or after options
+    (argparse alone takes a verb's positional overrides only where its first positional stands)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flexdet` console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
     except FlexdetError as exc:
+        if args.debug:
+            raise
         print(f"flexdet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -71,3 +71,47 @@ def test_fal_checks_the_evaluation_split_and_rates_before_training(train_only_da
     assert not (out / "teacher").exists()  # nothing was trained
     assert cli_main(["fal", "--data", str(train_only_dataset), "--out", str(out), "--rates", "20,0", *steps]) == 2
     assert "--rates '20,0'" in capsys.readouterr().err and not (out / "teacher").exists()
+
+
+def one_error_line(capsys, command: str) -> str:
+    """The single stderr line of a failed command (no traceback)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"flexdet {command}: error: "), err
+    return err[0]
+
+
+def test_a_demo_video_faster_than_mp4_allows_names_the_rate(train_only_dataset, tmp_path, capsys):
+    sequence = next((train_only_dataset / "train").iterdir())
+    out = tmp_path / "x.mp4"
+    assert cli_main(["demo", "--source", str(sequence), "--model", "nano", "--backend", "torch", "--rate", "100000",
+                     "--speed", "0", "--duration", "0.05", "--headless", "--out", str(out)]) == 2
+    line = one_error_line(capsys, "demo")
+    assert "--rate 100000" in line and "65535" in line and "FFMPEG" not in line and not out.exists()
+
+
+def test_experiment_takes_overrides_after_its_options_as_train_does(tmp_path, capsys):
+    # optim.steps=0 is refused by name, which shows the override reached the recipe (argparse used to reject it).
+    assert cli_main(["experiment", "frequency", "--out", str(tmp_path / "x"), "optim.steps=0"]) == 2
+    assert "optim.steps must be >= 1, got 0" in one_error_line(capsys, "experiment")
+    assert cli_main(["experiment", "frequency", "optim.lr=0.001", "--out", str(tmp_path / "x"), "optim.steps=0"]) == 2
+    assert "optim.steps must be >= 1" in one_error_line(capsys, "experiment")
+    with pytest.raises(SystemExit):  # a misspelt option is still an error, not an override
+        cli_main(["experiment", "frequency", "--outt", str(tmp_path / "x")])
+    assert "unrecognized arguments: --outt" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(train_only_dataset, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# flexdet\n\nReal-time object detection with event cameras.\n")
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    for path in (readme, tensor):
+        for argv in (["eval", str(path), "--data", str(train_only_dataset), "--split", "train"],
+                     ["export", str(path), "--out", str(tmp_path / "export")]):
+            assert cli_main(argv) == 2
+            line = one_error_line(capsys, argv[0])
+            assert f"{path} is not a flexdet/RVT checkpoint" in line and "weights_only" not in line
+    from flexdet.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is not a flexdet/RVT checkpoint"):  # --debug: the traceback
+        cli_main(["eval", str(readme), "--data", str(train_only_dataset), "--debug"])

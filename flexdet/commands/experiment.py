@@ -33,16 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexdet.training.experiment import FrequencyOptions, run_frequency
+    from flexdet.errors import ConfigError
+    from flexdet.training.experiment import FrequencyOptions, model_config, run_frequency
 
     rates = parse_rates(args.rates)
-    from flexdet.errors import ConfigError
-
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     try:
         seeds = tuple(int(s) for s in args.seeds.split(","))
     except ValueError:
         raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+    for model in models:  # recipe overrides are checked before minutes of data generation and training
+        model_config(args.budget, model, rates, list(args.overrides))
     run_frequency(args.out, FrequencyOptions(budget=args.budget, synth_preset=args.preset, rates_hz=rates,
                                              models=models, seeds=seeds, overrides=list(args.overrides),
                                              data=args.data, ablations=args.ablations))

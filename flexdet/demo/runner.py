@@ -18,7 +18,7 @@ from flexdet.data.clock import exact_rate
 from flexdet.demo.detector import StepDetector
 from flexdet.demo.pipeline import Producer, WindowQueue
 from flexdet.demo.render import RenderOptions, render_frame, status_text
-from flexdet.demo.sinks import JsonlSink, VideoSink, WindowSink, detection_record
+from flexdet.demo.sinks import MAX_VIDEO_FPS, JsonlSink, VideoSink, WindowSink, detection_record
 from flexdet.demo.sources import EventSource, Pacer, SourceEnded
 from flexdet.errors import ConfigError, FlexdetError
 
@@ -48,7 +48,10 @@ class DemoConfig:
     snapshot: str | None = None
 
     def validate(self) -> None:
-        exact_rate(self.rate_hz)
+        rate = exact_rate(self.rate_hz)
+        if self.out and rate > MAX_VIDEO_FPS:
+            raise ConfigError(f"--rate {self.rate_hz}: an MP4 video (--out) holds at most {MAX_VIDEO_FPS} frames per "
+                              "second, one per detection step; lower --rate or leave out --out")
         if self.headless and not (self.out or self.log):
             raise ConfigError("--headless needs --out VIDEO.mp4 and/or --log detections.jsonl")
         if self.speed < 0:

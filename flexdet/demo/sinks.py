@@ -31,6 +31,10 @@ class _AtomicFile:
         self._context.__exit__(FlexdetError, FlexdetError("discarded"), None)
 
 
+# MPEG-4 part 2 stores the frame period as 1/fps with a 16-bit denominator: faster videos cannot be written.
+MAX_VIDEO_FPS = 65535
+
+
 class VideoSink:
     """MP4 (mp4v) at `fps` frames per second; every `write` is one frame of exactly the first frame's size."""
 

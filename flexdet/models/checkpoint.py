@@ -7,6 +7,9 @@ class names and, for training checkpoints, the training configuration. Files are
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +48,22 @@ class LoadedModel:
 
 
 def read_torch_file(path: os.PathLike[str] | str, what: str, map_location: str | torch.device = "cpu") -> Any:
-    """`torch.load(path, weights_only=True)`; a missing or unreadable file raises CheckpointError (`what` names it)."""
+    """`torch.load(path, weights_only=True)`; a missing file, a file torch did not write or one holding pickled
+    objects raises a one-line CheckpointError (`what` names what was expected)."""
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"{file}: {what} not found")
+    with open(file, "rb") as handle:
+        head = handle.read(2)
+    if not (zipfile.is_zipfile(file) or head[:1] == b"\x80"):  # torch >= 1.6 zip, or a legacy pickle
+        raise CheckpointError(f"{file} is not a {what} (not a file written by torch.save)")
     try:
-        return torch.load(file, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a file
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{file} is not a {what} (it holds pickled Python objects other than "
+                              "tensors and containers, which are not loaded since loading would run code)") from None
     except Exception as exc:  # torch / pickle / zipfile raise many types for truncated or foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"{file}: not a readable {what} ({type(exc).__name__}: {first[:200]})") from None
@@ -103,9 +116,10 @@ def load_model(path: os.PathLike[str] | str, map_location: str | torch.device = 
         file = file / MODEL_FILE
     elif file.suffix.lower() in (".onnx", ".engine", ".plan"):
         file = file.with_name(MODEL_FILE)
-    payload = read_torch_file(file, "flexdet checkpoint", map_location)
+    payload = read_torch_file(file, "flexdet/RVT checkpoint", map_location)
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{file}: expected a flexdet checkpoint (a dict), got {type(payload).__name__}")
+        raise CheckpointError(f"{file} is not a flexdet/RVT checkpoint (it holds a {type(payload).__name__}, not a "
+                              "checkpoint dict)")
     tag = payload.get("format")
     if tag == TRAIN_FORMAT:
         return _training_checkpoint(file, payload)
