@@ -376,3 +376,20 @@ def test_real_time_replay_with_a_model_that_cannot_keep_up(tmp_path, policy):
     assert summary.steps + lost == 20 and lost > 0
     merged_in_log = sum(json.loads(line)["merged"] for line in lines)
     assert merged_in_log == summary.merged
+
+
+def test_real_time_replay_warms_the_model_up_and_drops_no_window_at_the_start(tmp_path, synthetic_sequence):
+    """At --speed 1 the replay clock starts only after the model's warm-up steps: the video holds one frame per
+    step of the recording's duration x rate (a fresh process used to drop the first windows while the model and
+    its kernels initialised). A subprocess, since this process has warmed everything up already."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "replay.mp4"
+    done = subprocess.run([sys.executable, "-m", "flexdet.cli", "demo", "--source", str(synthetic_sequence),
+                           "--model", "nano", "--backend", "torch", "--rate", "20", "--duration", "0.5",
+                           "--speed", "1", "--headless", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "0 windows dropped" in done.stderr
+    assert len(video_frames(out)) == 10

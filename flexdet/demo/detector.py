@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from flexdet.data.events import make_events
 from flexdet.demo.pipeline import StepInput
 from flexdet.errors import ConfigError
 
@@ -43,6 +44,19 @@ class StepDetector:
         """Start a new sequence (zero recurrent state, no frame yet)."""
         self.runtime.reset()
         self._last_frame_time = None
+
+    def warm_up(self, steps: int = 2) -> None:
+        """A few untimed steps on two events (and a blank frame for fused models), then a fresh state: the
+        first real windows then run at full speed instead of waiting for lazy initialisation."""
+        window = self.window_us
+        height, width = self.runtime.input_size
+        blank = np.zeros((1, height, width, 3), np.uint8) if self.metadata.use_frames else None
+        for k in range(steps):  # the whole step path (representation kernels, mapping), then the frame encoder
+            events = make_events(np.array([0, window // 2]) + k * window, np.zeros(2), np.zeros(2), np.array([0, 1]))
+            self.runtime.step(events, t_end=(k + 1) * window)
+            if blank is not None:
+                self.runtime.step_inputs(np.zeros((1, self.runtime.spec.channels, height, width), np.uint8), blank)
+        self.reset()
 
     def __call__(self, step: StepInput) -> Detections:
         out = self.runtime.step(step.events, t_end=step.t_end, frame=self._new_frame(step))
