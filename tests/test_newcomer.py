@@ -115,3 +115,29 @@ def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(train_only_dataset
 
     with pytest.raises(CheckpointError, match="is not a flexdet/RVT checkpoint"):  # --debug: the traceback
         cli_main(["eval", str(readme), "--data", str(train_only_dataset), "--debug"])
+
+
+def test_interframe_evaluation_honours_rates_and_explains_its_rows(train_only_dataset, tmp_path, capsys):
+    from flexdet.models import build_model
+    from flexdet.models.checkpoint import save_model
+    from flexdet.training.datasets import open_dataset
+    from flexdet.training.evaluate import interframe_schedule
+
+    assert [d.delta_us for d in interframe_schedule([180, 20, 40])] == [5555, 50_000, 25_000]  # DAGr's own deltas
+    assert len(interframe_schedule(None)) == 10 and interframe_schedule(None)[0].rate_hz is None
+    with pytest.raises(Exception, match="at most 50 ms"):
+        interframe_schedule([10])
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=True).eval()
+    dataset = open_dataset(train_only_dataset, "train")
+    spec = dataset.input_spec(bins=model.config.in_channels // 2)
+    dataset.close()
+    checkpoint = save_model(tmp_path / "model.pt", model, spec, ["pedestrian", "car"])
+    assert cli_main(["eval", str(checkpoint), "--data", str(train_only_dataset), "--split", "train",
+                     "--schedule", "interframe", "--rates", "20,90", "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    import json
+
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert [(r["rate_hz"], r["delta_ms"]) for r in saved] == [(20.0, 50.0), (90.0, 11.111)]
+    assert "interframe: each row scores" in out and "delta_ms" in out

@@ -10,12 +10,17 @@ import sys
 from flexdet.commands import parse_rates
 
 SCHEDULES = ("stream", "interframe", "global")
+DEFAULT_RATES = (20.0, 60.0, 90.0, 180.0)
+INTERFRAME_NOTE = ("interframe: each row scores one extra step from the 20 Hz stream's state at a frame, its events "
+                   "spanning delta_ms after that frame (rate_hz = 1 / delta); the row with rate '-' is delta 0, "
+                   "the frame alone with no events (DAGr's first delta).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (RUN/checkpoints/last.pt)")
     parser.add_argument("--data", required=True, help="dataset folder")
-    parser.add_argument("--rates", default="20,60,90,180", help="comma-separated detection rates in Hz")
+    parser.add_argument("--rates", help="comma-separated detection rates in Hz (default 20,60,90,180; interframe: "
+                                         "DAGr's ten deltas, 0 to 50 ms after a frame)")
     parser.add_argument("--benchmark", choices=["gen1", "1mpx", "dsec2", "dsec8"],
                         help="scoring rules (default: those the checkpoint was trained for, else the layout's)")
     parser.add_argument("--schedule", choices=SCHEDULES, default=None,
@@ -34,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from flexdet.training.evaluate import evaluate_checkpoint
     from flexdet.training.results import metrics_markdown
 
-    rates = parse_rates(args.rates)
+    rates = parse_rates(args.rates) if args.rates else None
     schedule = args.schedule
     if args.protocol is not None:
         print("flexdet eval: --protocol is deprecated, use --schedule (a benchmark's rules are --benchmark)",
@@ -42,9 +47,14 @@ def run(args: argparse.Namespace) -> int:
         if schedule is not None and schedule != args.protocol:
             raise ConfigError(f"--protocol {args.protocol} and --schedule {schedule} disagree; pass --schedule only")
         schedule = args.protocol
+    schedule = schedule or "stream"
+    if rates is None and schedule != "interframe":
+        rates = DEFAULT_RATES
     export = [f.strip() for f in args.export.split(",") if f.strip()]
-    rows = evaluate_checkpoint(args.checkpoint, args.data, rates, schedule or "stream", args.out, args.split,
+    rows = evaluate_checkpoint(args.checkpoint, args.data, rates, schedule, args.out, args.split,
                                benchmark=args.benchmark, export=export)
     print(metrics_markdown(rows))
+    if schedule == "interframe":
+        print(INTERFRAME_NOTE)
     print(f"results in {args.out}")
     return 0

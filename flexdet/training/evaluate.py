@@ -25,7 +25,13 @@ from flexdet.errors import ConfigError
 from flexdet.training.coco_eval import coco_metrics
 from flexdet.training.datasets.cache import stream_windows
 from flexdet.training.datasets.sequences import Dataset, Sequence, open_dataset
-from flexdet.training.ground_truth import interframe_deltas, interframe_targets, persistent_pairs
+from flexdet.training.ground_truth import (
+    InterframeDelta,
+    format_rate,
+    interframe_deltas,
+    interframe_targets,
+    persistent_pairs,
+)
 from flexdet.training.protocols import Protocol
 from flexdet.training.results import (
     EXPORT_FORMATS,
@@ -189,12 +195,32 @@ def _labels_at(sequence: Sequence, t: int) -> np.ndarray:
     return labels_at(sequence.labels, t)
 
 
-def interframe_runs(runner: StreamRunner, sequence: Sequence) -> dict[float | None, ScoredRun]:
-    """DAGr's interframe protocol for one sequence: one ScoredRun per delta (keyed by its rate, None = empty)."""
+def interframe_schedule(rates_hz: Seq[float] | None = None) -> list[InterframeDelta]:
+    """The interframe deltas: all ten of DAGr's (rates None), or one per requested rate: DAGr's own delta where
+    the rate is one of its (180, 90, 60 ... 20 Hz), else round(1e6 / rate) us; a delta beyond the 50 ms to the
+    next frame (rate < 20 Hz) is refused."""
+    dagr = interframe_deltas()
+    if rates_hz is None:
+        return dagr
+    chosen = []
+    for rate in rates_hz:
+        known = [d for d in dagr if d.rate_hz is not None and abs(d.rate_hz - float(rate)) < 0.05]
+        delta = known[0].delta_us if known else int(round(1e6 / float(rate)))
+        if delta > dagr[-1].delta_us:
+            raise ConfigError(f"interframe rate {rate} Hz: the events after a frame span at most "
+                              f"{dagr[-1].delta_us // 1000} ms (20 Hz) before the next frame")
+        chosen.append(known[0] if known else InterframeDelta(delta, float(rate), format_rate(rate)))
+    return chosen
+
+
+def interframe_runs(runner: StreamRunner, sequence: Sequence,
+                    deltas: Seq[InterframeDelta] | None = None) -> dict[float | None, ScoredRun]:
+    """DAGr's interframe protocol for one sequence: one ScoredRun per delta (default DAGr's ten; keyed by its
+    rate, None = the empty delta 0)."""
     protocol = runner.protocol
     prepared = protocol.prepare_ground_truth(sequence.labels, RECORDING_START_US)
     pairs = persistent_pairs(prepared, 0.1, sequence.frame_times)
-    deltas = interframe_deltas()
+    deltas = interframe_deltas() if deltas is None else list(deltas)
     runs = {d.rate_hz: ScoredRun(np.zeros(0, np.int64), [], [], []) for d in deltas}
     if len(pairs) == 0:
         return runs
@@ -257,14 +283,14 @@ def _filtered(detection: dict, t: int, protocol: Protocol, recording_start: int)
     return protocol.filter_scored_predictions(boxes, recording_start)
 
 
-def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], protocol_kind: str = "stream",
+def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | None, protocol_kind: str = "stream",
              out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
              spec: InputSpec | None = None, batch_size: int = 8, export: Seq[str] = ()) -> list[dict]:
     """Metric rows ({model, protocol, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
     predictions per rate and sequence (label files' frame, dtype and class ids) and the `export` formats
     ("prophesee": the toolbox's box files, "coco": the scored images as COCO json). `spec`: the model's input
     specification (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size`
-    sequences side by side."""
+    sequences side by side. Interframe: one row per rate's delta (`interframe_schedule`; None: DAGr's ten)."""
     from flexdet.progress import progress_bar
 
     if protocol_kind not in PROTOCOLS:
@@ -285,8 +311,10 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
     bar = progress_bar(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),
                desc=f"eval {model_name} ({protocol_kind})", unit="run", disable=not progress)
     if protocol_kind == "interframe":
+        deltas = interframe_schedule(rates_hz)
+        delta_ms = {d.rate_hz: d.delta_us / 1000 for d in deltas}
         for sequence in dataset.sequences:
-            for rate, run in interframe_runs(runner, sequence).items():
+            for rate, run in interframe_runs(runner, sequence, deltas).items():
                 per_rate.setdefault(rate, []).append(run)
             bar.update(1)
     else:
@@ -301,8 +329,10 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
     for rate, runs in per_rate.items():
         coco_dir = Path(out_dir) / "coco" / rate_folder(rate) if "coco" in export else None
         metrics = score(runs, dataset.protocol, starts, coco_dir)
-        rows.append({"model": model_name, "protocol": protocol_kind, "rate_hz": rate,
-                     "steps_scored": sum(len(r.scored) for r in runs), **metrics})
+        row = {"model": model_name, "protocol": protocol_kind, "rate_hz": rate}
+        if protocol_kind == "interframe":  # the events span delta_ms after the frame; 0 = the frame alone
+            row["delta_ms"] = delta_ms[rate]
+        rows.append({**row, "steps_scored": sum(len(r.scored) for r in runs), **metrics})
         if out_dir is not None:
             ids = dataset.protocol.label_class_ids()
             for sequence, run in zip(dataset.sequences, runs):
@@ -313,7 +343,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float], pro
     return rows
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float],
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float] | None,
                         protocol_kind: str = "stream", out_dir: str | Path | None = None, split: str = "test",
                         model_name: str | None = None, progress: bool = True, benchmark: str | None = None,
                         export: Seq[str] = ()) -> list[dict]:
