@@ -18,18 +18,21 @@ INSTALL_REQUIRES = [
     "tqdm>=4.60",
     "torch>=2.2",
     "torchvision>=0.17",
-    "opencv-python-headless>=4.8",
+    # GUI OpenCV, so `flexdet demo` opens its window on a desktop; without a display the demo runs headless.
+    "opencv-python>=4.8",
     "matplotlib>=3.7",
     "pycocotools>=2.0.7",
     "tensorboard>=2.14",
     "onnx>=1.15",
+    "onnxruntime>=1.17",  # export, bench and demo run ONNX graphs out of the box
 ]
 
 EXTRAS = {
-    # onnxruntime (CPU) for exporting and running ONNX; `gpu` replaces it with the CUDA build.
-    "ort": ["onnxruntime>=1.17"],
-    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "onnxruntime>=1.17", "onnxslim>=0.1.30", "ruff>=0.6"],
-    "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10.0"],
+    "ort": [],  # kept for old install lines: onnxruntime is in the base install now
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "onnxslim>=0.1.30", "ruff>=0.6"],
+    # TensorRT engines; for onnxruntime on CUDA replace the CPU build: pip uninstall -y onnxruntime &&
+    # pip install onnxruntime-gpu (both provide the `onnxruntime` module, so pip cannot hold them side by side).
+    "gpu": ["tensorrt>=10.0"],
     "camera": ["dv-processing>=1.7"],
 }
 

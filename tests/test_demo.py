@@ -4,6 +4,7 @@ headless runs on real recordings and a synthetic sequence whose MP4 frames and J
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -313,9 +314,10 @@ def test_headless_on_a_synthetic_sequence_with_frames(tmp_path, synthetic_sequen
         assert_top_box_drawn(frame, record, 128)
 
 
-def test_window_mode_without_gui_support_is_a_clear_error(tmp_path, synthetic_sequence, capsys):
+def test_window_mode_without_gui_support_is_a_clear_error(tmp_path, synthetic_sequence, capsys, monkeypatch):
     if "GUI:                           NONE" not in cv2.getBuildInformation():
         pytest.skip("this OpenCV has GUI support")
+    monkeypatch.setenv("DISPLAY", ":0")  # past the no-display check, to the OpenCV build's own
     code = cli_main(["demo", "--source", str(synthetic_sequence), "--model", "nano", "--backend", "torch"])
     assert code == 2
     assert "GUI support" in capsys.readouterr().err
@@ -393,3 +395,33 @@ def test_real_time_replay_warms_the_model_up_and_drops_no_window_at_the_start(tm
     assert done.returncode == 0, done.stderr
     assert "0 windows dropped" in done.stderr
     assert len(video_frames(out)) == 10
+
+
+def test_without_a_display_the_demo_runs_headless_or_says_how(tmp_path, synthetic_sequence, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if sys.platform.startswith("linux"):
+        log = tmp_path / "d.jsonl"
+        assert cli_main(["demo", "--source", str(synthetic_sequence), "--model", "nano", "--backend", "torch",
+                         "--speed", "0", "--duration", "0.1", "--log", str(log)]) == 0
+        assert "running headless" in capsys.readouterr().out and len(log.read_text().splitlines()) == 2
+        assert cli_main(["demo", "--source", str(synthetic_sequence), "--model", "nano"]) == 2
+        assert "--headless --out" in capsys.readouterr().err
+
+
+def test_the_live_window_shows_under_a_virtual_display(tmp_path, synthetic_sequence):
+    """The demo without --headless opens its OpenCV window on an X display (Xvfb) and draws into it."""
+    from readers_helpers import load_benchmark_script
+
+    script = load_benchmark_script("window_screenshot")
+    if script.missing_tools():
+        pytest.skip(f"needs {', '.join(script.missing_tools())} (apt-get install xvfb x11-utils x11-apps)")
+    if "GUI:                           NONE" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV has no GUI support (opencv-python-headless instead of opencv-python)")
+    png = tmp_path / "window.png"
+    titles = script.capture_demo_window(synthetic_sequence, "nano", png, after_s=1.0, display=":93",
+                                        extra=("--backend", "torch"))
+    assert titles and titles[0].startswith("flexdet demo: ")
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] >= 128 and image.shape[1] >= 160  # the window, not an empty screen
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # events, frame and status text drawn

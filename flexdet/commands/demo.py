@@ -42,9 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flexdet.demo import DemoConfig, load_detector, open_source, print_summary, run_demo
+    from flexdet.demo.sinks import display_available
+    from flexdet.errors import ConfigError
 
+    headless = args.headless
+    if not headless and not display_available():  # a server or an ssh session: headless is the default there
+        if not (args.out or args.log):
+            raise ConfigError("no display to show the window on (DISPLAY is not set): run with --headless --out "
+                              "demo.mp4 and/or --log detections.jsonl")
+        print("note: no display (DISPLAY is not set): running headless")
+        headless = True
     config = DemoConfig(source=args.source, model=args.model, rate_hz=args.rate, backend=args.backend,
-                        device=args.device, speed=args.speed, headless=args.headless, out=args.out, log=args.log,
+                        device=args.device, speed=args.speed, headless=headless, out=args.out, log=args.log,
                         score_thresh=args.score_thresh, duration_s=args.duration, width=args.width,
                         height=args.height, queue_size=args.queue, overload=args.on_overload,
                         max_boxes=args.max_boxes, snapshot=args.snapshot)

@@ -104,6 +104,13 @@ def detection_record(step_index: int, t_start: int, t_end: int, boxes: np.ndarra
             "merged": int(merged), "latency_ms": round(float(latency_ms), 3)}
 
 
+def display_available() -> bool:
+    """Whether a window can be shown: on Linux an X11 or Wayland display must be named; elsewhere assume so."""
+    import sys
+
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 class WindowSink:
     """An OpenCV window; `show` returns the key pressed (or -1). Needs OpenCV with GUI support."""
 
