@@ -111,7 +111,6 @@ def run_folder(model: str, seed: int) -> str:
 def run_frequency(out: str | Path, options: FrequencyOptions | None = None) -> list[dict]:
     """Run the experiment into `out`; returns the rows written to `frequency.json`."""
     from flexdet.config import apply_overrides
-    from flexdet.training.evaluate import evaluate_checkpoint
     from flexdet.training.fal.chain import run_fal_chain
     from flexdet.training.fal.quality import pseudo_label_quality
     from flexdet.training.quickstart import make_data
@@ -151,13 +150,32 @@ def run_frequency(out: str | Path, options: FrequencyOptions | None = None) -> l
             timings[f"train {model} seed {seed}"] = time.perf_counter() - tick
             tick = time.perf_counter()
             for checkpoint, into, label in to_evaluate:
-                for row in evaluate_checkpoint(checkpoint, data, options.rates_hz, "stream", None, "test", label,
-                                               options.progress):
-                    into.append({"model": label, "seed": seed, "rate_hz": row["rate_hz"], "AP": row["AP"],
-                                 "AP50": row["AP50"]})
+                into += [{"model": label, "seed": seed, **row}
+                         for row in evaluate_or_reuse(checkpoint, data, options.rates_hz, options.progress)]
             timings[f"eval {model} seed {seed}"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     write_frequency(out, rows, options, timings, extra)
+    return rows
+
+
+def evaluate_or_reuse(checkpoint: Path, data: Path, rates_hz: tuple[float, ...], progress: bool) -> list[dict]:
+    """Stream AP / AP50 of a checkpoint on the test split at each rate; kept beside the checkpoint
+    (`frequency_eval.json`, keyed by its size, mtime and the rates) so a rerun of the experiment scores only
+    what changed."""
+    import json
+
+    from flexdet.training.evaluate import evaluate_checkpoint
+
+    stat = Path(checkpoint).stat()
+    key = {"checkpoint": [stat.st_size, stat.st_mtime_ns], "data": str(data), "rates_hz": [float(r) for r in rates_hz]}
+    cache = Path(checkpoint).with_name("frequency_eval.json")
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["rows"]
+    rows = [{"rate_hz": row["rate_hz"], "AP": row["AP"], "AP50": row["AP50"]}
+            for row in evaluate_checkpoint(checkpoint, data, rates_hz, "stream", None, "test", None, progress)]
+    atomic_write_text(cache, json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
     return rows
 
 
