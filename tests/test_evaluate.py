@@ -110,7 +110,7 @@ def test_label_times_off_the_stream_grid_are_scored_on_the_nearest_step_within_t
     labels = np.zeros(4, FILE_BOX_DTYPE)
     labels["t"] = [101_500, 148_400, 230_000, 260_000]
     ends = np.array([50_000, 100_000, 150_000, 200_000, 250_000], np.int64)
-    sequence = SimpleNamespace(labels=labels)
+    sequence = SimpleNamespace(labels=labels, stored=None)
     assert _label_steps(sequence, ends, 50_000) == [(101_500, 1), (148_400, 2), (230_000, 4), (260_000, 4)]
     assert _label_steps(sequence, ends, 0) == []  # DSEC: exact instants only
     assert _label_steps(sequence, ends, 5_000) == [(101_500, 1), (148_400, 2)]

@@ -12,6 +12,7 @@ core (coco_eval, protocols, ground_truth, results).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
@@ -176,7 +177,10 @@ def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float,
 def _label_steps(sequence: Sequence, ends: np.ndarray, tolerance_us: int) -> list[tuple[int, int]]:
     """(label instant, step) pairs: each labelled instant is scored on the stream step ending nearest to it,
     when that is within the benchmark's time tolerance (Prophesee: 50 ms, so label times off the stream's grid
-    are scored as RVT scores them; DSEC: 0, exact instants only)."""
+    are scored as RVT scores them; DSEC: 0, exact instants only). Stored windows (RVT data) pair each label
+    frame with its own window, as RVT's loader does."""
+    if sequence.stored is not None:
+        return list(sequence.stored.label_steps)
     pairs = []
     if len(ends) == 0:
         return pairs
@@ -306,6 +310,10 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         raise ConfigError(f"{dataset.root}: the model's input is {spec.size[0]}x{spec.size[1]} but this dataset is "
                           f"scored at {dataset.geometry.size[0]}x{dataset.geometry.size[1]} (data.downsample?)")
     runner = StreamRunner(model, spec, dataset.protocol)
+    if protocol_kind != "interframe" and dataset.stream_rates(rates_hz) != [float(r) for r in rates_hz]:
+        rates_hz = dataset.stream_rates(rates_hz)
+        print(f"{dataset.root}: stored windows only, evaluated at {', '.join(f'{r:g}' for r in rates_hz)} Hz",
+              file=sys.stderr)
     dense = protocol_kind == "stream" and all(s.dense is not None for s in dataset.sequences)
     per_rate: dict[float | None, list[ScoredRun]] = {}
     bar = progress_bar(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),

@@ -8,6 +8,7 @@ Layout: `event_representations_v2/stacked_histogram_dt=<ms>_nbins=<n>/event_repr
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +52,15 @@ class RvtSequence(Recording):
         super().__init__(sequence_dir, width if width is not None else stored_w,
                          height if height is not None else stored_h, "override" if overridden else "file")
         try:
-            self.window_end_times = np.load(representation / "timestamps_us.npy", allow_pickle=False).astype(
-                np.int64)
-        except (OSError, ValueError) as exc:
+            index = read_window_index(sequence_dir, representation)
+        except FormatError:
             self._file.close()
-            raise FormatError(representation / "timestamps_us.npy", f"unreadable ({exc})") from None
-        if len(self.window_end_times) != self._data.shape[0]:
+            raise
+        if len(index.ends) != self._data.shape[0]:
             self._file.close()
-            raise FormatError(representation, f"{len(self.window_end_times)} window times for "
-                                              f"{self._data.shape[0]} histograms")
-        match = re.search(r"dt=(\d+)", representation.name)
-        self.window_us = int(match.group(1)) * 1000 if match else 50_000
+            raise FormatError(representation, f"{len(index.ends)} window times for {self._data.shape[0]} histograms")
+        self.window_end_times = index.ends
+        self.window_us = index.window_us
         self.representation_file = files[0]
         self.num_events = None
         if len(self.window_end_times):
@@ -90,7 +89,39 @@ class RvtSequence(Recording):
         self._file.close()
 
 
+@dataclass(frozen=True)
+class WindowIndex:
+    """What RVT stored besides the histograms: each window's END time, the window length, and for each label
+    frame (labels_v2 order) the window it is scored on (`objframe_idx_2_repr_idx`)."""
+
+    ends: np.ndarray
+    window_us: int
+    label_windows: np.ndarray
+
+
+def read_window_index(sequence_dir: Path, representation: Path | None = None) -> WindowIndex:
+    """The window index of an RVT sequence folder, without opening its histograms."""
+    representation = representation or _representation_dir(Path(sequence_dir))
+    arrays = []
+    for name in ("timestamps_us.npy", "objframe_idx_2_repr_idx.npy"):
+        try:
+            arrays.append(np.load(representation / name, allow_pickle=False).astype(np.int64).reshape(-1))
+        except (OSError, ValueError) as exc:
+            raise FormatError(representation / name, f"unreadable ({exc})") from None
+    ends, label_windows = arrays
+    if np.any(np.diff(ends) <= 0):
+        raise FormatError(representation / "timestamps_us.npy", "window end times are not increasing")
+    if len(label_windows) and (label_windows.min() < 0 or label_windows.max() >= len(ends)
+                               or np.any(np.diff(label_windows) <= 0)):
+        raise FormatError(representation / "objframe_idx_2_repr_idx.npy",
+                          f"label windows must increase within 0..{len(ends) - 1}")
+    match = re.search(r"dt=(\d+)", representation.name)
+    return WindowIndex(ends, int(match.group(1)) * 1000 if match else 50_000, label_windows)
+
+
 def _representation_dir(sequence_dir: Path) -> Path:
+    if not (sequence_dir / REPRESENTATIONS_DIR).is_dir():
+        raise FormatError(sequence_dir, f"no {REPRESENTATIONS_DIR} folder (not an RVT sequence)")
     candidates = sorted(p for p in (sequence_dir / REPRESENTATIONS_DIR).iterdir() if p.is_dir())
     if not candidates:
         raise FormatError(sequence_dir / REPRESENTATIONS_DIR, "no representation folder inside")

@@ -14,13 +14,21 @@ import numpy as np
 from flexdet.atomic import atomic_path
 from flexdet.data.input_spec import InputSpec
 from flexdet.data.representations.windows import window_bounds
+from flexdet.errors import ConfigError
 from flexdet.training.datasets.sequences import Sequence
 from flexdet.training.ground_truth import format_rate
 
 
 def stream_windows(sequence: Sequence, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) int64 µs of a stream at `rate_hz` from the sequence start: the step clock's ends, each
-    window starting where the previous one ended (exact tiling, no drift)."""
+    window starting where the previous one ended (exact tiling, no drift). A sequence of stored windows (RVT)
+    streams exactly those, at their own rate only."""
+    stored = sequence.stored
+    if stored is not None:
+        if int(round(1e6 / float(rate_hz))) != stored.window_us:
+            raise ConfigError(f"{sequence.path}: RVT data stores {stored.window_us // 1000} ms windows only (rate "
+                              f"{stored.rate_hz:g} Hz); {float(rate_hz):g} Hz was asked for")
+        return stored.starts, stored.ends
     return window_bounds(sequence.start_us, sequence.end_us, rate_hz=rate_hz)
 
 

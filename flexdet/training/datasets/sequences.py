@@ -2,7 +2,8 @@
 
 Layouts: a synthetic dataset (dataset.yaml; DSEC or Gen1 files plus dense 1 ms ground truth), real
 DSEC-Det (`<seq>/events/left/events.h5`, distorted images, tracks.npy), Gen1 / 1Mpx (`*_td.dat` +
-`*_bbox.npy`, event-only) and RVT preprocessed sequences (stacked histograms only).
+`*_bbox.npy`, event-only) and RVT preprocessed sequences (stacked histograms only: streams step through
+exactly the stored windows, from where RVT's evaluation starts a sequence).
 """
 
 from __future__ import annotations
@@ -20,6 +21,32 @@ from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError, FlexdetError, FormatError
 from flexdet.training.protocols import Protocol, get_protocol
 
+# RVT's dataset.sequence_length (config/experiment/<dataset>/default.yaml): its streaming evaluation starts a
+# sequence that many windows, minus one, before the window of the first label frame.
+RVT_SEQUENCE_LENGTH = {"gen1": 21, "1mpx": 5}
+# The rule of RVT's stored histograms (InputSpec fields): bins by the window's first/last event, end included.
+RVT_INPUT_RULE = {"time_norm": "events", "end_inclusive": True}
+
+
+@dataclass
+class StoredWindows:
+    """The windows a dataset stores instead of events (RVT): a stream steps through exactly these.
+
+    `starts`/`ends` (µs) from the first window RVT's evaluation runs; `end_labels` maps the end of each window
+    that has a label frame to that frame's label instant; `label_steps` lists (label instant, step index).
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    window_us: int
+    end_labels: dict[int, int]
+    label_steps: list[tuple[int, int]]
+
+    @property
+    def rate_hz(self) -> float:
+        """The one rate these windows stand for: 1 / window length."""
+        return 1e6 / self.window_us
+
 
 @dataclass
 class DenseLabels:
@@ -35,7 +62,7 @@ class Sequence:
 
     def __init__(self, name: str, path: Path, events_path: Path | None, labels: np.ndarray,
                  frame_times: np.ndarray | None = None, frame_dir: Path | None = None,
-                 dense: DenseLabels | None = None) -> None:
+                 dense: DenseLabels | None = None, stored: StoredWindows | None = None) -> None:
         self.name = name
         self.path = path
         self.events_path = events_path
@@ -43,6 +70,7 @@ class Sequence:
         self.frame_times = frame_times
         self.frame_dir = frame_dir
         self.dense = dense
+        self.stored = stored
         self._recording = None
         self._frame_files: list[Path] | None = None
 
@@ -52,7 +80,9 @@ class Sequence:
 
     @property
     def start_us(self) -> int:
-        """t0 of a stream: the first frame time, else the first label time."""
+        """t0 of a stream: the first stored window's start, else the first frame time, else the first label time."""
+        if self.stored is not None and len(self.stored.starts):
+            return int(self.stored.starts[0])
         if self.frame_times is not None and len(self.frame_times):
             return int(self.frame_times[0])
         if len(self.labels):
@@ -61,7 +91,9 @@ class Sequence:
 
     @property
     def end_us(self) -> int:
-        """Last instant a step may end at: the last label or frame time."""
+        """Last instant a step may end at: the last stored window's end, else the last label or frame time."""
+        if self.stored is not None and len(self.stored.ends):
+            return int(self.stored.ends[-1])
         candidates = [int(self.labels["t"][-1])] if len(self.labels) else []
         if self.frame_times is not None and len(self.frame_times):
             candidates.append(int(self.frame_times[-1]))
@@ -111,15 +143,21 @@ class Sequence:
 
     def ground_truth(self, t: int) -> np.ndarray:
         """Label-frame boxes at `t`: dense labels (synthetic, interpolated on the 1 ms grid) or the labels
-        of the instant `t` (empty when `t` is not labelled)."""
+        of the instant `t` (empty when `t` is not labelled); with stored windows, `t` is a window end and the
+        labels are those of the label frame RVT scores on that window."""
         from flexdet.training.ground_truth import dense_labels_at, labels_at
 
+        if self.stored is not None:
+            t = self.stored.end_labels.get(int(t), -1)
         if self.dense is not None:
             return dense_labels_at(self.dense.boxes, t, self.dense.period_us, self.dense.origin_us, interpolate=True)
         return labels_at(self.labels, t)
 
     def is_labelled(self, t: int) -> bool:
-        """Whether ground truth exists at `t` (always inside a dense sequence's span)."""
+        """Whether ground truth exists at `t` (always inside a dense sequence's span; with stored windows, whether
+        the window ending at `t` has a label frame)."""
+        if self.stored is not None:
+            return int(t) in self.stored.end_labels
         if self.dense is not None:
             return self.start_us <= t <= self.end_us
         index = np.searchsorted(self.labels["t"], t)
@@ -151,8 +189,16 @@ class Dataset:
         return bool(self.sequences) and all(s.has_frames for s in self.sequences)
 
     def input_spec(self, **fields) -> InputSpec:
-        """An input specification in this dataset's geometry (`fields`: bins, window_us, dual_windows, ...)."""
+        """An input specification in this dataset's geometry (`fields`: bins, window_us, dual_windows, ...); on
+        RVT data the histogram rule is the stored one (RVT_INPUT_RULE), whatever `fields` say."""
+        if self.layout == "rvt":
+            fields.update(RVT_INPUT_RULE)
         return InputSpec(self.geometry, **fields)
+
+    def stream_rates(self, rates_hz) -> list[float]:
+        """The rates streams can run at: any asked, or only the stored windows' own (RVT data)."""
+        stored = sorted({s.stored.rate_hz for s in self.sequences if s.stored is not None})
+        return stored if stored else [float(r) for r in rates_hz]
 
     def close(self) -> None:
         for sequence in self.sequences:
@@ -176,16 +222,20 @@ def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: s
         chosen = get_protocol("dsec2" if protocol == "auto" else protocol)
     elif layout == "gen1":
         sequences = [_gen1_sequence(path) for path in sorted((root / split).glob("*_td.dat"))]
-        chosen = get_protocol("gen1" if protocol == "auto" else protocol)
+        chosen = get_protocol(_prophesee_protocol(sequences) if protocol == "auto" else protocol)
     elif layout == "rvt":
-        sequences = [_rvt_sequence(path) for path in sorted(p for p in (root / split).iterdir() if p.is_dir())] \
-            if (root / split).is_dir() else []
-        chosen = get_protocol("gen1" if protocol == "auto" else protocol)
+        folders = sorted(p for p in (root / split).iterdir() if p.is_dir()) if (root / split).is_dir() else []
+        if not folders:
+            raise ConfigError(f"{root}: no rvt sequences in split {split!r}")
+        chosen, downsample = _rvt_protocol(folders[0], protocol, downsample)
+        sequences = [_rvt_sequence(path, RVT_SEQUENCE_LENGTH.get(chosen.name, 1)) for path in folders]
     else:
         raise ConfigError(f"unknown dataset layout {layout!r}")
     if not sequences:
         raise ConfigError(f"{root}: no {layout} sequences in split {split!r}")
     chosen = chosen.downsampled(downsample)
+    if layout == "rvt":  # RVT's label container clamps every box to [0, W-1] x [0, H-1] at the stored size
+        chosen = dataclasses.replace(chosen, clip="last_pixel")
     return Dataset(root, layout, chosen, sequences)
 
 
@@ -297,16 +347,75 @@ def _gen1_sequence(dat: Path, dense_path: Path | None = None) -> Sequence:
     return Sequence(stem, dat, dat, read_boxes(label_path), dense=dense)
 
 
-def _rvt_sequence(folder: Path) -> Sequence:
-    from flexdet.data.labels import read_boxes
-    from flexdet.data.readers.rvt import LABELS_RELATIVE
+def _prophesee_protocol(sequences: list[Sequence]) -> str:
+    """gen1 or 1mpx for a Prophesee tree: the DAT header's sensor size, else the label classes (1Mpx has
+    ids up to 6, Gen1 only car 0 / pedestrian 1)."""
+    from flexdet.data.readers import open_recording
 
-    return Sequence(folder.name, folder, None, read_boxes(folder / LABELS_RELATIVE))
+    if not sequences:
+        return "gen1"
+    with open_recording(sequences[0].events_path) as recording:
+        if recording.size_source == "header":
+            return "1mpx" if (recording.width, recording.height) == (1280, 720) else "gen1"
+    return "1mpx" if any(len(s.labels) and int(s.labels["class_id"].max()) > 1 for s in sequences) else "gen1"
+
+
+def _rvt_protocol(folder: Path, protocol: str, downsample: int) -> tuple[Protocol, int]:
+    """The benchmark of RVT data (auto: gen1 at 304x240, 1mpx at 1280x720 or RVT's half size 640x360) and the
+    downsampling its stored histograms already have (a `downsample` that contradicts it is refused)."""
+    from flexdet.data.readers.rvt import RvtSequence
+
+    with RvtSequence(folder) as recording:
+        stored = (recording.width, recording.height)
+    if protocol == "auto":
+        protocol = "gen1" if stored == (304, 240) else "1mpx" if stored in ((1280, 720), (640, 360)) else None
+        if protocol is None:
+            raise ConfigError(f"{folder}: stored histograms are {stored[0]}x{stored[1]}, neither Gen1 (304x240) nor "
+                              "1Mpx (1280x720, 640x360); pass data.protocol")
+    chosen = get_protocol(protocol)
+    width, height = chosen.eval_size
+    factor = width // stored[0]
+    if factor < 1 or (width, height) != (stored[0] * factor, stored[1] * factor):
+        raise ConfigError(f"{folder}: stored histograms are {stored[0]}x{stored[1]}, not the {chosen.name} frame "
+                          f"{width}x{height} or an integer fraction of it")
+    if downsample not in (1, factor):
+        raise ConfigError(f"{folder}: the stored histograms are at 1/{factor} resolution; data.downsample "
+                          f"{downsample} cannot change that")
+    return chosen, factor
+
+
+def _rvt_sequence(folder: Path, sequence_length: int) -> Sequence:
+    """An RVT sequence whose stream runs its stored windows from `sequence_length` - 1 windows before the first
+    label frame's (RVT's streaming evaluation start), each label frame scored on its own window."""
+    from flexdet.data.labels import read_boxes
+    from flexdet.data.readers.rvt import LABELS_RELATIVE, read_window_index
+
+    index = read_window_index(folder)
+    path = folder / LABELS_RELATIVE
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            rows, first_rows = archive["labels"], archive["objframe_idx_2_label_idx"].astype(np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise FormatError(path, f"not RVT labels with 'labels' and 'objframe_idx_2_label_idx' ({exc})") from None
+    if len(first_rows) != len(index.label_windows) or (len(first_rows) and first_rows.max() >= len(rows)):
+        raise FormatError(path, f"{len(first_rows)} label frames for {len(index.label_windows)} labelled windows")
+    frame_times = np.asarray(rows["t"], np.int64)[first_rows]
+    first = int(index.label_windows[0]) if len(index.label_windows) else 0
+    offset = max(first - sequence_length + 1, 0)
+    ends = index.ends[offset:]
+    end_labels = {int(index.ends[w]): int(t) for w, t in zip(index.label_windows, frame_times)}
+    steps = [(int(t), int(w) - offset) for w, t in zip(index.label_windows, frame_times)]
+    stored = StoredWindows(ends - index.window_us, ends, index.window_us, end_labels, steps)
+    return Sequence(folder.name, folder, None, read_boxes(path), stored=stored)
 
 
 def _stored_histograms(recording, starts: np.ndarray, ends: np.ndarray, spec: InputSpec) -> np.ndarray:
     """RVT's precomputed windows whose END times are `ends`; only its own window length and size exist."""
     width, height = spec.size
+    if any(getattr(spec, key) != value for key, value in RVT_INPUT_RULE.items()):
+        raise ConfigError(f"{recording.path}: RVT's stored windows are RVT histograms (time_norm=events, "
+                          f"end_inclusive) but this input specification asks for time_norm={spec.time_norm}, "
+                          f"end_inclusive={spec.end_inclusive}: evaluate this model on the raw recordings")
     if spec.dual_windows or np.any(ends - starts != recording.window_us):
         raise ConfigError(f"{recording.path}: RVT data stores {recording.window_us} µs windows only "
                           f"(rate {1e6 / recording.window_us:g} Hz, one view); other windows were asked for")
