@@ -281,6 +281,7 @@ def plot_learning_curves(path: Path, runs: dict[str, Path]) -> None:
     figure = Figure(figsize=(8, 4), layout="constrained")
     FigureCanvasAgg(figure)
     axis = figure.subplots()
+    plotted = False
     for label, run in runs.items():
         logs = EventAccumulator(str(Path(run) / "tb"), size_guidance={"scalars": 0})
         logs.Reload()
@@ -288,11 +289,13 @@ def plot_learning_curves(path: Path, runs: dict[str, Path]) -> None:
             continue
         events = logs.Scalars("loss/total")
         axis.plot([e.step for e in events], [e.value for e in events], label=label, linewidth=1)
+        plotted = plotted or bool(events)
     axis.set_xlabel("optimiser step")
     axis.set_ylabel("training loss (total)")
-    axis.set_yscale("log")
+    if plotted:  # runs shorter than one log interval have no curve to scale
+        axis.set_yscale("log")
+        axis.legend(fontsize=7)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=7)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
 
