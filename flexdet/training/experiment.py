@@ -289,10 +289,10 @@ def plot_learning_curves(path: Path, runs: dict[str, Path]) -> None:
             continue
         events = logs.Scalars("loss/total")
         axis.plot([e.step for e in events], [e.value for e in events], label=label, linewidth=1)
-        plotted = plotted or bool(events)
+        plotted = plotted or len(events) > 1
     axis.set_xlabel("optimiser step")
     axis.set_ylabel("training loss (total)")
-    if plotted:  # runs shorter than one log interval have no curve to scale
+    if plotted:  # runs shorter than two log intervals have no curve to scale
         axis.set_yscale("log")
         axis.legend(fontsize=7)
     axis.grid(True, alpha=0.3)
