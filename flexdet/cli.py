@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pseudo-label": ("flexdet.commands.pseudo_label", "FlexTune pseudo labels between labelled frames from a teacher"),
     "fal": ("flexdet.commands.fal", "FAL chain: teacher -> pseudo labels -> student -> AP at every rate"),
     "experiment": ("flexdet.commands.experiment", "reproducible experiments: `frequency` (AP vs rate, FAL vs not)"),
+    "presets": ("flexdet.commands.presets", "list the shipped training recipes, model sizes and synthetic scenes"),
     "convert": ("flexdet.commands.convert", "convert a published checkpoint (RVT-T/S/B, Gen1/1Mpx) into a flexdet model"),
 }
 

@@ -1,0 +1,40 @@
+"""`flexdet presets` lists every shipped preset with its summary line, and the README's table is its output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from flexdet.cli import main
+from flexdet.commands.presets import KINDS, describe, preset_files
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_every_shipped_yaml_is_listed_with_a_one_line_summary(capsys):
+    assert main(["presets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    files = preset_files()
+    assert {r["kind"] for r in rows} == set(KINDS)
+    for kind, paths in files.items():
+        assert paths, kind
+        assert sorted(r["name"] for r in rows if r["kind"] == kind) == sorted(p.stem for p in paths)
+    for path in (p for paths in files.values() for p in paths):
+        assert isinstance(yaml.safe_load(path.read_text()), dict), path
+        summary = describe(path)
+        assert summary and len(summary) <= 110, f"{path}: the first line must be a '# summary.' comment"
+
+
+def test_summary_is_the_first_comment_line_without_the_name(tmp_path):
+    (tmp_path / "fast.yaml").write_text("# fast: a quick recipe.\n# more detail\noptim: {steps: 2}\n")
+    (tmp_path / "bare.yaml").write_text("optim: {steps: 2}\n# late comment\n")
+    assert describe(tmp_path / "fast.yaml") == "a quick recipe"
+    assert describe(tmp_path / "bare.yaml") == ""
+
+
+def test_readme_presets_table_is_the_commands_output(capsys):
+    assert main(["presets", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    assert table in README.read_text(encoding="utf-8"), "README's presets table is stale: paste `flexdet presets --markdown`"
