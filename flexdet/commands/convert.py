@@ -1,6 +1,6 @@
-"""Convert a published checkpoint into a flexdet model.pt: RVT-T/S/B for Gen1 or 1 Mpx, read without running
-any pickled code; size and dataset are detected from the file. The result loads like any flexdet model
-(demo, eval, export) with RVT's input rule and post-processing recorded in it."""
+"""Convert a published checkpoint into a flexdet model.pt: RVT-T/S/B or SSM's S5-ViT-S/B, for Gen1 or 1 Mpx,
+read without running any pickled code; model, size and dataset are detected from the file. The result loads
+like any flexdet model (demo, eval, export) with RVT's input rule and post-processing recorded in it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `flexdet convert`."""
-    parser.add_argument("checkpoint", help="the published checkpoint (RVT's .ckpt)")
+    parser.add_argument("checkpoint", help="the published checkpoint (RVT's or SSM's .ckpt)")
     parser.add_argument("--out", required=True, help="output folder: OUT/model.pt (then flexdet export OUT ...)")
-    parser.add_argument("--source", choices=["rvt"], default="rvt", help="which project the checkpoint is from")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ RVT's MaxViTRNN + YOLOX PAFPN/head maps one to one onto FlexDetector with the op
 downsample bias, no position conv, no first LayerNorm in the window layer, no spectral filters, BatchNorm
 eps 1e-5, unclipped decoding, RVT's postprocess). Weight differences handled here: LayerScale gammas are
 folded into the projections they scale, q/k/v rows are regrouped from per-head [q, k, v] to [q; k; v], and
-the ConvLSTM gates are reordered from RVT's [f, i, o, g] to flexdet's [i, f, o, g].
+the ConvLSTM gates are reordered from RVT's [f, i, o, g] to flexdet's [i, f, o, g]. SSM's S5-ViT (CVPR 2024)
+checkpoints are RVT's with an S5 block in place of each ConvLSTM: detected from their tensors, built with
+SSM_OPTIONS and their S5 blocks mapped by flexdet.convert.ssm.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from flexdet.convert import ssm
 from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
@@ -49,8 +52,9 @@ class ConvertedModel:
 
 
 def convert_rvt(path: os.PathLike[str] | str) -> ConvertedModel:
-    """Read an RVT Lightning checkpoint without running pickled code, detect size (T/S/B) and dataset
-    (gen1/gen4) from its weights (and its stored config, when it has one) and load it into a FlexDetector."""
+    """Read an RVT or SSM S5-ViT Lightning checkpoint without running pickled code, detect the model (ConvLSTM
+    or S5 stages), size (T/S/B) and dataset (gen1/gen4) from its weights (and its stored config, when it has
+    one) and load it into a FlexDetector."""
     source = os.fspath(path)
     payload = load_foreign_checkpoint(source)
     state = payload.get("state_dict")
@@ -63,14 +67,14 @@ def convert_rvt(path: os.PathLike[str] | str) -> ConvertedModel:
     mapped = map_state_dict(source, weights, config)
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{source}: RVT weights do not fill the flexdet model: missing {missing[:5]}, "
+        raise CheckpointError(f"{source}: RVT/SSM weights do not fill the flexdet model: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}")
     classes, sensor_hw, downscale, _ = DATASETS[dataset]
     height, width = sensor_hw[0] // downscale, sensor_hw[1] // downscale
     padded = model.padded_size(height, width)
     post = rvt_config.get("model", {}).get("postprocess", {})
     return ConvertedModel(
-        model=model.eval(), source=SIZES[config.widths[0]], dataset=dataset, class_names=list(classes),
+        model=model.eval(), source=_sizes(config)[config.widths[0]], dataset=dataset, class_names=list(classes),
         postprocess={"conf_thresh": float(post.get("confidence_threshold", CONF_THRESH)),
                      "eval_conf_thresh": EVAL_CONF_THRESH,
                      "nms_thresh": float(post.get("nms_threshold", NMS_THRESH)),
@@ -112,9 +116,11 @@ def _model_config(source: str, weights: dict[str, torch.Tensor], rvt_config: dic
         raise CheckpointError(f"{source}: cannot tell the RVT dataset: {num_classes} classes, config says "
                               f"{dataset!r} (gen1 has 2 classes, gen4 3)")
     depth = len({m.group(1) for k in weights if (m := re.match(r"fpn\.C3_p4\.m\.(\d+)\.", k))})
+    s5 = ssm.is_s5_vit(weights)
     fc1 = _tensor(source, weights, "backbone.stages.0.att_blocks.0.att_window.mlp.net.0.0.weight")
     config = ModelConfig(
-        preset=f"rvt-{SIZES[embed_dim][-1].lower()}-{dataset}", num_classes=num_classes, use_frames=False,
+        preset=f"{'s5vit' if s5 else 'rvt'}-{SIZES[embed_dim][-1].lower()}-{dataset}", num_classes=num_classes,
+        use_frames=False,
         use_events=True, in_channels=in_channels, widths=[embed_dim * m for m in (1, 2, 4, 8)],
         attention_stages=[True] * 4,
         head_dim=int(backbone.get("stage", {}).get("attention", {}).get("dim_head", HEAD_DIMS[embed_dim])),
@@ -124,8 +130,13 @@ def _model_config(source: str, weights: dict[str, torch.Tensor], rvt_config: dic
         spectral_stages=[False] * 4, fuse_stages=[False] * 4, neck_depth=depth, bn_eps=1e-5,
         head_width=int(_tensor(source, weights, "yolox_head.stems.0.conv.weight").shape[0]),
         conf_thresh=CONF_THRESH, nms_thresh=NMS_THRESH, max_detections=0, clip_to_input=False,
-        postprocess_rule="rvt")
+        postprocess_rule="rvt", **(ssm.SSM_OPTIONS if s5 else {}))
     return config, dataset
+
+
+def _sizes(config: ModelConfig) -> dict[int, str]:
+    """embed_dim -> released model name of the checkpoint's family."""
+    return ssm.SIZES if config.recurrence == "s5" else SIZES
 
 
 def _tensor(source: str, weights: dict[str, torch.Tensor], key: str) -> torch.Tensor:
@@ -142,7 +153,8 @@ _ATTENTION = {"norm1": "norm1", "norm2": "norm2", "self_attn.qkv": "attn.qkv", "
 
 
 def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """RVT YoloXDetector state dict (without 'mdl.') -> FlexDetector state dict; every RVT tensor must be used."""
+    """RVT (or SSM) YoloXDetector state dict (without 'mdl.') -> FlexDetector state dict; every tensor must be
+    used."""
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
 
@@ -172,9 +184,13 @@ def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelC
                     gamma = take(prefix + gamma_key)
                     out[target + f"{proj}.weight"] = out[target + f"{proj}.weight"] * gamma[:, None]
                     out[target + f"{proj}.bias"] = out[target + f"{proj}.bias"] * gamma
-        for p in ("weight", "bias"):  # gates [f, i, o, g] -> [i, f, o, g]
-            f_gate, i_gate, o_gate, g_gate = take(rvt + f"lstm.conv1x1.{p}").chunk(4, dim=0)
-            out[fd + f"lstm.gates.{p}"] = torch.cat([i_gate, f_gate, o_gate, g_gate], dim=0)
+        if config.recurrence == "lstm":
+            for p in ("weight", "bias"):  # gates [f, i, o, g] -> [i, f, o, g]
+                f_gate, i_gate, o_gate, g_gate = take(rvt + f"lstm.conv1x1.{p}").chunk(4, dim=0)
+                out[fd + f"lstm.gates.{p}"] = torch.cat([i_gate, f_gate, o_gate, g_gate], dim=0)
+    if config.recurrence == "s5":  # every S5 tensor is checked and placed there
+        out.update(ssm.map_s5_stages(source, weights))
+        used.update(key for key in weights if ssm.STAGE_KEY.match(key))
     for key in weights:
         if key.startswith("fpn."):
             parts = key.split(".")
