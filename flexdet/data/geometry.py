@@ -10,13 +10,19 @@ import numpy as np
 from flexdet.errors import ConfigError
 
 FRAME_RESIZE_RULES = ("area", "nearest")
+EVENT_DOWNSCALE_RULES = ("bin", "nearest_exact")
 
 
 @dataclass(frozen=True)
 class Geometry:
     """Keep the top `crop_height` rows of a (sensor_width, sensor_height) sensor, then divide by `scale`.
 
-    Events: x // scale, y // scale (nearest binning, RVT's `ds2_nearest`), rows below the crop dropped.
+    Events: rows below the crop dropped, then `event_downscale`: "bin" counts every event in the input pixel
+    covering it (x // scale, y // scale); "nearest_exact" counts only the events on the one sensor pixel of
+    each block that torch's interpolate(mode="nearest-exact") samples (x % scale == scale // 2, same for y:
+    the odd rows and columns at scale 2), i.e. the full-resolution histogram subsampled, as RVT halves
+    1 Mpx (`event_representations_ds2_nearest`). Time bins normalised by the window's events
+    (time_norm "events") then still come from all the window's events, as RVT's full-resolution ones.
     Frames: cropped, then resized to the input size with `frame_resize` (OpenCV area or nearest).
     Boxes come back to sensor pixels by multiplying by `scale` (the crop keeps the top rows: no offset).
     """
@@ -26,6 +32,7 @@ class Geometry:
     crop_height: int | None = None
     scale: int = 1
     frame_resize: str = "area"
+    event_downscale: str = "bin"
 
     def __post_init__(self) -> None:
         for name in ("sensor_width", "sensor_height", "scale"):
@@ -36,6 +43,9 @@ class Geometry:
             raise ConfigError(f"geometry.crop_height must be >= 1, got {self.crop_height}")
         if self.frame_resize not in FRAME_RESIZE_RULES:
             raise ConfigError(f"geometry.frame_resize must be one of {FRAME_RESIZE_RULES}, got {self.frame_resize!r}")
+        if self.event_downscale not in EVENT_DOWNSCALE_RULES:
+            raise ConfigError(f"geometry.event_downscale must be one of {EVENT_DOWNSCALE_RULES}, got "
+                              f"{self.event_downscale!r}")
         if self.size[0] < 1 or self.size[1] < 1:
             raise ConfigError(f"geometry: scale {self.scale} leaves no pixel of a {self.sensor_width}x"
                               f"{self.kept_height} sensor")
@@ -54,13 +64,27 @@ class Geometry:
     def is_identity(self) -> bool:
         return self.scale == 1 and self.kept_height == self.sensor_height
 
+    @property
+    def samples_events(self) -> bool:
+        """Whether the downscale leaves out events inside the kept sensor ("nearest_exact" at scale > 1)."""
+        return self.event_downscale == "nearest_exact" and self.scale > 1
+
+    def cropped(self, events: np.ndarray) -> np.ndarray:
+        """The events of the kept sensor rows, in sensor coordinates."""
+        return events if self.kept_height == self.sensor_height else events[events["y"] < self.kept_height]
+
     def events(self, events: np.ndarray) -> np.ndarray:
-        """Events in input coordinates: rows below the crop dropped, x and y divided by `scale`, events falling
-        past the last whole input pixel dropped."""
+        """Events in input coordinates: rows below the crop dropped, the `event_downscale` rule applied (x and y
+        divided by `scale`), events falling past the last whole input pixel dropped."""
         if self.is_identity:
             return events
         width, height = self.size
-        out = events[events["y"] < self.kept_height].copy()
+        out = self.cropped(events)
+        if self.samples_events:
+            centre = self.scale // 2
+            out = out[(out["x"] % self.scale == centre) & (out["y"] % self.scale == centre)]
+        else:
+            out = out.copy()
         out["x"] //= self.scale
         out["y"] //= self.scale
         return out[(out["x"] < width) & (out["y"] < height)]

@@ -30,9 +30,11 @@ class InputSpec:
     Events of the window [end - length, end) (or [.., end] with `end_inclusive`, as RVT's preprocessing) are
     mapped through `geometry` and counted into a stacked histogram of `bins` time bins per polarity, saturated
     at `clip`. `time_norm`: "window" bins by the window bounds (flexdet), "events" by the window's first and
-    last event (RVT). `window_us` is the window a stream at the trained rate uses; any other window length
-    can be asked for. With `dual_windows` a second histogram of the half window nearest the prediction instant
-    follows on the channel axis. The frame paired with a window is the latest one at or before its start.
+    last event (RVT; with the geometry's "nearest_exact" downscale, of all the window's events in the kept
+    sensor rows, sampled or not, as RVT's full-resolution histogram has them). `window_us` is the window a
+    stream at the trained rate uses; any other window length can be asked for. With `dual_windows` a second
+    histogram of the half window nearest the prediction instant follows on the channel axis. The frame paired
+    with a window is the latest one at or before its start.
     """
 
     geometry: Geometry
@@ -104,6 +106,9 @@ class InputSpec:
         if np.any(ends < starts):
             raise ConfigError("model_inputs: a window ends before it starts")
         width, height = self.size
+        timing = None
+        if self.geometry.samples_events and self.time_norm == "events":
+            timing = self.geometry.cropped(events)["t"]  # bins of the full-resolution window
         events = self.geometry.events(events)
         config = RepresentationConfig(bins=self.bins, clip=self.clip, time_norm=self.time_norm)
         extra = 1 if self.end_inclusive else 0
@@ -113,7 +118,7 @@ class InputSpec:
             views.append((starts, starts + half) if backwards else (ends - half, ends))
         planes = []
         for lo, hi in views:
-            plane = build_windows(events, height, width, hi + extra, hi - lo + extra, config)
+            plane = build_windows(events, height, width, hi + extra, hi - lo + extra, config, timing=timing)
             planes.append(reverse_histogram(plane, self.bins) if backwards else plane)
         return planes[0] if len(planes) == 1 else np.concatenate(planes, axis=1)
 

@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from flexdet.data.representations._count_kernels import count_serial
-from flexdet.data.representations._segments import search_left, window_starts
+from flexdet.data.representations._segments import search_left, segment_starts, window_starts, window_timing
 from flexdet.data.representations._surface_kernels import NEVER, decay, latest_range
 from flexdet.data.representations._voxel_kernels import voxel_finish, voxel_serial
 
@@ -20,11 +20,15 @@ def _window_range(t, t_start, t_end):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def counts_batch(t, x, y, p, starts_us, ends_us, use_events_span, bins, out, width, height, clip):
-    """out[i] (flat) = saturating counts of window i ([starts_us[i], ends_us[i]))."""
+def counts_batch(t, x, y, p, timing, starts_us, ends_us, use_events_span, bins, out, width, height, clip):
+    """out[i] (flat) = saturating counts of window i ([starts_us[i], ends_us[i])), binned by the window or,
+    with `use_events_span`, by the first and last of the sorted times `timing` in it (`t` itself, or the
+    times of the events `t` was sampled from)."""
     for i in numba.prange(len(ends_us)):
         lo, hi = _window_range(t, starts_us[i], ends_us[i])
-        starts, _, _ = window_starts(t, lo, hi, starts_us[i], ends_us[i], use_events_span, bins, bins)
+        timing_lo, timing_hi = _window_range(timing, starts_us[i], ends_us[i])
+        t_base, span = window_timing(timing, timing_lo, timing_hi, starts_us[i], ends_us[i], use_events_span)
+        starts = segment_starts(t, lo, hi, t_base, span, bins, bins)
         count_serial(t, x, y, p, starts, out[i], width, height, clip)
 
 

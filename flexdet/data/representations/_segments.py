@@ -41,19 +41,21 @@ def segment_starts(t, lo, hi, t_base, span, segments, divisor):
 
 
 @numba.njit(cache=True, nogil=True)
+def window_timing(t, lo, hi, t_start, t_end, use_events_span):
+    """(t_base, span) of the bins: the window [t_start, t_end) or, with `use_events_span`, the first and last
+    of the times t[lo:hi] (span at least 1 µs)."""
+    if not use_events_span:
+        return t_start, max(t_end - t_start, 1)
+    if hi > lo:
+        return t[lo], max(t[hi - 1] - t[lo], 1)
+    return t_start, 1
+
+
+@numba.njit(cache=True, nogil=True)
 def window_starts(t, lo, hi, t_start, t_end, use_events_span, segments, divisor):
     """Bin starts for the events in index range [lo, hi), timed either by the window [t_start, t_end) or,
     with `use_events_span`, by the first and last event (span at least 1 µs); returns (starts, t_base, span)."""
-    if use_events_span:
-        if hi > lo:
-            t_base = t[lo]
-            span = max(t[hi - 1] - t_base, 1)
-        else:
-            t_base = t_start
-            span = 1
-    else:
-        t_base = t_start
-        span = max(t_end - t_start, 1)
+    t_base, span = window_timing(t, lo, hi, t_start, t_end, use_events_span)
     return segment_starts(t, lo, hi, t_base, span, segments, divisor), t_base, span
 
 

@@ -69,12 +69,15 @@ class RepresentationConfig:
 
 
 def build_windows(events: EventsLike, height: int, width: int, window_ends, window_us,
-                  config: RepresentationConfig | None = None, *, as_tensor: bool = False):
+                  config: RepresentationConfig | None = None, *, timing: np.ndarray | None = None,
+                  as_tensor: bool = False):
     """(N, C, H, W) representations of the windows [end - window_us, end) for each of the N `window_ends`
     (`window_us` one length for all, or one per window).
 
     One call validates the events the windows cover once and builds the windows in parallel (one window
-    per thread, each exactly as the single-window function would build it).
+    per thread, each exactly as the single-window function would build it). `timing`: the sorted times of
+    the events `events` were sampled from, whose first and last in a window time its bins under time_norm
+    "events" (counting kinds; a subsampled histogram then keeps the bins of the full one).
     """
     config = config or RepresentationConfig()
     check_sensor_size(height, width)
@@ -94,14 +97,24 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
     flat = out.reshape(len(ends), -1)
     by_events = config.time_norm == "events"
     plane = height * width
+    if timing is not None and config.kind not in ("stacked_histogram", "event_frame"):
+        raise ConfigError(f"build_windows: `timing` applies to the counting representations, not {config.kind}")
     if config.kind in ("stacked_histogram", "event_frame"):
         bins = config.bins if config.kind == "stacked_histogram" else 1
-        counts_batch(t, x, y, p, starts, ends, by_events, bins, flat, width, height, config.count_clip)
+        timing = t if timing is None else _sorted_timing(timing)
+        counts_batch(t, x, y, p, timing, starts, ends, by_events, bins, flat, width, height, config.count_clip)
     elif config.kind == "voxel_grid":
         voxels_batch(t, x, y, p, starts, ends, by_events, config.bins, flat, width, height)
     else:
         surfaces_batch(t, x, y, p, starts, ends, by_events, float(config.tau_us or 0.0), flat, width, plane)
     return deliver(out, as_tensor)
+
+
+def _sorted_timing(timing: np.ndarray) -> np.ndarray:
+    """`timing` as 1-D int64, refused (FlexdetError) unless sorted: windows are binary-searched in it."""
+    timing = np.ascontiguousarray(timing, dtype=np.int64).reshape(-1)
+    check_order_outside(timing, 0, 0, "timing events")
+    return timing
 
 
 def make_representation(events: EventsLike, height: int, width: int, config: RepresentationConfig,
