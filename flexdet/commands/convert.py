@@ -5,7 +5,6 @@ like any flexdet model (demo, eval, export) with RVT's input rule and post-proce
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -30,8 +29,4 @@ def run(args: argparse.Namespace) -> int:
           f"{spec['input_hw'][1]}x{spec['input_hw'][0]} padded to {spec['padded_hw'][1]}x{spec['padded_hw'][0]}")
     print(f"post-processing: confidence {converted.postprocess['conf_thresh']} (RVT's evaluation uses "
           f"{converted.postprocess['eval_conf_thresh']}), NMS {converted.postprocess['nms_thresh']}")
-    if spec["downscale"] != 1:
-        print("note: RVT halves 1 Mpx by keeping odd rows/columns of the full-resolution histogram; flexdet's "
-              "input halves by binning coordinates, so inputs are close to, not identical with, RVT's",
-              file=sys.stderr)
     return 0

@@ -88,13 +88,14 @@ def convert_rvt(path: os.PathLike[str] | str) -> ConvertedModel:
 
 
 def input_spec(converted: ConvertedModel) -> InputSpec:
-    """The input specification of a converted model. Gen1: RVT's histograms exactly. Gen4: RVT samples the
-    odd rows and columns of the full-resolution histogram (nearest-exact), the geometry bins x // 2, y // 2
-    (see flexdet.data.representations.rvt_histogram for RVT's rule)."""
+    """The input specification of a converted model: RVT's histograms (bins from the window's first and last
+    event, end included); Gen4 keeps the odd rows and columns of the full-resolution histogram, as RVT's
+    interpolate(scale_factor=0.5, mode="nearest-exact") does (geometry event_downscale "nearest_exact")."""
     spec = converted.input
     height, width = spec["sensor_hw"]
-    return InputSpec(Geometry(width, height, scale=spec["downscale"]), bins=spec["bins"], clip=spec["clip"],
-                     time_norm=spec["time_norm"], end_inclusive=spec["end_inclusive"], window_us=spec["window_us"])
+    geometry = Geometry(width, height, scale=spec["downscale"], event_downscale="nearest_exact")
+    return InputSpec(geometry, bins=spec["bins"], clip=spec["clip"], time_norm=spec["time_norm"],
+                     end_inclusive=spec["end_inclusive"], window_us=spec["window_us"])
 
 
 def _stored_config(payload: dict) -> dict:
