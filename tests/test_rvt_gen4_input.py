@@ -150,3 +150,25 @@ def test_a_converted_gen4_model_runs_in_the_headless_demo_on_the_real_1280x720_r
                  "--rate", "100", "--speed", "0", "--headless", "--out", str(tmp_path / "demo.mp4"),
                  "--log", str(log), "--score-thresh", "0"]) == 0
     assert len(log.read_text().splitlines()) == 4 and (tmp_path / "demo.mp4").stat().st_size > 0
+
+
+def test_the_disk_cache_keeps_the_two_downscale_rules_apart(rvt, tmp_path):
+    """A training cache built with one rule is not handed out to a specification with the other."""
+    from flexdet.data.boxes import BOX_DTYPE
+    from flexdet.training.datasets.cache import WindowCache
+    from flexdet.training.datasets.sequences import Sequence
+
+    if not RECORDING.is_file():
+        pytest.skip("real recording not available")
+    events, _ = rvt
+    labels = np.zeros(2, BOX_DTYPE)
+    labels["t"] = events["t"][0], events["t"][-1]
+    sequence = Sequence("pedestrians", RECORDING, RECORDING, labels)
+    built = {}
+    for rule in ("bin", "nearest_exact"):
+        spec = _spec(rule)
+        cache = WindowCache(spec, str(tmp_path))
+        starts, ends = cache.windows(sequence, 50.0)
+        built[rule] = np.asarray(cache.inputs(sequence, 50.0, np.arange(len(ends))))
+        np.testing.assert_array_equal(built[rule], spec.model_inputs(events, starts, ends))
+    assert len(list(tmp_path.iterdir())) == 2 and not np.array_equal(built["bin"], built["nearest_exact"])

@@ -2,7 +2,7 @@
 or on disk.
 
 Training reads the same windows many times; building them once (seconds for the quickstart) turns each
-training step into array indexing. The disk cache is keyed by sequence, rate, size and channels.
+training step into array indexing. The disk cache is keyed by sequence, rate, size, channels and histogram rule.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class WindowCache:
         width, height = self.spec.size
         shape = (len(ends), self.spec.channels, height, width)
         if self.cache_dir is not None:
-            rule = f"{self.spec.time_norm}{'i' if self.spec.end_inclusive else ''}c{self.spec.clip}"
+            rule = (f"{self.spec.time_norm}{'i' if self.spec.end_inclusive else ''}c{self.spec.clip}"
+                    f"{'ne' if self.spec.geometry.samples_events else ''}")
             path = self.cache_dir / (f"{sequence.name}_{format_rate(rate_hz)}hz_{width}x{height}_"
                                      f"ch{self.spec.channels}_{rule}.npy")
             if path.is_file():
