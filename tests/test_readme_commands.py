@@ -28,6 +28,7 @@ TINY = ("optim.steps=2 data.batch_size=2 data.clip_steps=2 data.downsample=2 run
         "fal.student.steps=2")
 TINY_DATA = "--preset quickstart --sequences 3 --duration 0.6 --size 128x96 --split 0.34,0.33,0.33 --workers 1"
 SHORT_DEMO = "--headless --log runs/demo_{n}.jsonl --duration 0.2 --speed 0"
+RECIPE_TINY = "optim.steps=2 data.batch_size=2 data.clip_steps=2 run.progress=false run.threads=1"
 
 SUBSTITUTIONS: dict[str, list[str] | None] = {
     "pip install -c constraints.txt -e . && flexdet quickstart --out runs/quickstart": [
@@ -63,6 +64,19 @@ SUBSTITUTIONS: dict[str, list[str] | None] = {
         "flexdet export runs/rvt-b-gen1 --out runs/rvt-export"],
     "flexdet demo --source my_recording.raw --model runs/rvt-export --rate 50": [
         f"flexdet demo --source {{seq}} --model runs/rvt-export --rate 50 {SHORT_DEMO.format(n=3)}"],
+    # Real datasets: Gen1 runs on RVT's preprocessed output of the peer fixture (beside {gen1}), two steps; the
+    # other datasets are not here (their two-step runs on tiny data of each layout: tests/test_recipes.py).
+    "flexdet train --preset gen1 --data /data/gen1_rvt --out runs/gen1": [
+        f"flexdet train --preset gen1 --data {{gen1}}/../rvt_output --out runs/gen1 {RECIPE_TINY}"],
+    "flexdet eval runs/gen1/checkpoints/last.pt --data /data/gen1_rvt --rates 20 --benchmark gen1 --out runs/gen1-eval": [
+        "flexdet eval runs/gen1/checkpoints/last.pt --data {gen1}/../rvt_output --rates 20 --benchmark gen1 "
+        "--out runs/gen1-eval"],
+    "flexdet train --preset 1mpx --data /data/1mpx_rvt --out runs/1mpx": None,  # 1 Mpx data: test_recipes
+    "flexdet eval runs/1mpx/checkpoints/last.pt --data /data/1mpx_rvt --rates 20 --benchmark 1mpx "
+    "--out runs/1mpx-eval": None,  # needs the 1 Mpx run above
+    "flexdet train --preset dsec-det --data /data/dsec-det --out runs/dsec-det": None,  # DSEC-Det: test_recipes
+    "flexdet eval runs/dsec-det/checkpoints/last.pt --data /data/dsec-det --schedule global --rates 20 "
+    "--benchmark dsec2 --out runs/dsec-eval": None,  # needs the DSEC-Det run above
 }
 
 
