@@ -1,16 +1,19 @@
 """The real-data recipes (gen1, 1mpx: RVT-B's; dsec-det: FlexEvent's) load and train two steps on tiny data of
 each dataset's layout, and the checkpoint records the recipe's network, inputs and benchmark.
 
-Sizes are cut by overrides only (steps, batch, clip length, threads; 1 Mpx also a coarser downsampling), so the
-network, inputs, histogram rule and benchmark are the recipe's own. Gen1 runs on RVT's peer fixture in both
-forms: the Gen1 tree RVT's preprocessing read (*_td.dat + *_bbox.npy) and RVT's preprocessed output.
+Sizes are cut by overrides only (steps, batch, clip length, threads; the 1 Mpx tree also a coarser
+downsampling), so the network, inputs, histogram rule and benchmark are the recipe's own. Gen1 runs on RVT's peer
+fixture in both forms: the Gen1 tree RVT's preprocessing read (*_td.dat + *_bbox.npy) and RVT's preprocessed
+output; 1 Mpx on a 1280x720 Prophesee tree and on RVT's stored 640x360 windows; DSEC-Det on a DSEC-Det root.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_rvt_dataset import _rvt_folder
 
 from flexdet.cli import main
 from flexdet.models.checkpoint import load_model, read_training_checkpoint
@@ -68,15 +71,27 @@ def test_1mpx_recipe_trains_on_a_1280x720_prophesee_tree(tmp_path):
     assert payload["config"]["optim"]["lr"] == pytest.approx(3.46e-4)
 
 
-def test_dsec_det_recipe_trains_fusion_with_dual_windows(tmp_path):
+def test_1mpx_recipe_trains_on_rvt_preprocessed_1mpx(tmp_path):
+    # RVT's gen4 windows are stored at 640x360: the recipe's downsample 2 is what they already have.
+    _rvt_folder(tmp_path / "rvt", "seq_a", 360, 640, np.arange(1, 13) * 50_000, [5, 7, 9, 11])
+    loaded, _ = train_tiny("1mpx", tmp_path / "rvt", tmp_path / "run", "data.train_split=test")
+    assert loaded.dataset["layout"] == "rvt" and loaded.dataset["protocol"] == "1mpx"
+    assert loaded.spec.size == (640, 360) and loaded.model.config.widths == BASE_WIDTHS
+
+
+def test_dsec_det_recipe_trains_fusion_with_dual_windows_on_a_dsec_det_root(tmp_path):
     data = tmp_path / "dsec"
-    assert main(["synth", "--out", str(data), "--preset", "dsec", "--size", "128x96", "--sequences", "1",
+    assert main(["synth", "--out", str(data), "--preset", "dsec", "--size", "640x480", "--sequences", "1",
                  "--duration", "0.3", "--split", "1,0,0", "--workers", "1", "--seed", "0"]) == 0
-    loaded, payload = train_tiny("dsec-det", data, tmp_path / "run")
+    # Read it as a DSEC-Det download (its dataset.yaml would make it 'synthetic'); the split file names its one
+    # sequence the way dsec-det's own file names the real ones.
+    (data / "train_val_test_split.yaml").write_text("train: [synth_000]\nval: []\ntest: []\n")
+    loaded, payload = train_tiny("dsec-det", data, tmp_path / "run", "data.layout=dsec")
     config = loaded.model.config
     assert payload["step"] == 2 and config.widths == BASE_WIDTHS
     assert config.use_frames and config.use_events and config.frame_backbone == "resnet50"
-    assert config.dual_windows and loaded.spec.dual_windows and loaded.spec.size == (128, 96)
+    assert config.dual_windows and loaded.spec.dual_windows
+    assert loaded.dataset["protocol"] == "dsec2" and loaded.spec.size == (320, 215)  # top 430 rows, halved
     assert any((tmp_path / "run" / "cache").glob("*.npy"))  # cache: disk
     recipe = payload["config"]
     assert recipe["optim"]["weight_decay"] == pytest.approx(1e-3) and recipe["fal"]["student"]["lr"] == pytest.approx(5e-5)
