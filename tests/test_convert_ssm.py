@@ -149,3 +149,32 @@ def test_s5_variants_flexdet_cannot_run_are_refused_naming_the_file(released, tm
     three_stages = {k: v for k, v in weights.items() if not k.startswith("backbone.stages.3.s5_block.")}
     with pytest.raises(CheckpointError, match=r"three_stages\.ckpt: expected S5 blocks in backbone stages 0-3"):
         convert_rvt(_save(tmp_path / "three_stages.ckpt", three_stages))
+
+
+def test_converted_s5_vit_exports_to_onnx_and_onnxruntime_streams_like_torch(converted, released, tmp_path):
+    """The converted S5-ViT exported at the fixture's input size and streamed by onnxruntime, S5 states fed back,
+    equals torch's stream over the fixture's clip (outputs and last state)."""
+    import dataclasses
+
+    ort = pytest.importorskip("onnxruntime")
+    from flexdet.data.geometry import Geometry
+    from flexdet.export.metadata import DeployMetadata
+    from flexdet.export.onnx_export import export_onnx, state_input
+
+    loaded, io = converted[0], released[2]
+    model, (height, width) = loaded.model, io["clip"].shape[-2:]
+    spec = dataclasses.replace(loaded.spec, geometry=Geometry(width, height))
+    paths = export_onnx(model, DeployMetadata(input=spec, classes=loaded.classes, use_frames=False),
+                        tmp_path / "s5vit.onnx")
+    session = ort.InferenceSession(str(paths["model"]), providers=["CPUExecutionProvider"])
+    names = model.state_names()
+    state = model.init_state(1, height, width)
+    ort_state = [s.numpy() for s in state]
+    for frame in torch.from_numpy(io["clip"]):
+        with torch.no_grad():
+            raw, *state = model.forward_raw(frame, None, *state)
+        outputs = session.run(None, {"events": frame.numpy(), **{state_input(n): v for n, v in zip(names, ort_state)}})
+        assert _rel(torch.from_numpy(outputs[0]), raw.numpy()) < 1e-4
+        ort_state = outputs[1:]
+    for got, want in zip(ort_state, state):
+        assert _rel(torch.from_numpy(got), want.numpy()) < 1e-4
