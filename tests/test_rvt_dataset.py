@@ -84,6 +84,9 @@ def test_sequences_start_where_rvts_evaluation_starts_them(tmp_path, size, bench
     dataset = open_dataset(tmp_path, "test")
     try:
         assert dataset.protocol.name == benchmark and dataset.protocol.scale == scale
+        # RVT's 640x360 windows are its nearest-exact halving of the 1280x720 histogram: the specification says so
+        rule = "nearest_exact" if scale == 2 else "bin"
+        assert dataset.geometry.event_downscale == dataset.input_spec(bins=10).geometry.event_downscale == rule
         sequence = dataset.sequences[0]
         first = 30 - length + 1  # RVT: max(objframe_idx_2_repr_idx[0] - sequence_length + 1, 0)
         starts, ends_streamed = stream_windows(sequence, 20)
@@ -101,6 +104,14 @@ def test_sequences_start_where_rvts_evaluation_starts_them(tmp_path, size, bench
         if scale != 1:
             with pytest.raises(ConfigError, match="1/2 resolution"):
                 open_dataset(tmp_path, "test", downsample=4)
+            with pytest.raises(ConfigError, match="halved by sampling .*'bin' cannot change that"):
+                open_dataset(tmp_path, "test", event_downscale="bin")
+        else:  # full resolution: either rule is the identity, kept as asked
+            full = open_dataset(tmp_path, "test", event_downscale="nearest_exact")
+            assert full.geometry.event_downscale == "nearest_exact" and not full.geometry.samples_events
+            full.close()
+        with pytest.raises(ConfigError, match="data.event_downscale .*'area'"):
+            open_dataset(tmp_path, "test", event_downscale="area")
     finally:
         dataset.close()
 

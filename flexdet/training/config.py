@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flexdet.config import apply_overrides, load_yaml
+from flexdet.data.geometry import EVENT_DOWNSCALE_RULES
 from flexdet.data.input_spec import TIME_NORMS
 from flexdet.errors import ConfigError
 from flexdet.training.fal.config import FALConfig
@@ -17,6 +18,7 @@ RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 INPUTS = ("fusion", "events", "frames")
 LAYOUTS = ("auto", "synthetic", "dsec", "gen1", "rvt")
 LABEL_SOURCES = ("auto", "sparse", "pseudo")
+EVENT_DOWNSCALES = ("auto", *EVENT_DOWNSCALE_RULES)
 
 
 @dataclass
@@ -35,7 +37,10 @@ class DataConfig:
     """Where the data is and how training clips are made from it.
 
     protocol "auto" picks synthetic (dataset.yaml), dsec2 (DSEC-Det) or gen1 from the layout. `downsample`
-    divides the resolution further (on top of the protocol's own scale). Clips are `clip_steps` steps at one
+    divides the resolution further (on top of the protocol's own scale); `event_downscale` is how events reach
+    the smaller input (`flexdet.data.geometry.Geometry`): "bin" (x // scale), "nearest_exact" (RVT's 1 Mpx
+    halving: the sampled sensor pixel of each block only) or "auto" (RVT's stored 640x360 windows:
+    nearest_exact, which they are; otherwise bin). Clips are `clip_steps` steps at one
     of `rates_hz` (window = 1/rate); `stream_fraction` of each batch are streaming clips (state carried).
     `bins`, `clip`, `time_norm` ("window" or RVT's "events"), `end_inclusive` (RVT: the event at the window
     end counts) define the stacked histograms (`flexdet.data.input_spec.InputSpec`).
@@ -51,6 +56,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     downsample: int = 1
+    event_downscale: str = "auto"
     bins: int = 10
     clip: int = 10
     time_norm: str = "window"
@@ -131,6 +137,8 @@ def validate(config: TrainConfig) -> None:
     if data.clip_align < 1 or data.clip_steps % data.clip_align:
         raise ConfigError(f"data.clip_align must be >= 1 and divide data.clip_steps ({data.clip_steps}), "
                           f"got {data.clip_align}")
+    if data.event_downscale not in EVENT_DOWNSCALES:
+        raise ConfigError(f"data.event_downscale must be one of {EVENT_DOWNSCALES}, got {data.event_downscale!r}")
     if data.time_norm not in TIME_NORMS:
         raise ConfigError(f"data.time_norm must be one of {TIME_NORMS}, got {data.time_norm!r}")
     if not 1 <= data.clip <= 255:

@@ -91,7 +91,8 @@ class Trainer:
                               "processes")
         _seed_everything(config.run.seed + self.context.rank)
         data = config.data
-        self.dataset = open_dataset(self.data_root, data.train_split, data.layout, data.protocol, data.downsample)
+        self.dataset = open_dataset(self.data_root, data.train_split, data.layout, data.protocol, data.downsample,
+                                    data.event_downscale)
         self.detector = build_detector(config, self.dataset.protocol.num_classes).to(self.context.device)
         if config.model.init:
             self._load_init(config.model.init)

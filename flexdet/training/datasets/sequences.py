@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.data.geometry import Geometry
+from flexdet.data.geometry import EVENT_DOWNSCALE_RULES, Geometry
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError, FlexdetError, FormatError
 from flexdet.training.protocols import Protocol, get_protocol
@@ -26,6 +26,9 @@ from flexdet.training.protocols import Protocol, get_protocol
 RVT_SEQUENCE_LENGTH = {"gen1": 21, "1mpx": 5}
 # The rule of RVT's stored histograms (InputSpec fields): bins by the window's first/last event, end included.
 RVT_INPUT_RULE = {"time_norm": "events", "end_inclusive": True}
+# How RVT's stored windows at a fraction of the sensor were made (its 1 Mpx `ds2_nearest`: the full-resolution
+# histogram halved by nearest-exact interpolation), as the geometry's event_downscale.
+RVT_DOWNSCALE_RULE = "nearest_exact"
 
 
 @dataclass
@@ -171,18 +174,22 @@ class Sequence:
 
 @dataclass
 class Dataset:
-    """A dataset root: layout, protocol (with the training resolution) and the sequences of one split."""
+    """A dataset root: layout, protocol (with the training resolution), the sequences of one split and how events
+    reach the input resolution (`event_downscale`, a `Geometry` rule)."""
 
     root: Path
     layout: str
     protocol: Protocol
     sequences: list[Sequence]
+    event_downscale: str = "bin"
 
     @property
     def geometry(self) -> Geometry:
-        """The protocol's crop and scale of this dataset's sensor: the input frame it is scored in."""
+        """The protocol's crop and scale of this dataset's sensor with the dataset's downscale rule: the input
+        frame it is scored in."""
         width, height = self.protocol.sensor_size
-        return Geometry(int(width), int(height), self.protocol.crop_height, int(self.protocol.scale))
+        return Geometry(int(width), int(height), self.protocol.crop_height, int(self.protocol.scale),
+                        event_downscale=self.event_downscale)
 
     @property
     def has_frames(self) -> bool:
@@ -190,7 +197,8 @@ class Dataset:
 
     def input_spec(self, **fields) -> InputSpec:
         """An input specification in this dataset's geometry (`fields`: bins, window_us, dual_windows, ...); on
-        RVT data the histogram rule is the stored one (RVT_INPUT_RULE), whatever `fields` say."""
+        RVT data the histogram rule is the stored one (RVT_INPUT_RULE, and the downscale rule the dataset was
+        opened with), whatever `fields` say."""
         if self.layout == "rvt":
             fields.update(RVT_INPUT_RULE)
         return InputSpec(self.geometry, **fields)
@@ -206,9 +214,13 @@ class Dataset:
 
 
 def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: str = "auto",
-                 downsample: int = 1) -> Dataset:
-    """The sequences of `split` under `root`, with the protocol that scores them (scale x `downsample`)."""
+                 downsample: int = 1, event_downscale: str = "auto") -> Dataset:
+    """The sequences of `split` under `root`, with the protocol that scores them (scale x `downsample`) and the
+    `event_downscale` rule ("auto": what RVT's stored windows were made with, else "bin")."""
     root = Path(root)
+    if event_downscale not in ("auto", *EVENT_DOWNSCALE_RULES):
+        raise ConfigError(f"data.event_downscale must be one of {('auto', *EVENT_DOWNSCALE_RULES)}, got "
+                          f"{event_downscale!r}")
     if not root.is_dir():
         raise ConfigError(f"{root}: dataset folder not found")
     if layout == "auto":
@@ -228,6 +240,7 @@ def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: s
         if not folders:
             raise ConfigError(f"{root}: no rvt sequences in split {split!r}")
         chosen, downsample = _rvt_protocol(folders[0], protocol, downsample)
+        event_downscale = _rvt_downscale(folders[0], downsample, event_downscale)
         sequences = [_rvt_sequence(path, RVT_SEQUENCE_LENGTH.get(chosen.name, 1)) for path in folders]
     else:
         raise ConfigError(f"unknown dataset layout {layout!r}")
@@ -236,7 +249,7 @@ def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: s
     chosen = chosen.downsampled(downsample)
     if layout == "rvt":  # RVT's label container clamps every box to [0, W-1] x [0, H-1] at the stored size
         chosen = dataclasses.replace(chosen, clip="last_pixel")
-    return Dataset(root, layout, chosen, sequences)
+    return Dataset(root, layout, chosen, sequences, "bin" if event_downscale == "auto" else event_downscale)
 
 
 def detect_layout(root: Path) -> str:
@@ -382,6 +395,17 @@ def _rvt_protocol(folder: Path, protocol: str, downsample: int) -> tuple[Protoco
         raise ConfigError(f"{folder}: the stored histograms are at 1/{factor} resolution; data.downsample "
                           f"{downsample} cannot change that")
     return chosen, factor
+
+
+def _rvt_downscale(folder: Path, factor: int, event_downscale: str) -> str:
+    """The downscale rule of RVT windows stored at 1/`factor` of the sensor: RVT's own (RVT_DOWNSCALE_RULE) when
+    they are reduced, refusing another; at full resolution the rule changes nothing and stays as asked."""
+    if factor == 1:
+        return event_downscale
+    if event_downscale not in ("auto", RVT_DOWNSCALE_RULE):
+        raise ConfigError(f"{folder}: RVT's stored windows are halved by sampling (event_downscale "
+                          f"{RVT_DOWNSCALE_RULE}); data.event_downscale {event_downscale!r} cannot change that")
+    return RVT_DOWNSCALE_RULE
 
 
 def _rvt_sequence(folder: Path, sequence_length: int) -> Sequence:
