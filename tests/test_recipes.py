@@ -5,10 +5,12 @@ Sizes are cut by overrides only (steps, batch, clip length, threads; the 1 Mpx t
 downsampling), so the network, inputs, histogram rule and benchmark are the recipe's own. Gen1 runs on RVT's peer
 fixture in both forms: the Gen1 tree RVT's preprocessing read (*_td.dat + *_bbox.npy) and RVT's preprocessed
 output; 1 Mpx on a 1280x720 Prophesee tree and on RVT's stored 640x360 windows; DSEC-Det on a DSEC-Det root.
+The 1 Mpx recipe's inputs of a real 1280x720 recording are RVT's own histograms (tests/fixtures/rvt_gen4).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,17 @@ import pytest
 from test_rvt_dataset import _rvt_folder
 
 from flexdet.cli import main
+from flexdet.data.boxes import BOX_DTYPE
+from flexdet.data.events import EVENT_DTYPE
+from flexdet.data.writers import write_boxes, write_dat
+from flexdet.errors import ConfigError
 from flexdet.models.checkpoint import load_model, read_training_checkpoint
 from flexdet.training.config import load_train_config, recipe_names
+from flexdet.training.datasets import open_dataset
+from flexdet.training.trainer import training_input_spec
 
 PEERS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "peers" / "rvt_preprocessed_gen1"
+GEN4 = Path(__file__).parent / "fixtures" / "rvt_gen4" / "gen4_histograms.npz"
 TINY = ["optim.steps=2", "data.batch_size=2", "data.clip_steps=2", "run.threads=1", "run.progress=false",
         "run.checkpoint_every=2"]
 BASE_WIDTHS = [64, 128, 256, 512]  # RVT-B
@@ -49,6 +58,7 @@ def test_gen1_recipe_trains_on_a_gen1_tree_and_on_rvt_preprocessed_data(form, tm
     spec = loaded.spec
     assert (spec.size, spec.window_us, spec.bins, spec.time_norm, spec.end_inclusive) == (
         (304, 240), 50_000, 10, "events", True)
+    assert spec.geometry.event_downscale == "bin"  # full resolution: no downscale rule to choose
     recipe = payload["config"]
     assert recipe["optim"]["lr"] == pytest.approx(2e-4) and recipe["optim"]["weight_decay"] == 0.0
     assert recipe["optim"]["warmup_pct"] == pytest.approx(0.005) and recipe["data"]["clip_end"] == "labelled"
@@ -57,6 +67,7 @@ def test_gen1_recipe_trains_on_a_gen1_tree_and_on_rvt_preprocessed_data(form, tm
 def test_1mpx_recipe_trains_on_a_1280x720_prophesee_tree(tmp_path):
     recipe = load_train_config(preset="1mpx")
     assert (recipe.data.downsample, recipe.data.batch_size, recipe.data.clip_steps) == (2, 24, 5)
+    assert recipe.data.event_downscale == "nearest_exact"  # RVT's halving
     data = tmp_path / "mpx"
     assert main(["synth", "--out", str(data), "--preset", "gen1", "--layout", "gen1", "--size", "1280x720",
                  "--sequences", "1", "--duration", "0.3", "--split", "1,0,0", "--workers", "1", "--seed", "0"]) == 0
@@ -68,6 +79,8 @@ def test_1mpx_recipe_trains_on_a_1280x720_prophesee_tree(tmp_path):
     assert config.partition_split == 2 and config.num_classes == 3
     assert loaded.dataset["protocol"] == "1mpx" and loaded.classes == ["pedestrian", "two-wheeler", "car"]
     assert loaded.spec.size == (320, 180) and loaded.spec.time_norm == "events"
+    # the checkpoint's specification (what eval, export and demo read) carries the recipe's downscale rule
+    assert loaded.spec.geometry.event_downscale == "nearest_exact" and loaded.spec.geometry.samples_events
     assert payload["config"]["optim"]["lr"] == pytest.approx(3.46e-4)
 
 
@@ -77,6 +90,48 @@ def test_1mpx_recipe_trains_on_rvt_preprocessed_1mpx(tmp_path):
     loaded, _ = train_tiny("1mpx", tmp_path / "rvt", tmp_path / "run", "data.train_split=test")
     assert loaded.dataset["layout"] == "rvt" and loaded.dataset["protocol"] == "1mpx"
     assert loaded.spec.size == (640, 360) and loaded.model.config.widths == BASE_WIDTHS
+    assert loaded.spec.geometry.event_downscale == "nearest_exact"  # what RVT's stored windows are
+
+
+def test_1mpx_recipe_inputs_of_a_prophesee_recording_are_rvts_histograms_bit_for_bit(tmp_path):
+    """The recipe's dataset and input specification (as the trainer builds them) turn a real 1280x720 recording,
+    written as a Prophesee 1 Mpx tree, into the histograms RVT's preprocessing stored for it."""
+    fixture = np.load(GEN4)
+    events = np.zeros(len(fixture["t"]), EVENT_DTYPE)
+    for name in "txyp":
+        events[name] = fixture[name]
+    (tmp_path / "train").mkdir()
+    write_dat(tmp_path / "train" / "rec_td.dat", events, 1280, 720)
+    write_boxes(tmp_path / "train" / "rec_bbox.npy", np.zeros(0, BOX_DTYPE))
+    config = load_train_config(preset="1mpx")
+    data = config.data
+    dataset = open_dataset(tmp_path, "train", data.layout, data.protocol, data.downsample, data.event_downscale)
+    try:
+        assert (dataset.layout, dataset.protocol.name) == ("gen1", "1mpx")
+        spec = training_input_spec(config, dataset, dual_windows=False)
+        for window_ms in (50, 20):
+            ends, want = fixture[f"ends_us_{window_ms}ms"], fixture[f"hist_{window_ms}ms"]
+            assert want.any()
+            got = dataset.sequences[0].model_inputs(spec.replace(window_us=window_ms * 1000), ends - window_ms * 1000,
+                                                    ends)
+            np.testing.assert_array_equal(got, want)
+        binned = dataset.sequences[0].model_inputs(
+            spec.replace(geometry=dataclasses.replace(spec.geometry, event_downscale="bin")), ends - 20_000, ends)
+        assert not np.array_equal(binned, want)  # the rule matters on this recording
+    finally:
+        dataset.close()
+
+
+def test_data_event_downscale_refuses_unknown_rules_and_contradicting_rvt_data(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="data.event_downscale .*'area'") as error:
+        load_train_config(preset="1mpx", overrides=["data.event_downscale=area"])
+    assert "\n" not in str(error.value)
+    _rvt_folder(tmp_path / "rvt", "seq_a", 360, 640, np.arange(1, 13) * 50_000, [5, 7, 9, 11])
+    capsys.readouterr()
+    assert main(["train", "--preset", "1mpx", "--data", str(tmp_path / "rvt"), "--out", str(tmp_path / "run"),
+                 *TINY, "data.train_split=test", "data.event_downscale=bin"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "data.event_downscale 'bin' cannot change that" in message
 
 
 def test_dsec_det_recipe_trains_fusion_with_dual_windows_on_a_dsec_det_root(tmp_path):
