@@ -89,7 +89,11 @@ def test_bad_model_names_and_rates_are_clean_errors(tmp_path, capsys):
 
 
 def test_model_names_choose_recurrence_multi_rate_fal_and_seed():
-    assert ModelName.parse("fusion-s5+mr+fal") == ModelName("fusion", True, True, True)
+    assert ModelName.parse("fusion-s5+fal") == ModelName("fusion", True, False, True)
+    assert ModelName.parse("events+mr") == ModelName("events", False, True, False)
+    for wrong in ("fusion-s5+mr+fal", "frames-s5", "fusion+mr+mr", "fusion-lstm"):
+        with pytest.raises(ConfigError, match=wrong.replace("+", r"\+")):
+            ModelName.parse(wrong)
     assert ModelName.parse("events") == ModelName("events", False, False, False)
     plain = model_config("quick", "fusion", (20.0, 180.0), [])
     s5 = model_config("quick", "fusion-s5+mr", (45.0, 20.0, 180.0), ["optim.steps=9"], seed=3)

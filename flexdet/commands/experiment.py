@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="frequency", help="synthetic data preset (flexdet/configs/synth)")
     parser.add_argument("--data", help="use this existing synthetic dataset instead of generating one")
     parser.add_argument("--models", default="events,frames,fusion,fusion+fal",
-                        help="comma-separated <events|frames|fusion>[-s5][+mr][+fal]: -s5 the S5 recurrence, +mr "
+                        help="comma-separated <events|frames|fusion>[-s5][+mr|+fal]: -s5 the S5 recurrence, +mr "
                              "multi-rate clips, +fal frequency-adjusted labels (e.g. fusion,fusion-s5+mr)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds; the table shows the mean "
                                                      "and spread")

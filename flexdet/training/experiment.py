@@ -2,7 +2,7 @@
 (fast objects) from 20 Hz labels, each evaluated as a continuous stream at 20, 45, 90 and 180 Hz against the
 exact dense ground truth.
 
-Models are named `<inputs>[-s5][+mr][+fal]`: inputs events, frames or fusion; `-s5` the S5 state-space
+Models are named `<inputs>[-s5][+mr|+fal]`: inputs events, frames or fusion; `-s5` the S5 state-space
 recurrence instead of the ConvLSTM (SSM); `+mr` multi-rate training (clips at every evaluation rate, sparse labels
 only, each random clip ending on a label instant); `+fal` frequency-adjusted labels (teacher, pseudo labels,
 student). Budget: every model gets `optim.steps` optimiser steps of the budget recipe (configs/train/
@@ -33,7 +33,7 @@ TARGET_DROP_AP = 2.0  # the issue's bar: 20 -> 180 Hz drop at most 2 AP, 20 Hz A
 
 @dataclass(frozen=True)
 class ModelName:
-    """A parsed `<inputs>[-s5][+mr][+fal]`."""
+    """A parsed `<inputs>[-s5][+mr|+fal]`."""
 
     inputs: str
     s5: bool
@@ -45,9 +45,11 @@ class ModelName:
         base, *flags = name.split("+")
         inputs, _, recurrence = base.partition("-")
         if inputs not in INPUTS or recurrence not in ("", "s5") or set(flags) - set(FLAGS) or \
-                len(set(flags)) != len(flags) or (inputs == "frames" and (recurrence or flags)):
-            raise ConfigError(f"model {name!r}: expected <{'|'.join(INPUTS)}>[-s5][+mr][+fal] (frames alone has no "
-                              f"recurrence to change), e.g. fusion-s5+mr; the defaults are {', '.join(MODELS)}")
+                len(set(flags)) != len(flags) or (inputs == "frames" and (recurrence or flags)) or \
+                {"mr", "fal"} <= set(flags):
+            raise ConfigError(f"model {name!r}: expected <{'|'.join(INPUTS)}>[-s5][+mr|+fal] (frames alone has no "
+                              f"recurrence to change; FAL streams at its own rate, so +mr and +fal do not combine), "
+                              f"e.g. fusion-s5+mr; the defaults are {', '.join(MODELS)}")
         return cls(inputs, recurrence == "s5", "mr" in flags, "fal" in flags)
 
 
