@@ -4,6 +4,7 @@ are scored on their own windows, and evaluation, training and the converted RVT 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def test_sequences_start_where_rvts_evaluation_starts_them(tmp_path, size, bench
                 open_dataset(tmp_path, "test", downsample=4)
             with pytest.raises(ConfigError, match="halved by sampling .*'bin' cannot change that"):
                 open_dataset(tmp_path, "test", event_downscale="bin")
+            binned = dataset.input_spec(bins=10)
+            binned = binned.replace(geometry=dataclasses.replace(binned.geometry, event_downscale="bin"))
+            with pytest.raises(ConfigError, match="reduced by sampling .* binned"):  # a model trained on x // 2
+                sequence.model_inputs(binned, starts[:1], ends_streamed[:1])
         else:  # full resolution: either rule is the identity, kept as asked
             full = open_dataset(tmp_path, "test", event_downscale="nearest_exact")
             assert full.geometry.event_downscale == "nearest_exact" and not full.geometry.samples_events

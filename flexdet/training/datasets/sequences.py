@@ -440,6 +440,10 @@ def _stored_histograms(recording, starts: np.ndarray, ends: np.ndarray, spec: In
         raise ConfigError(f"{recording.path}: RVT's stored windows are RVT histograms (time_norm=events, "
                           f"end_inclusive) but this input specification asks for time_norm={spec.time_norm}, "
                           f"end_inclusive={spec.end_inclusive}: evaluate this model on the raw recordings")
+    if spec.geometry.scale > 1 and spec.geometry.event_downscale != RVT_DOWNSCALE_RULE:
+        raise ConfigError(f"{recording.path}: RVT's stored windows are reduced by sampling (event_downscale "
+                          f"{RVT_DOWNSCALE_RULE}) but this model's inputs were binned ({spec.geometry.event_downscale}): "
+                          "evaluate it on the raw recordings")
     if spec.dual_windows or np.any(ends - starts != recording.window_us):
         raise ConfigError(f"{recording.path}: RVT data stores {recording.window_us} µs windows only "
                           f"(rate {1e6 / recording.window_us:g} Hz, one view); other windows were asked for")
