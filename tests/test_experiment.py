@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -21,6 +22,7 @@ from flexdet.training.experiment import (
     mean_rows,
     model_config,
     run_frequency,
+    training_seconds,
     write_frequency,
 )
 
@@ -133,7 +135,7 @@ def test_run_frequency_end_to_end_on_tiny_data(tmp_path):
 
     data = tiny_dataset(tmp_path / "data")
     tiny = ["data.downsample=2", "data.batch_size=2", "data.clip_steps=2", "run.threads=1", "optim.steps=4",
-            "fal.student.steps=2", "fal.confidence_threshold=0.0"]
+            "fal.student.steps=2", "fal.confidence_threshold=0.0", "run.log_every=1"]
     options = FrequencyOptions(models=("events-s5+mr", "fusion+fal"), rates_hz=(20.0, 60.0), overrides=tiny,
                                data=str(data), progress=False, ablations=True)
     rows = run_frequency(tmp_path / "out", options)
@@ -155,3 +157,8 @@ def test_run_frequency_end_to_end_on_tiny_data(tmp_path):
     assert regime["step"] == 4  # the whole budget, where the compared FAL teacher gets 4 - 2
     for path in data.glob("train/*/object_detections/left/pseudo_tracks.npy"):
         assert np.load(path)["t"].size >= np.load(path.with_name("tracks.npy"))["t"].size
+    # a rerun reuses the trained run and its scores, and still reports what they cost
+    again = run_frequency(tmp_path / "out", dataclasses.replace(options, models=("events-s5+mr",), ablations=False))
+    assert again == [r for r in rows if r["model"] == "events-s5+mr"]
+    cache = json.loads((tmp_path / "out" / "events-s5_mr" / "checkpoints" / "frequency_eval.json").read_text())
+    assert cache["seconds"] > 0 and training_seconds([tmp_path / "out" / "events-s5_mr"]) > 0

@@ -149,21 +149,23 @@ def run_frequency(out: str | Path, options: FrequencyOptions | None = None) -> l
             else:
                 to_evaluate = [(train_or_reuse(config, data, run), rows, model)]
                 extra["curves"][f"{model} seed {seed}"] = run
-            timings[f"train {model} seed {seed}"] = time.perf_counter() - tick
-            tick = time.perf_counter()
+            folders = [run / "teacher", run / "student"] if ModelName.parse(model).fal else [run]
+            timings[f"train {model} seed {seed}"] = max(time.perf_counter() - tick, training_seconds(folders))
+            timings[f"eval {model} seed {seed}"] = 0.0
             for checkpoint, into, label in to_evaluate:
-                into += [{"model": label, "seed": seed, **row}
-                         for row in evaluate_or_reuse(checkpoint, data, options.rates_hz, options.progress)]
-            timings[f"eval {model} seed {seed}"] = time.perf_counter() - tick
+                scored, seconds = evaluate_or_reuse(checkpoint, data, options.rates_hz, options.progress)
+                into += [{"model": label, "seed": seed, **row} for row in scored]
+                timings[f"eval {model} seed {seed}"] += seconds
     timings["total"] = time.perf_counter() - started
     write_frequency(out, rows, options, timings, extra)
     return rows
 
 
-def evaluate_or_reuse(checkpoint: Path, data: Path, rates_hz: tuple[float, ...], progress: bool) -> list[dict]:
-    """Stream AP / AP50 of a checkpoint on the test split at each rate; kept beside the checkpoint
-    (`frequency_eval.json`, keyed by its size, mtime and the rates) so a rerun of the experiment scores only
-    what changed."""
+def evaluate_or_reuse(checkpoint: Path, data: Path, rates_hz: tuple[float, ...], progress: bool
+                      ) -> tuple[list[dict], float]:
+    """Stream AP / AP50 of a checkpoint on the test split at each rate, and the seconds that took; kept beside the
+    checkpoint (`frequency_eval.json`, keyed by its size, mtime and the rates) so a rerun of the experiment scores
+    only what changed."""
     import json
 
     from flexdet.training.evaluate import evaluate_checkpoint
@@ -174,11 +176,28 @@ def evaluate_or_reuse(checkpoint: Path, data: Path, rates_hz: tuple[float, ...],
     if cache.is_file():
         stored = json.loads(cache.read_text())
         if stored.get("key") == key:
-            return stored["rows"]
+            return stored["rows"], float(stored.get("seconds", 0.0))
+    tick = time.perf_counter()
     rows = [{"rate_hz": row["rate_hz"], "AP": row["AP"], "AP50": row["AP50"]}
             for row in evaluate_checkpoint(checkpoint, data, rates_hz, "stream", None, "test", None, progress)]
-    atomic_write_text(cache, json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
-    return rows
+    seconds = time.perf_counter() - tick
+    atomic_write_text(cache, json.dumps({"key": key, "rows": rows, "seconds": seconds}, indent=1) + "\n")
+    return rows, seconds
+
+
+def training_seconds(runs: list[Path]) -> float:
+    """Wall time the runs' training took, from their TensorBoard logs (first to last logged loss), so a run
+    reused from an earlier invocation still reports what it cost."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    total = 0.0
+    for run in runs:
+        logs = EventAccumulator(str(Path(run) / "tb"), size_guidance={"scalars": 0})
+        logs.Reload()
+        if "loss/total" in logs.Tags().get("scalars", []):
+            events = logs.Scalars("loss/total")
+            total += events[-1].wall_time - events[0].wall_time
+    return total
 
 
 def fal_ablations(config, teacher: Path, data: Path, out: Path, options: FrequencyOptions) -> list[tuple[str, Path]]:
@@ -245,7 +264,9 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
     if extra.get("curves"):
         plot_learning_curves(out / "learning_curves.png", extra["curves"])
         sections += "\n## Learning curves\nTraining loss (total) per logged step:\n\n![curves](learning_curves.png)\n"
-    times = "\n".join(f"- {name}: {seconds / 60:.1f} min" for name, seconds in timings.items())
+    times = ("Training and evaluation times are each run's own (its log and evaluation cache), also for runs reused "
+             "from an earlier invocation; `total` is this invocation's.\n\n"
+             + "\n".join(f"- {name}: {seconds / 60:.1f} min" for name, seconds in timings.items()))
     checks = "\n".join(f"- {line}" for line in expectations(means))
     atomic_write_text(out / "README.md", (
         "# flexdet experiment frequency\n\n"
