@@ -310,8 +310,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         raise ConfigError(f"{dataset.root}: the model's input is {spec.size[0]}x{spec.size[1]} but this dataset is "
                           f"scored at {dataset.geometry.size[0]}x{dataset.geometry.size[1]} (data.downsample?)")
     runner = StreamRunner(model, spec, dataset.protocol)
-    if protocol_kind != "interframe" and dataset.stream_rates(rates_hz) != [float(r) for r in rates_hz]:
-        rates_hz = dataset.stream_rates(rates_hz)
+    streamable = dataset.stream_rates(rates_hz)
+    if protocol_kind != "interframe" and streamable != [float(r) for r in rates_hz]:
+        rates_hz = streamable
         print(f"{dataset.root}: stored windows only, evaluated at {', '.join(f'{r:g}' for r in rates_hz)} Hz",
               file=sys.stderr)
     dense = protocol_kind == "stream" and all(s.dense is not None for s in dataset.sequences)

@@ -141,16 +141,16 @@ def run_frequency(out: str | Path, options: FrequencyOptions | None = None) -> l
                 quality = pseudo_label_quality(data, config.data.train_split, config.fal.factor)
                 extra["pseudo"].append({"model": model, "seed": seed, **quality})
                 to_evaluate = [(chain.student, rows, model), (chain.teacher, extra["teacher"], model)]
-                extra["curves"][f"{model} seed {seed}: teacher"] = run / "teacher"
-                extra["curves"][f"{model} seed {seed}: student"] = run / "student"
+                trained = {f"{model} seed {seed}: {part}": run / part for part in ("teacher", "student")}
                 if options.ablations and model == "fusion+fal" and seed == options.seeds[0]:
                     to_evaluate += [(checkpoint, extra["ablations"], name)
                                     for name, checkpoint in fal_ablations(config, chain.teacher, data, out, options)]
             else:
                 to_evaluate = [(train_or_reuse(config, data, run), rows, model)]
-                extra["curves"][f"{model} seed {seed}"] = run
-            folders = [run / "teacher", run / "student"] if ModelName.parse(model).fal else [run]
-            timings[f"train {model} seed {seed}"] = max(time.perf_counter() - tick, training_seconds(folders))
+                trained = {f"{model} seed {seed}": run}
+            extra["curves"].update(trained)
+            timings[f"train {model} seed {seed}"] = max(time.perf_counter() - tick,
+                                                        training_seconds(list(trained.values())))
             timings[f"eval {model} seed {seed}"] = 0.0
             for checkpoint, into, label in to_evaluate:
                 scored, seconds = evaluate_or_reuse(checkpoint, data, options.rates_hz, options.progress)
@@ -185,19 +185,19 @@ def evaluate_or_reuse(checkpoint: Path, data: Path, rates_hz: tuple[float, ...],
     return rows, seconds
 
 
+def logged_losses(run: Path) -> list:
+    """The total training loss a run logged to TensorBoard (events with step, value and wall_time; [] without)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = EventAccumulator(str(Path(run) / "tb"), size_guidance={"scalars": 0})
+    logs.Reload()
+    return logs.Scalars("loss/total") if "loss/total" in logs.Tags().get("scalars", []) else []
+
+
 def training_seconds(runs: list[Path]) -> float:
     """Wall time the runs' training took, from their TensorBoard logs (first to last logged loss), so a run
     reused from an earlier invocation still reports what it cost."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    total = 0.0
-    for run in runs:
-        logs = EventAccumulator(str(Path(run) / "tb"), size_guidance={"scalars": 0})
-        logs.Reload()
-        if "loss/total" in logs.Tags().get("scalars", []):
-            events = logs.Scalars("loss/total")
-            total += events[-1].wall_time - events[0].wall_time
-    return total
+    return sum(events[-1].wall_time - events[0].wall_time for events in map(logged_losses, runs) if events)
 
 
 def fal_ablations(config, teacher: Path, data: Path, out: Path, options: FrequencyOptions) -> list[tuple[str, Path]]:
@@ -297,7 +297,6 @@ def plot_learning_curves(path: Path, runs: dict[str, Path]) -> None:
     """PNG of the logged total training loss against step for each run folder's TensorBoard log."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from flexdet.atomic import atomic_path
 
@@ -306,11 +305,9 @@ def plot_learning_curves(path: Path, runs: dict[str, Path]) -> None:
     axis = figure.subplots()
     plotted = False
     for label, run in runs.items():
-        logs = EventAccumulator(str(Path(run) / "tb"), size_guidance={"scalars": 0})
-        logs.Reload()
-        if "loss/total" not in logs.Tags().get("scalars", []):
+        events = logged_losses(run)
+        if not events:
             continue
-        events = logs.Scalars("loss/total")
         axis.plot([e.step for e in events], [e.value for e in events], label=label, linewidth=1)
         plotted = plotted or len(events) > 1
     axis.set_xlabel("optimiser step")

@@ -16,9 +16,10 @@ import numpy as np
 import yaml
 
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.data.geometry import EVENT_DOWNSCALE_RULES, Geometry
+from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError, FlexdetError, FormatError
+from flexdet.training.config import EVENT_DOWNSCALES
 from flexdet.training.protocols import Protocol, get_protocol
 
 # RVT's dataset.sequence_length (config/experiment/<dataset>/default.yaml): its streaming evaluation starts a
@@ -218,9 +219,8 @@ def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: s
     """The sequences of `split` under `root`, with the protocol that scores them (scale x `downsample`) and the
     `event_downscale` rule ("auto": what RVT's stored windows were made with, else "bin")."""
     root = Path(root)
-    if event_downscale not in ("auto", *EVENT_DOWNSCALE_RULES):
-        raise ConfigError(f"data.event_downscale must be one of {('auto', *EVENT_DOWNSCALE_RULES)}, got "
-                          f"{event_downscale!r}")
+    if event_downscale not in EVENT_DOWNSCALES:
+        raise ConfigError(f"data.event_downscale must be one of {EVENT_DOWNSCALES}, got {event_downscale!r}")
     if not root.is_dir():
         raise ConfigError(f"{root}: dataset folder not found")
     if layout == "auto":
