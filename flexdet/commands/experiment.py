@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/frequency", help="output folder")
     parser.add_argument("--budget", default="quick", choices=("quick", "medium", "full"),
                         help="training budget per model: quick (400 steps, ~6 min a model on a 2-core CPU), medium "
-                             "(1200 steps, ~75 min for the four default models there) or full (GPU)")
+                             "(1200 steps, ~25 min a model with one thread there) or full (GPU)")
     parser.add_argument("--preset", default="frequency", help="synthetic data preset (flexdet/configs/synth)")
     parser.add_argument("--data", help="use this existing synthetic dataset instead of generating one")
     parser.add_argument("--models", default="events,frames,fusion,fusion+fal",
