@@ -9,8 +9,9 @@ import numpy as np
 
 from flexdet.errors import ConfigError
 
-FRAME_RESIZE_RULES = ("area", "nearest")
-EVENT_DOWNSCALE_RULES = ("bin", "nearest_exact")
+FRAME_RESIZE_RULES = ("area", "nearest", "cubic")
+EVENT_DOWNSCALE_RULES = ("bin", "nearest_exact", "integrate_fire")
+_RESIZE_FLAGS = {"area": "INTER_AREA", "nearest": "INTER_NEAREST", "cubic": "INTER_CUBIC"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,10 @@ class Geometry:
     the odd rows and columns at scale 2), i.e. the full-resolution histogram subsampled, as RVT halves
     1 Mpx (`event_representations_ds2_nearest`). Time bins normalised by the window's events
     (time_norm "events") then still come from all the window's events, as RVT's full-resolution ones.
-    Frames: cropped, then resized to the input size with `frame_resize` (OpenCV area or nearest).
+    "integrate_fire": the recording's events were halved beforehand by integrate-and-fire over the whole
+    stream (DAGr's rule, FlexEvent's `events_2x.h5`; stateful, so no window can do it alone): they arrive in
+    input coordinates and only the rows below the crop are dropped.
+    Frames: cropped, then resized to the input size with `frame_resize` (OpenCV area, nearest or bicubic).
     Boxes come back to sensor pixels by multiplying by `scale` (the crop keeps the top rows: no offset).
     """
 
@@ -79,6 +83,8 @@ class Geometry:
         if self.is_identity:
             return events
         width, height = self.size
+        if self.event_downscale == "integrate_fire":
+            return events[(events["x"] < width) & (events["y"] < height)]
         out = self.cropped(events)
         if self.samples_events:
             centre = self.scale // 2
@@ -97,8 +103,7 @@ class Geometry:
         width, height = self.size
         if cropped.shape[1] == width and cropped.shape[0] == height:
             return np.ascontiguousarray(cropped)
-        rule = cv2.INTER_AREA if self.frame_resize == "area" else cv2.INTER_NEAREST
-        return cv2.resize(cropped, (width, height), interpolation=rule)
+        return cv2.resize(cropped, (width, height), interpolation=getattr(cv2, _RESIZE_FLAGS[self.frame_resize]))
 
     def boxes_to_sensor(self, xyxy: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy input pixels -> sensor pixels."""

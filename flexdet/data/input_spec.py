@@ -18,6 +18,7 @@ from flexdet.data.geometry import Geometry
 from flexdet.errors import ConfigError
 
 TIME_NORMS = ("window", "events")
+SUB_WINDOWS = ("last_half", "hashed")
 FRAME_RULES = ("latest_at_start",)
 EVENT_ENCODING = "stacked histogram counts saturated at `clip`, as float32 (no scaling)"
 FRAME_ENCODING = "RGB uint8 / 255 -> [0, 1]; ImageNet mean/std applied inside the network"
@@ -33,8 +34,13 @@ class InputSpec:
     last event (RVT; with the geometry's "nearest_exact" downscale, of all the window's events in the kept
     sensor rows, sampled or not, as RVT's full-resolution histogram has them). `window_us` is the window a
     stream at the trained rate uses; any other window length can be asked for. With `dual_windows` a second
-    histogram of the half window nearest the prediction instant follows on the channel axis. The frame paired
-    with a window is the latest one at or before its start.
+    histogram of a sub-window follows on the channel axis: `sub_window` "last_half", the half nearest the
+    prediction instant (flexdet), or "hashed", FlexEvent's: round(ratio * length) long at an offset drawn from
+    blake2b of (seed, sequence name, window start, window end), so a window always gets the same sub-window.
+    `end_grid_us` (0: off): a window ends at the last multiple of it, counted from the recording's time origin
+    (DSEC's t_offset), at or before its end, in both views (the sub-window is still placed in the uncut window):
+    FlexEvent reads DSEC through the per-millisecond index ms_to_idx (1000), which leaves out the window's last
+    partial millisecond. The frame paired with a window is the latest one at or before its start.
     """
 
     geometry: Geometry
@@ -44,6 +50,10 @@ class InputSpec:
     end_inclusive: bool = False
     window_us: int = 50_000
     dual_windows: bool = False
+    sub_window: str = "last_half"
+    sub_window_ratio: float = 0.5
+    sub_window_seed: int = 42
+    end_grid_us: int = 0
     representation: str = "stacked_histogram"
     frame_rule: str = "latest_at_start"
     event_encoding: str = EVENT_ENCODING
@@ -56,12 +66,16 @@ class InputSpec:
             self.geometry = from_dict(Geometry, self.geometry, source="input.geometry")
         if self.representation != "stacked_histogram":
             raise ConfigError(f"input.representation {self.representation!r}: only stacked_histogram is supported")
-        for name, low, high in (("bins", 1, 1024), ("clip", 1, 255), ("window_us", 1, 1 << 40)):
+        for name, low, high in (("bins", 1, 1024), ("clip", 1, 255), ("window_us", 1, 1 << 40),
+                                ("end_grid_us", 0, 1 << 40)):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or not low <= int(value) <= high:
                 raise ConfigError(f"input.{name} must be a whole number in [{low}, {high}], got {value!r}")
         if self.time_norm not in TIME_NORMS:
             raise ConfigError(f"input.time_norm must be one of {TIME_NORMS}, got {self.time_norm!r}")
+        if self.sub_window not in SUB_WINDOWS or not 0 < float(self.sub_window_ratio) <= 1:
+            raise ConfigError(f"input.sub_window must be one of {SUB_WINDOWS} with sub_window_ratio in (0, 1], got "
+                              f"{self.sub_window!r}, {self.sub_window_ratio!r}")
         if self.frame_rule not in FRAME_RULES:
             raise ConfigError(f"input.frame_rule must be one of {FRAME_RULES}, got {self.frame_rule!r}")
 
@@ -89,12 +103,14 @@ class InputSpec:
         return dataclasses.replace(self, **changes)
 
     # ----- the one input builder -----
-    def model_inputs(self, events: np.ndarray, starts, ends, backwards: bool = False) -> np.ndarray:
+    def model_inputs(self, events: np.ndarray, starts, ends, backwards: bool = False, sequence: str = "",
+                     time_origin: int = 0) -> np.ndarray:
         """(N, channels, H, W) uint8 inputs of the windows [starts[i], ends[i]) from time-sorted sensor events.
 
         `backwards`: the windows are played in reverse time (time-reversed histograms; the dual half window is
-        then the first half, the one nearest the prediction instant in the reversed stream). Empty windows give
-        zeros.
+        then the first half, the one nearest the prediction instant in the reversed stream). `sequence`: the
+        recording's name, which the "hashed" sub-window draws its offset from. `time_origin`: the recording's
+        time origin, where `end_grid_us` counts from. Empty windows give zeros.
         """
         from flexdet.data.representations import RepresentationConfig, build_windows
         from flexdet.data.representations.reverse import reverse_histogram
@@ -114,13 +130,28 @@ class InputSpec:
         extra = 1 if self.end_inclusive else 0
         views = [(starts, ends)]
         if self.dual_windows:
-            half = (ends - starts) // 2
-            views.append((starts, starts + half) if backwards else (ends - half, ends))
+            views.append(self.sub_windows(starts, ends, backwards, sequence))
+        read_end = ends + extra
+        if self.end_grid_us:
+            read_end = time_origin + (read_end - time_origin) // self.end_grid_us * self.end_grid_us
         planes = []
         for lo, hi in views:
-            plane = build_windows(events, height, width, hi + extra, hi - lo + extra, config, timing=timing)
+            stop = np.minimum(hi + extra, read_end)
+            plane = build_windows(events, height, width, stop, np.maximum(stop - lo, 0), config, timing=timing)
             planes.append(reverse_histogram(plane, self.bins) if backwards else plane)
         return planes[0] if len(planes) == 1 else np.concatenate(planes, axis=1)
+
+    def sub_windows(self, starts: np.ndarray, ends: np.ndarray, backwards: bool = False, sequence: str = ""
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) of the second view's windows (see the class docstring)."""
+        if self.sub_window == "last_half":
+            half = (ends - starts) // 2
+            return (starts, starts + half) if backwards else (ends - half, ends)
+        lengths = ends - starts
+        sub = np.minimum(np.round(lengths * float(self.sub_window_ratio)).astype(np.int64), lengths)
+        offsets = np.array([hashed_offset(self.sub_window_seed, sequence, int(a), int(b), int(m))
+                            for a, b, m in zip(starts, ends, lengths - sub)], np.int64)
+        return starts + offsets, starts + offsets + sub
 
     # ----- frames and boxes -----
     def frame_index(self, frame_times: np.ndarray, t_start: int) -> int:
@@ -142,6 +173,17 @@ class InputSpec:
     def boxes_to_sensor(self, xyxy: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy input pixels -> sensor pixels."""
         return self.geometry.boxes_to_sensor(xyxy)
+
+
+def hashed_offset(seed: int, sequence: str, start: int, end: int, maximum: int) -> int:
+    """FlexEvent's sub-window offset in [0, maximum]: blake2b (8 bytes, little-endian) of
+    "seed\\0sequence\\0start\\0end" modulo maximum + 1 (data/dsec_utils/dsec_data.py)."""
+    import hashlib
+
+    if maximum <= 0:
+        return 0
+    digest = hashlib.blake2b(f"{seed}\0{sequence}\0{start}\0{end}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (maximum + 1)
 
 
 def identity_spec(height: int, width: int, **fields: Any) -> InputSpec:

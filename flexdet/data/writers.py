@@ -5,7 +5,9 @@ Every writer is atomic (see flexdet.atomic): a converted dataset never holds a h
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,31 +36,82 @@ def write_dsec_h5(path: os.PathLike[str] | str, events: np.ndarray, t_offset: in
     event's time. Compression is Blosc+ZSTD like DSEC ("none" writes uncompressed). Events must be
     sorted by time.
     """
+    with dsec_h5_writer(path, t_offset, width, height, compression, chunk=min(DSEC_CHUNK, max(1, len(events)))) \
+            as writer:
+        writer.append(events)
+
+
+@contextlib.contextmanager
+def dsec_h5_writer(path: os.PathLike[str] | str, t_offset: int | None = None, width: int | None = None,
+                   height: int | None = None, compression: str = "zstd", chunk: int = DSEC_CHUNK
+                   ) -> Iterator[DsecColumns]:
+    """`write_dsec_h5` chunk by chunk: yields a `DsecColumns` whose `append` takes consecutive time-sorted event
+    arrays; /t_offset and /ms_to_idx are written when the block ends, and the file appears under `path` only
+    then (atomic: an error inside the block leaves no file)."""
     import h5py
     import hdf5plugin
 
-    check_events(events, width, height, source=str(path))
-    t = events["t"].astype(np.int64)
-    if len(t) and np.any(np.diff(t) < 0):
-        raise ValueError(f"{path}: events must be sorted by time before writing")
-    offset = int(t[0]) if t_offset is None and len(t) else int(t_offset or 0)
-    rel = t - offset
-    if len(rel) and (rel[0] < 0 or rel[-1] > np.iinfo(np.uint32).max):
-        raise ValueError(f"{path}: times relative to t_offset={offset} do not fit DSEC's uint32 field")
     filters = {} if compression == "none" else dict(hdf5plugin.Blosc(cname=compression, clevel=5,
                                                                      shuffle=hdf5plugin.Blosc.SHUFFLE))
-    chunks = (min(DSEC_CHUNK, max(1, len(t))),)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            group = f.create_group("events")
-            for name, column in (("t", rel.astype(np.uint32)), ("x", events["x"].astype(np.uint16)),
-                                 ("y", events["y"].astype(np.uint16)), ("p", events["p"].astype(np.uint8))):
-                group.create_dataset(name, data=column, chunks=chunks, maxshape=(None,), **filters)
-            if width is not None and height is not None:
-                group.attrs["width"] = int(width)
-                group.attrs["height"] = int(height)
-            f.create_dataset("t_offset", data=np.int64(offset))
-            f.create_dataset("ms_to_idx", data=dsec_ms_to_idx(rel))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        group = f.create_group("events")
+        for name, dtype in (("t", np.uint32), ("x", np.uint16), ("y", np.uint16), ("p", np.uint8)):
+            group.create_dataset(name, shape=(0,), dtype=dtype, chunks=(int(chunk),), maxshape=(None,), **filters)
+        if width is not None and height is not None:
+            group.attrs["width"] = int(width)
+            group.attrs["height"] = int(height)
+        columns = DsecColumns(str(path), group, t_offset, width, height)
+        yield columns
+        f.create_dataset("t_offset", data=np.int64(columns.t_offset or 0))
+        f.create_dataset("ms_to_idx", data=columns.ms_to_idx())
+
+
+class DsecColumns:
+    """The /events columns of a DSEC file being written (`dsec_h5_writer`): appended chunk by chunk, with the
+    per-millisecond counts of `dsec_ms_to_idx` kept as they arrive."""
+
+    def __init__(self, source: str, group, t_offset: int | None, width: int | None, height: int | None) -> None:
+        self.source, self.group, self.width, self.height = source, group, width, height
+        self.t_offset = None if t_offset is None else int(t_offset)
+        self.num_events = 0
+        self._last_t: int | None = None
+        self._ms_counts = np.zeros(0, np.int64)  # events per millisecond of relative time
+
+    def append(self, events: np.ndarray) -> None:
+        """Add time-sorted events after those already written."""
+        check_events(events, self.width, self.height, source=self.source)
+        t = events["t"].astype(np.int64)
+        if not len(t):
+            return
+        if np.any(np.diff(t) < 0) or (self._last_t is not None and t[0] < self._last_t):
+            raise ValueError(f"{self.source}: events must be sorted by time before writing")
+        if self.t_offset is None:
+            self.t_offset = int(t[0])
+        rel = t - self.t_offset
+        if rel[0] < 0 or rel[-1] > np.iinfo(np.uint32).max:
+            raise ValueError(f"{self.source}: times relative to t_offset={self.t_offset} do not fit DSEC's uint32 "
+                             "field")
+        end = self.num_events + len(t)
+        for name, column in (("t", rel.astype(np.uint32)), ("x", events["x"].astype(np.uint16)),
+                             ("y", events["y"].astype(np.uint16)), ("p", events["p"].astype(np.uint8))):
+            self.group[name].resize((end,))
+            self.group[name][self.num_events:end] = column
+        ms = rel // 1000
+        if int(ms[-1]) >= len(self._ms_counts):
+            grown = np.zeros(max(int(ms[-1]) + 1, 2 * len(self._ms_counts)), np.int64)
+            grown[:len(self._ms_counts)] = self._ms_counts
+            self._ms_counts = grown
+        first = int(ms[0])
+        counts = np.bincount(ms - first)
+        self._ms_counts[first:first + len(counts)] += counts
+        self.num_events, self._last_t = end, int(t[-1])
+
+    def ms_to_idx(self) -> np.ndarray:
+        """`dsec_ms_to_idx` of everything appended: entry ms = number of events with relative t < ms * 1000."""
+        if self._last_t is None:
+            return np.zeros(1, dtype=np.uint64)
+        last_ms = (self._last_t - self.t_offset) // 1000
+        return np.concatenate(([0], np.cumsum(self._ms_counts[:last_ms + 1]))).astype(np.uint64)
 
 
 def write_dat(path: os.PathLike[str] | str, events: np.ndarray, width: int, height: int,

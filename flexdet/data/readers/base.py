@@ -20,6 +20,7 @@ class Recording:
     """
 
     format: str = ""
+    t_offset: int = 0  # the origin the file's times are stored from (DSEC: /t_offset); 0 where a format has none
 
     def __init__(self, path: Path, width: int | None, height: int | None,
                  size_source: str) -> None:

@@ -73,8 +73,12 @@ class WindowCache:
         width, height = self.spec.size
         shape = (len(ends), self.spec.channels, height, width)
         if self.cache_dir is not None:
-            rule = (f"{self.spec.time_norm}{'i' if self.spec.end_inclusive else ''}c{self.spec.clip}"
-                    f"{'ne' if self.spec.geometry.samples_events else ''}")
+            spec = self.spec
+            rule = (f"{spec.time_norm}{'i' if spec.end_inclusive else ''}c{spec.clip}"
+                    f"{'ne' if spec.geometry.samples_events else ''}"
+                    f"{'if' if spec.geometry.event_downscale == 'integrate_fire' else ''}"
+                    f"{f'h{spec.sub_window_seed}r{spec.sub_window_ratio:g}' if spec.sub_window == 'hashed' else ''}"
+                    f"{f'g{spec.end_grid_us}' if spec.end_grid_us else ''}")
             path = self.cache_dir / (f"{sequence.name}_{format_rate(rate_hz)}hz_{width}x{height}_"
                                      f"ch{self.spec.channels}_{rule}.npy")
             if path.is_file():

@@ -75,7 +75,7 @@ class Sequence:
         self.frame_dir = frame_dir
         self.dense = dense
         self.stored = stored
-        self._recording = None
+        self._recordings: dict[Path, object] = {}
         self._frame_files: list[Path] | None = None
 
     @property
@@ -105,13 +105,20 @@ class Sequence:
             candidates.append(int(self.dense.boxes["t"][-1]))
         return max(candidates) if candidates else self.start_us
 
-    def recording(self):
-        """The open event recording (opened once, closed by `close`)."""
-        if self._recording is None:
+    def recording(self, geometry: Geometry | None = None):
+        """The open event recording (opened once, closed by `close`); for a `geometry` whose events are reduced
+        beforehand (event_downscale "integrate_fire"), the recording's reduced file instead, written on first use
+        (`flexdet.data.halved_events`)."""
+        from flexdet.data.halved_events import events_file
+
+        source = self.events_path if self.events_path is not None else self.path
+        if geometry is not None and self.stored is None:
+            source = events_file(source, geometry)
+        if source not in self._recordings:
             from flexdet.data.readers import open_recording
 
-            self._recording = open_recording(self.events_path if self.events_path is not None else self.path)
-        return self._recording
+            self._recordings[source] = open_recording(source)
+        return self._recordings[source]
 
     def model_inputs(self, spec: InputSpec, starts: np.ndarray, ends: np.ndarray, backwards: bool = False
                      ) -> np.ndarray:
@@ -121,14 +128,14 @@ class Sequence:
 
         starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         ends = np.asarray(ends, dtype=np.int64).reshape(-1)
-        recording = self.recording()
+        recording = self.recording(spec.geometry)
         if isinstance(recording, RvtSequence):
             return _stored_histograms(recording, starts, ends, spec)
         width, height = spec.size
         if len(ends) == 0:
             return np.zeros((0, spec.channels, height, width), np.uint8)
         events = recording.read(int(starts.min()), int(ends.max()) + (1 if spec.end_inclusive else 0))
-        return spec.model_inputs(events, starts, ends, backwards)
+        return spec.model_inputs(events, starts, ends, backwards, sequence=self.name, time_origin=recording.t_offset)
 
     def frame(self, index: int, spec: InputSpec) -> np.ndarray:
         """Frame `index` as an input-sized HxWx3 uint8 RGB image."""
@@ -168,9 +175,9 @@ class Sequence:
         return bool(index < len(self.labels) and self.labels["t"][index] == t)
 
     def close(self) -> None:
-        if self._recording is not None:
-            self._recording.close()
-            self._recording = None
+        for recording in self._recordings.values():
+            recording.close()
+        self._recordings.clear()
 
 
 @dataclass
