@@ -56,7 +56,11 @@ def convert_rvt(path: os.PathLike[str] | str) -> ConvertedModel:
     or S5 stages), size (T/S/B) and dataset (gen1/gen4) from its weights (and its stored config, when it has
     one) and load it into a FlexDetector."""
     source = os.fspath(path)
-    payload = load_foreign_checkpoint(source)
+    return rvt_from_payload(source, load_foreign_checkpoint(source))
+
+
+def rvt_from_payload(source: str, payload: dict) -> ConvertedModel:
+    """`convert_rvt` on a checkpoint already read by `load_foreign_checkpoint`."""
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not any(k.startswith("mdl.backbone.") for k in state):
         raise CheckpointError(f"{source}: not an RVT checkpoint (no 'state_dict' with 'mdl.backbone.*' tensors)")
@@ -106,33 +110,42 @@ def _stored_config(payload: dict) -> dict:
 
 
 def _model_config(source: str, weights: dict[str, torch.Tensor], rvt_config: dict) -> tuple[ModelConfig, str]:
-    stem = _tensor(source, weights, "backbone.stages.0.downsample_cf2cl.conv.weight")
-    embed_dim, in_channels = int(stem.shape[0]), int(stem.shape[1])
-    if embed_dim not in SIZES:
-        raise CheckpointError(f"{source}: RVT embed_dim {embed_dim} is none of the released sizes {SIZES}")
     num_classes = int(_tensor(source, weights, "yolox_head.cls_preds.0.weight").shape[0])
     backbone = rvt_config.get("model", {}).get("backbone", {})
     dataset = rvt_config.get("dataset", {}).get("name") or NUM_CLASSES_TO_DATASET.get(num_classes)
     if dataset not in DATASETS or len(DATASETS[dataset][0]) != num_classes:
         raise CheckpointError(f"{source}: cannot tell the RVT dataset: {num_classes} classes, config says "
                               f"{dataset!r} (gen1 has 2 classes, gen4 3)")
-    depth = len({m.group(1) for k in weights if (m := re.match(r"fpn\.C3_p4\.m\.(\d+)\.", k))})
+    options = architecture_options(source, weights, backbone.get("stage", {}).get("attention", {}).get("dim_head"),
+                                   int(backbone.get("partition_split_32", DATASETS[dataset][3])))
     s5 = ssm.is_s5_vit(weights)
-    fc1 = _tensor(source, weights, "backbone.stages.0.att_blocks.0.att_window.mlp.net.0.0.weight")
     config = ModelConfig(
-        preset=f"{'s5vit' if s5 else 'rvt'}-{SIZES[embed_dim][-1].lower()}-{dataset}", num_classes=num_classes,
-        use_frames=False,
+        preset=f"{'s5vit' if s5 else 'rvt'}-{SIZES[options['widths'][0]][-1].lower()}-{dataset}", use_frames=False,
+        fuse_stages=[False] * 4, **options, **(ssm.SSM_OPTIONS if s5 else {}))
+    return config, dataset
+
+
+def architecture_options(source: str, weights: dict[str, torch.Tensor], head_dim: int | None,
+                         partition_split: int) -> dict[str, Any]:
+    """ModelConfig fields of RVT's MaxViTRNN + YOLOX PAFPN/head read from its tensors (RVT-layout keys without
+    'mdl.'): sizes, RVT's layer options and its post-processing. Shared by RVT, SSM and FlexEvent (whose event
+    branch, FPN and head are RVT's)."""
+    stem = _tensor(source, weights, "backbone.stages.0.downsample_cf2cl.conv.weight")
+    embed_dim, in_channels = int(stem.shape[0]), int(stem.shape[1])
+    if embed_dim not in SIZES:
+        raise CheckpointError(f"{source}: RVT embed_dim {embed_dim} is none of the released sizes {SIZES}")
+    depth = len({m.group(1) for k in weights if (m := re.match(r"fpn\.C3_p4\.m\.(\d+)\.", k))})
+    fc1 = _tensor(source, weights, "backbone.stages.0.att_blocks.0.att_window.mlp.net.0.0.weight")
+    return dict(
+        num_classes=int(_tensor(source, weights, "yolox_head.cls_preds.0.weight").shape[0]),
         use_events=True, in_channels=in_channels, widths=[embed_dim * m for m in (1, 2, 4, 8)],
-        attention_stages=[True] * 4,
-        head_dim=int(backbone.get("stage", {}).get("attention", {}).get("dim_head", HEAD_DIMS[embed_dim])),
-        mlp_ratio=int(fc1.shape[0]) // embed_dim,
-        partition_split=int(backbone.get("partition_split_32", DATASETS[dataset][3])),
+        attention_stages=[True] * 4, head_dim=int(head_dim or HEAD_DIMS[embed_dim]),
+        mlp_ratio=int(fc1.shape[0]) // embed_dim, partition_split=partition_split,
         stem_kernel=int(stem.shape[-1]), downsample_bias=False, position_conv=False, skip_first_norm=True,
-        spectral_stages=[False] * 4, fuse_stages=[False] * 4, neck_depth=depth, bn_eps=1e-5,
+        spectral_stages=[False] * 4, neck_depth=depth, bn_eps=1e-5,
         head_width=int(_tensor(source, weights, "yolox_head.stems.0.conv.weight").shape[0]),
         conf_thresh=CONF_THRESH, nms_thresh=NMS_THRESH, max_detections=0, clip_to_input=False,
-        postprocess_rule="rvt", **(ssm.SSM_OPTIONS if s5 else {}))
-    return config, dataset
+        postprocess_rule="rvt")
 
 
 def _sizes(config: ModelConfig) -> dict[int, str]:

@@ -30,6 +30,7 @@ class StepDetector:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.metadata = runtime.metadata
+        self.sequence = ""
         self._last_frame_time: int | None = None
 
     @property
@@ -41,8 +42,8 @@ class StepDetector:
         return list(self.metadata.classes)
 
     def reset(self) -> None:
-        """Start a new sequence (zero recurrent state, no frame yet)."""
-        self.runtime.reset()
+        """Start a new sequence named `self.sequence` (zero recurrent state, no frame yet)."""
+        self.runtime.reset(sequence=self.sequence)
         self._last_frame_time = None
 
     def warm_up(self, steps: int = 2) -> None:

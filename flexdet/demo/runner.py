@@ -150,6 +150,7 @@ def run_demo(config: DemoConfig, source: EventSource, detector: StepDetector) ->
     options = RenderOptions(max_boxes=config.max_boxes, class_names=detector.class_names)
     meter = RateMeter()
     ok = False
+    detector.sequence = source.name
     detector.warm_up()  # before the replay clock starts, so real-time replay drops no window at the start
     producer.start()
     try:

@@ -75,6 +75,7 @@ class EventSource:
     height: int
     t_start: int | None = None
     description: str = "source"
+    name: str = ""  # a recording's sequence name (a FlexEvent model's hashed sub-window draws from it)
     live: bool = False  # a camera: never paced, never replayed losslessly
 
     def chunks(self, pacer: Pacer) -> Iterator[SourceChunk]:
@@ -100,7 +101,8 @@ class RecordingSource(EventSource):
         self.t_start = int(min(self.recording.t_start, first_frame_t))
         self.t_stop = int(self.recording.t_end)
         self.chunk_us = int(chunk_us)
-        self.description = f"{self.recording.format} recording {Path(path).name}"
+        self.name = Path(path).name
+        self.description = f"{self.recording.format} recording {self.name}"
 
     def chunks(self, pacer: Pacer) -> Iterator[SourceChunk]:
         frames, pending = self._frames, self._first_frame

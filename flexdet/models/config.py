@@ -17,6 +17,8 @@ S5_DISCRETIZATIONS = ("zoh", "bilinear")
 FRAME_BACKBONES = ("resnet18", "resnet34", "resnet50")
 SPECTRAL_IMPLS = ("fft", "matmul")
 POSTPROCESS_RULES = ("flexdet", "rvt")
+FRAME_NORMS = ("batch", "frozen")
+FUSER_RULES = ("flexdet", "flexevent")
 
 
 @dataclass
@@ -56,11 +58,17 @@ class ModelConfig:
     frame_backbone: str = "resnet18"
     frame_fpn_width: int = 64
     frame_weights: str | None = None
+    # "frozen": FrozenBatchNorm (detectron2's FrozenBN, as FlexEvent's frame branch); frame_freeze_at stops
+    # gradients into the stem (1) and the first 1..4 residual stages (2..5) like detectron2's FREEZE_AT.
+    frame_norm: str = "batch"
+    frame_freeze_at: int = 0
     fuse_stages: list[bool] = field(default_factory=lambda: [False, True, True, True])
     fuser_noise: bool = True
     balance_loss_weight: float = 0.01
     # Initial gate logit of events over RGB (0: FlexEvent's 50/50; 2: 88 % events, see models/fusion.py).
     fuser_event_bias: float = 2.0
+    # "flexevent": FlexEvent's MoE gate exactly (no bias, no input scaling, noise std softplus + 1e-2).
+    fuser_rule: str = "flexdet"
     # Recurrence of every event stage: "lstm" (ConvLSTM) or "s5" (SSM's S5 block, a diagonal state space whose
     # timesteps are rescaled by inference window / s5_train_window_us: FlexDetector.set_window_us).
     recurrence: str = "lstm"
@@ -132,6 +140,11 @@ class ModelConfig:
             raise ConfigError(f"model.s5_*: need 0 < s5_dt_min <= s5_dt_max, s5_train_window_us > 0 and "
                               f"s5_bandlimit null or > 0, got {self.s5_dt_min}, {self.s5_dt_max}, "
                               f"{self.s5_train_window_us}, {self.s5_bandlimit}")
+        if self.frame_norm not in FRAME_NORMS or self.fuser_rule not in FUSER_RULES or \
+                not 0 <= self.frame_freeze_at <= 5:
+            raise ConfigError(f"model.frame_norm / fuser_rule / frame_freeze_at: expected one of {FRAME_NORMS}, "
+                              f"one of {FUSER_RULES} and 0..5, got {self.frame_norm!r}, {self.fuser_rule!r}, "
+                              f"{self.frame_freeze_at}")
         if self.frame_backbone not in FRAME_BACKBONES:
             raise ConfigError(f"model.frame_backbone: expected one of {FRAME_BACKBONES}, got {self.frame_backbone!r}")
         if self.partition_split < 1:

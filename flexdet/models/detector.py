@@ -53,10 +53,10 @@ class FlexDetector(nn.Module):
         if config.use_frames:
             strides = tuple(STRIDES[i] for i in self.fused_stages)
             self.frame_backbone = FrameBackbone(config.frame_backbone, config.frame_fpn_width, strides,
-                                                config.frame_weights)
+                                                config.frame_weights, config.frame_norm, config.frame_freeze_at)
             for i in self.fused_stages:
                 self.fusers[str(i)] = FlexFuser(config.frame_fpn_width, config.widths[i], config.fuser_noise,
-                                                  config.fuser_event_bias)
+                                                  config.fuser_event_bias, config.fuser_rule)
         neck_widths = tuple(config.widths[1:])
         self.neck = PAFPN(neck_widths, config.neck_depth, config.bn_eps)
         self.head = YOLOXHead(neck_widths, config.num_classes, config.head_width, config.bn_eps)

@@ -9,13 +9,15 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
 from flexdet.errors import CheckpointError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _LAYER_OF_STRIDE = {4: "layer1", 8: "layer2", 16: "layer3", 32: "layer4"}
+# detectron2's FREEZE_AT: 1 freezes the stem, k > 1 the stem and residual stages res2 .. res{k}.
+_FROZEN_PREFIXES = ("conv1.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
 def load_resnet_weights(resnet: nn.Module, path: str) -> None:
@@ -39,13 +41,21 @@ class FrameBackbone(nn.Module):
     """RGB in [0, 1] (B, 3, H, W) -> FPN maps of `fpn_width` channels at the requested strides.
 
     ImageNet normalisation happens here so the exported graph and the runtime cannot disagree about it.
+    `norm` "frozen" uses FrozenBatchNorm2d (detectron2's FrozenBN: statistics and affine never train) and
+    `freeze_at` stops gradients into the first layers as detectron2's FREEZE_AT does.
     """
 
-    def __init__(self, name: str, fpn_width: int, strides: tuple[int, ...], weights: str | None = None) -> None:
+    def __init__(self, name: str, fpn_width: int, strides: tuple[int, ...], weights: str | None = None,
+                 norm: str = "batch", freeze_at: int = 0) -> None:
         super().__init__()
-        resnet = getattr(torchvision.models, name)(weights=None)
+        norm_layer = FrozenBatchNorm2d if norm == "frozen" else None
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
         if weights is not None:
             load_resnet_weights(resnet, weights)
+        frozen = _FROZEN_PREFIXES[:freeze_at]
+        for key, parameter in resnet.named_parameters():
+            if key.startswith(frozen) or (frozen and key.startswith("bn1.")):
+                parameter.requires_grad_(False)
         return_layers = {_LAYER_OF_STRIDE[s]: str(s) for s in strides}
         self.body = IntermediateLayerGetter(resnet, return_layers=return_layers)
         expansion = 4 if name == "resnet50" else 1

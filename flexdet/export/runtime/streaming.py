@@ -46,6 +46,8 @@ class StreamingRuntime:
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.camera: CameraFit | None = None
         self._last_t_end: int | None = None
+        self.sequence = ""
+        self._halving = _StreamHalving(self.spec) if self.spec.geometry.event_downscale == "integrate_fire" else None
         self._resources: list[Any] = []
 
     @property
@@ -74,10 +76,14 @@ class StreamingRuntime:
         self.camera = CameraFit(int(width), int(height), *self.spec.sensor_size)
         return self.camera.describe()
 
-    def reset(self, batch_size: int = 1) -> None:
-        """Start new sequences: zero recurrent state for `batch_size` streams side by side, no frame yet."""
+    def reset(self, batch_size: int = 1, sequence: str = "") -> None:
+        """Start new sequences: zero recurrent state for `batch_size` streams side by side, no frame yet.
+        `sequence` names the stream for `step` (the "hashed" sub-window of FlexEvent models draws from it)."""
         self.backend.reset(batch_size)
         self._last_t_end = None
+        self.sequence = sequence
+        if self._halving is not None:
+            self._halving = _StreamHalving(self.spec)
 
     @property
     def state(self) -> Any:
@@ -106,7 +112,12 @@ class StreamingRuntime:
         start = time.perf_counter()
         t_end = self._resolve_t_end(events, t_end)
         sensor_events = events if self.camera is None else self.camera.events(events)
-        inputs = self.spec.model_inputs(sensor_events, [t_end - self.spec.window_us], [t_end])
+        origin = 0
+        if self._halving is not None:
+            sensor_events = self._halving.window(sensor_events, t_end - self.spec.window_us)
+            origin = self._halving.origin
+        inputs = self.spec.model_inputs(sensor_events, [t_end - self.spec.window_us], [t_end],
+                                        sequence=self.sequence, time_origin=origin)
         frames = None if frame is None else self._sensor_frame(frame)[None]
         detections, raw = self._run_batch(inputs, frames, start)
         detection = detections[0]
@@ -168,6 +179,36 @@ class StreamingRuntime:
             raise ConfigError(f"frame must be an RGB uint8 array of the sensor's shape {(height, width, 3)}, got "
                               f"shape {got[0]} dtype {got[1]}")
         return self.spec.frame_input(frame if self.camera is None else self.camera.frame(frame))
+
+
+class _StreamHalving:
+    """Integrate-and-fire halving of a live stream (geometry "integrate_fire", as FlexEvent's events_2x.h5 holds
+    for a recording): each sensor event passes through the counters once, in time order, whatever the steps'
+    overlap, and the halved events of the last window are kept for the next step."""
+
+    def __init__(self, spec: Any) -> None:
+        from flexdet.data.representations.downsample import downsampled_size
+
+        self.width, self.height = spec.sensor_size
+        self.scale = spec.geometry.scale
+        self.state = np.zeros((1, *downsampled_size(self.height, self.width, self.scale)), np.int32)
+        self.through = None  # time after the last sensor event fed to the counters
+        self.origin = 0  # time of the first halved event: the time origin of a halved file (end_grid_us)
+        self.kept: np.ndarray | None = None
+
+    def window(self, events: np.ndarray, t_start: int) -> np.ndarray:
+        """Halved events since `t_start` of a step given sensor `events` (time-sorted; earlier ones are skipped)."""
+        from flexdet.data.representations.downsample import downsample_events
+
+        new = events if self.through is None else events[events["t"] >= self.through]
+        halved = downsample_events(new, self.height, self.width, self.scale, state=self.state)
+        if len(new):
+            self.through = int(new["t"][-1]) + 1
+        if len(halved) and self.kept is None:
+            self.origin = int(halved["t"][0])
+        kept = halved if self.kept is None else np.concatenate([self.kept, halved])
+        self.kept = kept[kept["t"] >= t_start]
+        return self.kept
 
 
 def torch_runtime(model: torch.nn.Module, metadata: DeployMetadata, device: str | torch.device | None = None,
