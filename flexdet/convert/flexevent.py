@@ -24,7 +24,6 @@ from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError
 from flexdet.models.config import ModelConfig
-from flexdet.models.detector import FlexDetector
 
 # data/dsec_utils/class_config.py: model classes per class mode (the 8-class mode has 7 outputs: DSEC's
 # eighth class, train, has no boxes); the 2-class mode scores bus and truck as car.
@@ -65,12 +64,7 @@ def flexevent_from_payload(source: str, payload: dict) -> rvt.ConvertedModel:
     weights = {(k[len("mdl."):] if k.startswith("mdl.") else k): v for k, v in state.items()
                if isinstance(v, torch.Tensor)}
     config = model_config(source, weights)
-    model = FlexDetector(config)
-    mapped = map_state_dict(source, weights, config)
-    missing, unexpected = model.load_state_dict(mapped, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: FlexEvent weights do not fill the flexdet model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
+    model = rvt.loaded_detector(source, config, map_state_dict(source, weights, config), "FlexEvent")
     mode, classes = CLASS_MODES[config.num_classes]
     height, width = CROP_HEIGHT // SCALE, SENSOR_HW[1] // SCALE
     return rvt.ConvertedModel(

@@ -67,12 +67,7 @@ def rvt_from_payload(source: str, payload: dict) -> ConvertedModel:
     weights = {k[len("mdl."):]: v for k, v in state.items() if k.startswith("mdl.")}
     rvt_config = _stored_config(payload)
     config, dataset = _model_config(source, weights, rvt_config)
-    model = FlexDetector(config)
-    mapped = map_state_dict(source, weights, config)
-    missing, unexpected = model.load_state_dict(mapped, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: RVT/SSM weights do not fill the flexdet model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
+    model = loaded_detector(source, config, map_state_dict(source, weights, config), "RVT/SSM")
     classes, sensor_hw, downscale, _ = DATASETS[dataset]
     height, width = sensor_hw[0] // downscale, sensor_hw[1] // downscale
     padded = model.padded_size(height, width)
@@ -89,6 +84,16 @@ def rvt_from_payload(source: str, payload: dict) -> ConvertedModel:
                "downscale": downscale, "input_hw": (height, width), "padded_hw": padded,
                "channel_order": "polarity * bins + bin"},
         rvt_config=rvt_config)
+
+
+def loaded_detector(source: str, config: ModelConfig, state: dict[str, torch.Tensor], family: str) -> FlexDetector:
+    """A FlexDetector of `config` holding the mapped `state`, every tensor of both sides used."""
+    model = FlexDetector(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: {family} weights do not fill the flexdet model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    return model
 
 
 def input_spec(converted: ConvertedModel) -> InputSpec:

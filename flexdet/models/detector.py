@@ -107,7 +107,11 @@ class FlexDetector(nn.Module):
                 ) -> tuple[DetectionBatch, tuple[torch.Tensor, ...]]:
         """One streaming step. events (B, C, H, W) float counts; frames (B, 3, H, W) in [0, 1] or None (reuse
         the cached features of the last frame); state None (new sequence) or the previous step's state.
-        With dual windows, pass the half-window histogram as `events_sub`. Returns (detections, new_state)."""
+        With dual windows, pass the sub-window histogram as `events_sub`. Returns (detections, new_state).
+        Events and frames are zero-padded bottom/right to a multiple of 32 inside (after the frame's
+        normalisation), as RVT's InputPadderFromShape and detectron2's ImageList do: a converted FlexEvent model
+        takes FlexEvent's own x and x_b (20 x 215 x 320 counts) as `events` and `events_sub` and its image, flipped
+        to RGB and divided by 255, as `frames`."""
         events = self._join_views(events, events_sub)
         if state is None:
             state = self.init_state(events.shape[0], events.shape[-2], events.shape[-1], events.device)
