@@ -21,6 +21,7 @@ from flexdet.models.checkpoint import load_model
 FIXTURE = Path(__file__).parent / "fixtures" / "flexevent"
 SEQUENCE = Path(__file__).parent / "fixtures" / "flexevent_pipeline" / "dsec" / "train" / "synth_000"
 SCRIPT, IO = FIXTURE / "make_flexevent_fixture.py", FIXTURE / "flexevent_2class_io.npz"
+IO_8CLASS = FIXTURE / "flexevent_8class_io.npz"  # the 7-output model on IO's inputs: head, gates, detections
 STEPS = 3
 REL = 1e-4  # max |flexdet - FlexEvent| / max |FlexEvent| per array (float32 kernels of two code paths)
 BOX_PX, SCORE_ABS = 1e-2, 1e-4  # the issue's bar for detections
@@ -34,21 +35,24 @@ def _script():
     return module
 
 
-@pytest.fixture(scope="module")
-def released(tmp_path_factory):
-    """The fixture's weights in FlexEvent's released layout (a flat {"mdl." key: float32 tensor} .pth) and the
-    official outputs."""
-    torch.set_num_threads(1)
-    io = dict(np.load(IO))
+def _release(io: dict, path: Path) -> Path:
+    """The fixture's weights in FlexEvent's released layout (a flat {"mdl." key: float32 tensor} .pth)."""
     keys = [str(k) for k in io["keys"]]
     shapes = [tuple(int(n) for n in s.split(",")) if s else () for s in io["shapes"]]
     dists = [(str(kind), *params) for kind, params in zip(io["dist_kind"], io["dist_params"])]
     weights = _script().generated_weights(keys, shapes, dists, _script().SEED)
     sums = [float(np.abs(weights[k].astype(np.float64)).sum()) for k in keys]
     np.testing.assert_allclose(sums, io["weight_sums"], rtol=1e-6)  # the weights the official code ran
-    path = tmp_path_factory.mktemp("flexevent") / "flexevent_2class.pth"
     torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, path)
-    return path, io
+    return path
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """The 2-class fixture's released-layout file and the official outputs."""
+    torch.set_num_threads(1)
+    io = dict(np.load(IO))
+    return _release(io, tmp_path_factory.mktemp("flexevent") / "flexevent_2class.pth"), io
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +142,28 @@ def test_fused_stages_gates_fpn_and_head_match_flexevent(converted, released):
 @pytest.mark.parametrize("threshold, tag", [(0.1, "conf0p1"), (0.001, "conf0p001")])
 def test_detections_match_flexevent_as_sets(converted, released, threshold, tag):
     """Same counts and labels per image, boxes within 1e-2 px, scores within 1e-4 (matched by IoU)."""
-    io = released[1]
-    model = converted[0].model
-    steps, _ = _stream(model, io)
+    _assert_detections(converted[0].model, released[1], threshold, tag)
+
+
+def test_the_8class_model_converts_and_matches_flexevent(released, tmp_path):
+    """FlexEvent's 8-class mode (7 outputs: DSEC's train class has no boxes) on the 2-class fixture's inputs."""
+    io8 = dict(np.load(IO_8CLASS))
+    assert str(io8["inputs_sha256"]) == str(released[1]["inputs_sha256"])
+    io = {**released[1], **io8}
+    assert main(["convert", str(_release(io8, tmp_path / "flexevent_8class.pth")), "--out", str(tmp_path / "m")]) == 0
+    loaded = load_model(tmp_path / "m")
+    assert loaded.classes == json.loads(str(io8["meta_json"]))["class_names"]
+    assert loaded.model.config.preset == "flexevent-b-dsec-8class" and len(loaded.classes) == 7
+    steps, _ = _stream(loaded.model, io)
+    for step, out in enumerate(steps):
+        assert _rel(out["raw"], io[f"head_decoded_t{step}"]) < REL, step
+        assert _rel(out["gates3"][0], io[f"stage4_gates_a_t{step}"]) < REL
+    for threshold, tag in ((0.1, "conf0p1"), (0.001, "conf0p001")):
+        _assert_detections(loaded.model, io, threshold, tag, steps)
+
+
+def _assert_detections(model, io, threshold: float, tag: str, steps=None) -> None:
+    steps = _stream(model, io)[0] if steps is None else steps
     total = 0
     for step, out in enumerate(steps):
         rows, counts = io[f"det_{tag}_t{step}"], io[f"det_{tag}_counts_t{step}"]
@@ -155,7 +178,7 @@ def test_detections_match_flexevent_as_sets(converted, released, threshold, tag)
             assert np.abs(got["boxes"].numpy() - want[match, :4]).max() < BOX_PX
             assert np.abs(got["scores"].numpy() - want[match, 5]).max() < SCORE_ABS  # RVT's reported score
             assert np.array_equal(got["labels"].numpy(), want[match, 6].astype(np.int64))
-    assert total > 0
+    assert total > 0, tag
 
 
 def test_onnx_export_carries_both_streams_and_onnxruntime_matches(converted, released, tmp_path):
