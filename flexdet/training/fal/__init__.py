@@ -4,7 +4,8 @@ Pipeline: stream the teacher forward and time-reversed on a grid `factor` times 
 (`generate`), keep confident predictions and merge both directions with class-wise NMS
 (`pseudo_labels`), keep only pseudo boxes a GT-aware constant-velocity tracker vouches for (`tracker`),
 and write them next to the data as `pseudo_tracks.npy`. `config` holds every threshold and the student's
-loss weights. Names load lazily so importing the package does not import torch.
+loss weights. `flextune` rebuilds FlexEvent's own label stream (its thresholds, NMS and LEOD's tracker) row
+for row from given teacher predictions. Names load lazily so importing the package does not import torch.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _EXPORTS = {
     "pseudo_label_path": "flexdet.training.fal.generate",
     "split_pseudo_labels": "flexdet.training.fal.generate",
     "PSEUDO_LABELS_NAME": "flexdet.training.fal.generate",
+    "flextune_labels": "flexdet.training.fal.flextune",
+    "flextune_grid": "flexdet.training.fal.flextune",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
