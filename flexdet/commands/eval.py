@@ -11,9 +11,12 @@ from flexdet.commands import parse_rates
 
 SCHEDULES = ("stream", "interframe", "global")
 DEFAULT_RATES = (20.0, 60.0, 90.0, 180.0)
-INTERFRAME_NOTE = ("interframe: each row scores one extra step from the 20 Hz stream's state at a frame, its events "
-                   "spanning delta_ms after that frame (rate_hz = 1 / delta); the row with rate '-' is delta 0, "
-                   "the frame alone with no events (DAGr's first delta).")
+INTERFRAME_RULES = ("auto", "stream", "flexevent")
+INTERFRAME_NOTE = ("interframe: each row scores, for every pair of consecutive frames whose tracks persist, one step "
+                   "whose events span delta_ms after the pair's first frame, against the labels interpolated there "
+                   "(rate_hz = 1 / delta; the row with rate '-' is delta 0, the frame alone with no events). Rule "
+                   "stream: the step is forked from a 20 Hz stream's state at the frame; rule flexevent "
+                   "(FlexEvent's test_interframe.py): one stream through the pairs' steps only.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,11 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--rates", help="comma-separated detection rates in Hz (default 20,60,90,180; interframe: "
                                          "DAGr's ten deltas, 0 to 50 ms after a frame)")
-    parser.add_argument("--benchmark", choices=["gen1", "1mpx", "dsec2", "dsec8"],
-                        help="scoring rules (default: those the checkpoint was trained for, else the layout's)")
+    parser.add_argument("--benchmark", choices=["gen1", "1mpx", "dsec2", "dsec8", "flexevent2", "flexevent8"],
+                        help="scoring rules (default: those the checkpoint was trained for, else the layout's; "
+                             "flexevent2/8 for a converted FlexEvent model on DSEC-Det)")
     parser.add_argument("--schedule", choices=SCHEDULES, default=None,
                         help="stream: continuous run at each rate, every step with ground truth scored (flexdet's "
                              "own); interframe: DAGr deltas; global: the labelled instants only (default stream)")
+    parser.add_argument("--interframe-rule", choices=INTERFRAME_RULES, default="auto",
+                        help="where an interframe step's recurrent state comes from: stream (a 20 Hz stream to the "
+                             "frame), flexevent (FlexEvent's test_interframe.py: the previous pair's step); auto: "
+                             "flexevent for a converted FlexEvent model, else stream")
     parser.add_argument("--protocol", choices=SCHEDULES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--export", default="",
                         help="comma-separated extra outputs for other tools: prophesee (toolbox box files), "
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         rates = DEFAULT_RATES
     export = [f.strip() for f in args.export.split(",") if f.strip()]
     rows = evaluate_checkpoint(args.checkpoint, args.data, rates, schedule, args.out, args.split,
-                               benchmark=args.benchmark, export=export)
+                               benchmark=args.benchmark, export=export, interframe=args.interframe_rule)
     print(metrics_markdown(rows))
     if schedule == "interframe":
         print(INTERFRAME_NOTE)

@@ -14,8 +14,10 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--benchmark", required=True, choices=["gen1", "1mpx", "dsec2", "dsec8"],
-                        help="rules to score by: Gen1 / 1Mpx as RVT scores them, DSEC-Det 2 or 8 classes as DAGr")
+    parser.add_argument("--benchmark", required=True,
+                        choices=["gen1", "1mpx", "dsec2", "dsec8", "flexevent2", "flexevent8"],
+                        help="rules to score by: Gen1 / 1Mpx as RVT scores them, DSEC-Det 2 or 8 classes as DAGr "
+                             "(dsec2/8) or as FlexEvent's evaluator (flexevent2/8)")
     parser.add_argument("--labels", required=True,
                         help="dataset root (Gen1/1Mpx split folders, DSEC-Det train/ test/, RVT preprocessed) "
                              "or a folder of label files (<sequence>_bbox.npy)")

@@ -5,9 +5,13 @@ core (coco_eval, protocols, ground_truth, results).
   carried, the frame branch re-encodes only when a newer frame exists at a window's start); every step
   with ground truth is scored: dense ground truth on synthetic data, the labelled instants otherwise.
 - global: the same stream, scored only at the labelled instants (the 20 Hz "Global" protocol at R = 20).
-- interframe: DAGr / FlexEvent. A 20 Hz stream carries the state to each frame t_i of a persistent pair;
-  from there one extra step sees the events [t_i, t_i + delta] and the image at t_i, scored against labels
-  interpolated by track at t_i + delta, for the 10 deltas in linspace(0, 50 ms).
+- interframe: DAGr's delta table (docs/benchmarks.md, "Interframe"). For each pair of consecutive frames whose
+  tracks persist and each offset delta in linspace(0, 50 ms, 10), one step sees the events [t_i, t_i + delta) and
+  the image at t_i, scored against the labels interpolated by track at t_i + delta. Two rules say where that
+  step's recurrent state comes from (DAGr's network has none): "stream" (flexdet's), a 20 Hz stream from the
+  sequence start carries the state to t_i and the step is forked from it; "flexevent" (FlexEvent's
+  test_interframe.py), one stream per offset through the kept pairs' steps only, the state reset at the sequence
+  start and carried from each pair's step to the next pair's, with FlexEvent's labels, pairs and event reads.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +35,7 @@ from flexdet.training.ground_truth import (
     InterframeDelta,
     format_rate,
     interframe_deltas,
-    interframe_targets,
+    labels_at,
     persistent_pairs,
 )
 from flexdet.training.protocols import Protocol
@@ -46,6 +51,7 @@ from flexdet.training.results import (
 )
 
 PROTOCOLS = ("stream", "interframe", "global")
+INTERFRAME_RULES = ("stream", "flexevent")
 CHUNK_STEPS = 128
 # Prophesee's toolbox (and RVT) measure the 0.5 s skip from t = 0: every recording is taken to start there.
 RECORDING_START_US = 0
@@ -85,24 +91,26 @@ class StreamRunner:
         self.runtime.set_window_us(self.window_us)
 
     def run(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray,
-            branch: Callable | None = None) -> list[dict]:
+            branch: Callable | None = None, reads: WindowReads | None = None) -> list[dict]:
         """Detections (input frame) after each window [starts[k], ends[k]); `branch(k, state, frame_index)` is
-        called after step k, for schedules that fork from the stream."""
-        return self.run_many([sequence], [starts], [ends], branch)[0]
+        called after step k, for schedules that fork from the stream. `reads`: see `window_inputs`."""
+        return self.run_many([sequence], [starts], [ends], branch, None if reads is None else [reads])[0]
 
     def run_many(self, sequences: list[Sequence], starts: list[np.ndarray], ends: list[np.ndarray],
-                 branch: Callable | None = None) -> list[list[dict]]:
+                 branch: Callable | None = None, reads: list[WindowReads] | None = None) -> list[list[dict]]:
         """Several sequences streamed side by side as one batch (each its own state); shorter ones are fed
         empty windows past their end and those outputs dropped. Same detections as one at a time."""
         count = max(len(e) for e in ends)
         detections: list[list[dict]] = [[] for _ in sequences]
         frames = [self._frames(s) if self.uses_frames else None for s in sequences]
         shown: list[int] | None = None
+        window_reads = [None] * len(sequences) if reads is None else reads
         self.runtime.reset(len(sequences))
         for lo in range(0, count, CHUNK_STEPS):
             steps = min(CHUNK_STEPS, count - lo)
-            inputs = np.stack([self._inputs(s, b[lo:lo + steps], e[lo:lo + steps], steps)
-                               for s, b, e in zip(sequences, starts, ends)], axis=1)
+            inputs = np.stack([self._inputs(s, b[lo:lo + steps], e[lo:lo + steps], steps,
+                                            None if r is None else r.part(lo, lo + steps))
+                               for s, b, e, r in zip(sequences, starts, ends, window_reads)], axis=1)
             for j in range(steps):
                 k = lo + j
                 batch = None
@@ -137,12 +145,13 @@ class StreamRunner:
         self.runtime.restore(kept)
         return detection
 
-    def _inputs(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray, count: int) -> np.ndarray:
+    def _inputs(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray, count: int,
+                reads: WindowReads | None = None) -> np.ndarray:
         """(count, C, H, W) uint8 inputs of the windows; rows past `len(ends)` (and all, frames-only) are zero."""
         width, height = self.spec.size
         out = np.zeros((count, self.spec.channels, height, width), np.uint8)
         if self.uses_events and len(ends):
-            out[:len(ends)] = sequence.model_inputs(self.spec, starts, ends)
+            out[:len(ends)] = window_inputs(sequence, self.spec, starts, ends, reads)
         return out
 
     def _frames(self, sequence: Sequence) -> np.ndarray:
@@ -150,6 +159,54 @@ class StreamRunner:
             self._frame_cache = (sequence.name, np.stack([sequence.frame(i, self.spec)
                                                           for i in range(len(sequence.frame_times))]))
         return self._frame_cache[1]
+
+
+class WindowReads(NamedTuple):
+    """How FlexEvent's interframe samples read a window's events (data/dsec_utils/dsec_data.py, num_us >= 0): the
+    events of [t_i, t_i+1) are read through ms_to_idx, so up to `ends` (t_i+1) on the input's read grid, then kept
+    where `events["t"] < event_end` with event_end = t_i + offset, a float (`float32_cuts`): torch promotes the
+    int64 times and the float to float32 for that comparison, so the cut falls on float32's grid (4096 µs at DSEC's
+    ~3.7e10 µs clock); the window's own bounds [t_i, int(t_i + offset)) cut exactly after that."""
+
+    ends: np.ndarray
+    float32_cuts: np.ndarray
+
+    def part(self, lo: int, hi: int) -> WindowReads:
+        return WindowReads(self.ends[lo:hi], self.float32_cuts[lo:hi])
+
+
+def window_inputs(sequence: Sequence, spec: InputSpec, starts: np.ndarray, ends: np.ndarray,
+                  reads: WindowReads | None = None) -> np.ndarray:
+    """(N, C, H, W) uint8 model inputs of the windows [starts[k], ends[k]) (`Sequence.model_inputs`); with
+    `reads`, window k's events are those FlexEvent's interframe sample reads (`WindowReads`): up to reads.ends[k]
+    through the specification's read grid (`end_grid_us`, from the recording's time origin) instead of the grid at
+    the window's end, and only where float32(t) < float32(reads.float32_cuts[k]). The window itself, so its hashed
+    sub-window and its histogram bounds, stays [starts[k], ends[k])."""
+    starts = np.asarray(starts, np.int64).reshape(-1)
+    ends = np.asarray(ends, np.int64).reshape(-1)
+    if reads is None:
+        return sequence.model_inputs(spec, starts, ends)
+    recording = sequence.recording(spec.geometry)
+    limits = np.asarray(reads.ends, np.int64).reshape(-1)
+    cuts = np.asarray(reads.float32_cuts, np.float64).reshape(-1).astype(np.float32)
+    if spec.end_grid_us:
+        origin, grid = int(recording.t_offset), int(spec.end_grid_us)
+        limits = origin + (limits - origin) // grid * grid
+    width, height = spec.size
+    out = np.zeros((len(ends), spec.channels, height, width), np.uint8)
+    if len(ends) == 0:
+        return out
+    plain = spec.replace(end_grid_us=0)
+    stops = np.maximum(np.minimum(ends + (1 if spec.end_inclusive else 0), limits), starts)
+    events = recording.read(int(starts.min()), int(stops.max()))
+    times = events["t"]
+    for k in range(len(ends)):
+        lo, hi = np.searchsorted(times, [starts[k], stops[k]], side="left")
+        chosen = events[lo:hi]
+        chosen = chosen[chosen["t"].astype(np.int64).astype(np.float32) < cuts[k]]
+        out[k] = plain.model_inputs(chosen, starts[k:k + 1], ends[k:k + 1], sequence=sequence.name,
+                                    time_origin=recording.t_offset)[0]
+    return out
 
 
 def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float, dense: bool) -> list[ScoredRun]:
@@ -217,48 +274,133 @@ def interframe_schedule(rates_hz: Seq[float] | None = None) -> list[InterframeDe
     return chosen
 
 
-def interframe_runs(runner: StreamRunner, sequence: Sequence,
-                    deltas: Seq[InterframeDelta] | None = None) -> dict[float | None, ScoredRun]:
-    """DAGr's interframe protocol for one sequence: one ScoredRun per delta (default DAGr's ten; keyed by its
-    rate, None = the empty delta 0)."""
-    protocol = runner.protocol
-    prepared = protocol.prepare_ground_truth(sequence.labels, RECORDING_START_US)
-    pairs = persistent_pairs(prepared, 0.1, sequence.frame_times)
+def interframe_offset_us(delta: InterframeDelta) -> float:
+    """The offset (µs after the frame) a delta stands for: float(np.linspace(0, 50_000, 10)[k]) for DAGr's k-th delta
+    (DAGr runs its int, FlexEvent's test_interframe.py the float), 1e6 / rate for another rate."""
+    grid = np.linspace(0, 50_000, 10)
+    for value in grid:
+        if int(value) == delta.delta_us:
+            return float(value)
+    return 1e6 / float(delta.rate_hz) if delta.rate_hz else float(delta.delta_us)
+
+
+def interframe_rule(rule: str, spec: InputSpec) -> str:
+    """The interframe rule to run: `rule` itself, or for "auto" FlexEvent's for a model fed by FlexEvent's DSEC
+    pipeline (its hashed sub-window: a converted FlexEvent checkpoint, `flexdet.convert.flexevent.input_spec`) and
+    flexdet's stream rule otherwise."""
+    if rule == "auto":
+        return "flexevent" if spec.sub_window == "hashed" else "stream"
+    if rule not in INTERFRAME_RULES:
+        raise ConfigError(f"interframe rule must be auto or one of {INTERFRAME_RULES}, got {rule!r}")
+    return rule
+
+
+def interframe_pairs(protocol: Protocol, sequence: Sequence, rule: str = "stream") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, pairs): the sequence's labels in the evaluation frame, filtered as the rule's dataset filters them
+    before pairing, and the (t_i, t_i+1) frame pairs whose tracks persist among them (`persistent_pairs`, IoU 0.1).
+
+    stream (DAGr's run_test_interframe.py: min_bbox_diag 15, min_bbox_height 10): the benchmark's scored ground
+    truth. flexevent (FlexEvent's DSEC class with config/dataset/dsec.yaml's min_bbox_diag 20, min_bbox_height 10,
+    the filter it trains with): class map, crop, scale and clip as scored, then the benchmark's training filter."""
+    if rule == "flexevent":
+        boxes = protocol.to_eval_frame(protocol.map_classes(sequence.labels), protocol.clip)
+        prepared = boxes[protocol.train_filter.keep(boxes)]
+    else:
+        prepared = protocol.prepare_ground_truth(sequence.labels, RECORDING_START_US)
+    return prepared, persistent_pairs(prepared, 0.1, sequence.frame_times)
+
+
+def interpolated_tracks(prepared: np.ndarray, pair, offset_us: float) -> np.ndarray:
+    """The boxes of one pair (t_i, t_i+1) at t_i + `offset_us`, interpolated linearly by track as DAGr's and
+    FlexEvent's interpolate_tracks do: rows by track id, class from t_i, the ratio (t_i + offset - t_i) /
+    (t_i+1 - t_i) with t_i + offset taken in float64 (FlexEvent's float offset), so past t_i+1 they extrapolate;
+    rows stamped t_i + int(offset)."""
+    t0, t1 = int(pair[0]), int(pair[1])
+    first, second = labels_at(prepared, t0), labels_at(prepared, t1)
+    first = first[np.argsort(first["track_id"], kind="stable")]
+    second = second[np.argsort(second["track_id"], kind="stable")]
+    if not np.array_equal(first["track_id"], second["track_id"]):
+        raise ConfigError(f"interframe pair {t0}, {t1}: the two frames hold different tracks")
+    instant = np.float64(t0) + np.float64(offset_us)
+    ratio = (instant - np.float64(t0)) / np.float64(t1 - t0)
+    out = first.copy()
+    for name in ("x", "y", "w", "h"):
+        out[name] = first[name].astype(np.float64) * (1.0 - ratio) + second[name].astype(np.float64) * ratio
+    out["t"] = int(instant)
+    return out
+
+
+def interframe_target(protocol: Protocol, prepared: np.ndarray, pair, offset_us: float) -> np.ndarray:
+    """The ground truth scored for one pair at t_i + `offset_us`: `interpolated_tracks` through the benchmark's
+    filter (DAGr filters the interpolated boxes again; FlexEvent's evaluator filters what it scores)."""
+    return protocol.filter_boxes(interpolated_tracks(prepared, pair, offset_us), RECORDING_START_US)
+
+
+def interframe_runs(runner: StreamRunner, sequence: Sequence, deltas: Seq[InterframeDelta] | None = None,
+                    rule: str = "auto") -> dict[float | None, ScoredRun]:
+    """The interframe delta table for one sequence: one ScoredRun per delta (default DAGr's ten; keyed by its
+    rate, None = the empty delta 0), under `rule` ("stream", "flexevent", "auto": `interframe_rule`)."""
+    rule = interframe_rule(rule, runner.spec)
+    prepared, pairs = interframe_pairs(runner.protocol, sequence, rule)
     deltas = interframe_deltas() if deltas is None else list(deltas)
     runs = {d.rate_hz: ScoredRun(np.zeros(0, np.int64), [], [], []) for d in deltas}
     if len(pairs) == 0:
         return runs
-    targets = {d.rate_hz: interframe_targets(prepared, pairs, d.delta_us) for d in deltas}
+    # DAGr runs int(offset); FlexEvent the float offset itself (its labels are interpolated at it, its window ends
+    # at int(t_i + offset)).
+    offsets = {d.rate_hz: interframe_offset_us(d) if rule == "flexevent" else float(d.delta_us) for d in deltas}
+    targets = {rate: [interframe_target(runner.protocol, prepared, pair, offset) for pair in pairs]
+               for rate, offset in offsets.items()}
+    if rule == "flexevent":
+        for d in deltas:
+            runs[d.rate_hz] = _pair_stream(runner, sequence, pairs, offsets[d.rate_hz], targets[d.rate_hz])
+        return runs
     pair_of_start = {int(t0): i for i, t0 in enumerate(pairs[:, 0])}
     starts, ends = stream_windows(sequence, 20)
     runner.set_window_us(50_000)
     collected = {d.rate_hz: ([], []) for d in deltas}
 
-    def branch(k: int, state, frame_index) -> None:
-        i = pair_of_start.get(int(ends[k]))
-        if i is None:
-            return
-        t0 = int(ends[k])
+    def fork(i: int, state) -> None:
+        t0 = int(pairs[i, 0])
         index = runner.spec.frame_index(sequence.frame_times, t0) if sequence.has_frames else -1
         for d in deltas:
             collected[d.rate_hz][0].append(t0 + d.delta_us)
             collected[d.rate_hz][1].append((runner.step_from(sequence, state, t0, t0 + d.delta_us, index),
                                             targets[d.rate_hz][i]))
 
-    first = int(pairs[0, 0])
-    if first == sequence.start_us:  # the stream's first step ends one window later: fork from a fresh state
-        branch_state = None
-        index = runner.spec.frame_index(sequence.frame_times, first) if sequence.has_frames else -1
-        for d in deltas:
-            collected[d.rate_hz][0].append(first + d.delta_us)
-            collected[d.rate_hz][1].append((runner.step_from(sequence, branch_state, first, first + d.delta_us, index),
-                                            targets[d.rate_hz][0]))
+    def branch(k: int, state, frame_index) -> None:
+        i = pair_of_start.get(int(ends[k]))
+        if i is not None:
+            fork(i, state)
+
+    if int(pairs[0, 0]) == sequence.start_us:  # the stream's first step ends one window later: fork from a fresh state
+        fork(0, None)
     runner.run(sequence, starts, ends, branch)
     for d in deltas:
         times, items = collected[d.rate_hz]
         runs[d.rate_hz] = ScoredRun(np.asarray(times, np.int64), [p for p, _ in items], [g for _, g in items],
                                     list(range(len(items))))
     return runs
+
+
+def interframe_windows(pairs: np.ndarray, offset_us: float) -> tuple[np.ndarray, np.ndarray, WindowReads]:
+    """FlexEvent's steps for one offset: (starts, ends) int64 µs of the windows [t_i, int(t_i + offset)) of the
+    pairs in order, and how their events are read (`WindowReads`: up to the next frame t_i+1, float32 cut at
+    t_i + offset)."""
+    starts = np.asarray(pairs[:, 0], np.int64)
+    instants = starts.astype(np.float64) + np.float64(offset_us)
+    return starts, instants.astype(np.int64), WindowReads(np.asarray(pairs[:, 1], np.int64), instants)
+
+
+def _pair_stream(runner: StreamRunner, sequence: Sequence, pairs: np.ndarray, offset_us: float,
+                 targets: list[np.ndarray]) -> ScoredRun:
+    """FlexEvent's rule for one offset: one stream through the pairs' windows only (`interframe_windows`), the
+    state fresh at the first and carried from each pair's step to the next (modules/detection.py resets it at a
+    sequence's first sample only), each step scored."""
+    starts, ends, reads = interframe_windows(pairs, offset_us)
+    runner.set_window_us(max(int(offset_us), 1))
+    detections = runner.run(sequence, starts, ends, reads=reads)
+    return ScoredRun(ends, detections, targets, list(range(len(pairs))))
 
 
 def score(runs: Seq[ScoredRun], protocol: Protocol, recording_starts: Seq[int],
@@ -289,12 +431,14 @@ def _filtered(detection: dict, t: int, protocol: Protocol, recording_start: int)
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | None, protocol_kind: str = "stream",
              out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
-             spec: InputSpec | None = None, batch_size: int = 8, export: Seq[str] = ()) -> list[dict]:
+             spec: InputSpec | None = None, batch_size: int = 8, export: Seq[str] = (),
+             interframe: str = "auto") -> list[dict]:
     """Metric rows ({model, protocol, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
     predictions per rate and sequence (label files' frame, dtype and class ids) and the `export` formats
     ("prophesee": the toolbox's box files, "coco": the scored images as COCO json). `spec`: the model's input
     specification (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size`
-    sequences side by side. Interframe: one row per rate's delta (`interframe_schedule`; None: DAGr's ten)."""
+    sequences side by side. Interframe: one row per rate's delta (`interframe_schedule`; None: DAGr's ten) under
+    the rule `interframe` (stream, flexevent or auto: `interframe_rule`)."""
     from flexdet.progress import progress_bar
 
     if protocol_kind not in PROTOCOLS:
@@ -321,9 +465,11 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
                desc=f"eval {model_name} ({protocol_kind})", unit="run", disable=not progress)
     if protocol_kind == "interframe":
         deltas = interframe_schedule(rates_hz)
-        delta_ms = {d.rate_hz: d.delta_us / 1000 for d in deltas}
+        rule = interframe_rule(interframe, spec)
+        delta_ms = {d.rate_hz: (interframe_offset_us(d) if rule == "flexevent" else d.delta_us) / 1000
+                    for d in deltas}
         for sequence in dataset.sequences:
-            for rate, run in interframe_runs(runner, sequence, deltas).items():
+            for rate, run in interframe_runs(runner, sequence, deltas, rule).items():
                 per_rate.setdefault(rate, []).append(run)
             bar.update(1)
     else:
@@ -341,6 +487,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         row = {"model": model_name, "protocol": protocol_kind, "rate_hz": rate}
         if protocol_kind == "interframe":  # the events span delta_ms after the frame; 0 = the frame alone
             row["delta_ms"] = delta_ms[rate]
+            row["interframe_rule"] = rule
         rows.append({**row, "steps_scored": sum(len(r.scored) for r in runs), **metrics})
         if out_dir is not None:
             ids = dataset.protocol.label_class_ids()
@@ -355,25 +502,41 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float] | None,
                         protocol_kind: str = "stream", out_dir: str | Path | None = None, split: str = "test",
                         model_name: str | None = None, progress: bool = True, benchmark: str | None = None,
-                        export: Seq[str] = ()) -> list[dict]:
+                        export: Seq[str] = (), interframe: str = "auto") -> list[dict]:
     """Load any flexdet checkpoint, open `split` of the dataset the way it was trained (a training checkpoint's
-    data settings; otherwise the layout's own benchmark), evaluate with the checkpoint's input specification,
-    write results."""
+    data settings; otherwise the layout's own benchmark: for a model fed by FlexEvent's DSEC pipeline on DSEC-Det,
+    FlexEvent's flexevent2 / flexevent8), evaluate with the checkpoint's input specification, write results."""
     from flexdet.models.checkpoint import load_model
 
     loaded = load_model(checkpoint)
     model = loaded.model
     data = (loaded.train_config or {}).get("data", {})
-    dataset = open_dataset(data_root, split, data.get("layout", "auto"), benchmark or data.get("protocol", "auto"),
-                           int(data.get("downsample", 1)))
+    chosen = benchmark or data.get("protocol", "auto")
+    if chosen == "auto":
+        chosen = _flexevent_benchmark(loaded, data_root, data.get("layout", "auto"))
+    dataset = open_dataset(data_root, split, data.get("layout", "auto"), chosen, int(data.get("downsample", 1)))
     try:
         if dataset.protocol.num_classes != model.config.num_classes:
             raise ConfigError(f"{checkpoint}: the model has {model.config.num_classes} classes but {data_root} is "
                               f"scored with {dataset.protocol.num_classes}")
         name = model_name or (loaded.train_config or {}).get("model", {}).get("inputs", "model")
-        rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, name, progress, loaded.spec, export=export)
+        rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, name, progress, loaded.spec, export=export,
+                        interframe=interframe)
     finally:
         dataset.close()
     if out_dir is not None:
         write_results(out_dir, rows)
     return rows
+
+
+def _flexevent_benchmark(loaded, data_root: str | Path, layout: str) -> str:
+    """flexevent2 / flexevent8 (FlexEvent's evaluator) for a model with FlexEvent's input pipeline (hashed
+    sub-window) on a DSEC-Det root, by its class count (2, or 7 for FlexEvent's 8-class mode); else "auto"."""
+    from flexdet.training.datasets.sequences import detect_layout
+
+    if loaded.spec is None or loaded.spec.sub_window != "hashed" or loaded.model.config.num_classes not in (2, 7):
+        return "auto"
+    root = Path(data_root)
+    if not root.is_dir() or (layout if layout != "auto" else detect_layout(root)) != "dsec":
+        return "auto"
+    return "flexevent2" if loaded.model.config.num_classes == 2 else "flexevent8"
