@@ -41,6 +41,9 @@ SUBSTITUTIONS: dict[str, list[str] | None] = {
         "--split 0.34,0.33,0.33"],
     "flexdet fal --data DIR --out runs/fal": [
         f"flexdet fal --data runs/quickstart/data --out runs/fal --rates 20 {TINY}"],
+    "flexdet pseudo-label TEACHER.pt --data DIR --rule flextune": [  # the teacher the chain above trained
+        "flexdet pseudo-label runs/fal/teacher/checkpoints/last.pt --data runs/quickstart/data --rule flextune "
+        "--no-progress"],
     "flexdet experiment frequency --out runs/frequency": [
         f"flexdet experiment frequency --out runs/frequency --data runs/quickstart/data --models fusion --rates 20 "
         f"{TINY}"],

@@ -4,7 +4,9 @@ each dataset's layout, and the checkpoint records the recipe's network, inputs a
 Sizes are cut by overrides only (steps, batch, clip length, threads; the 1 Mpx tree also a coarser
 downsampling), so the network, inputs, histogram rule and benchmark are the recipe's own. Gen1 runs on RVT's peer
 fixture in both forms: the Gen1 tree RVT's preprocessing read (*_td.dat + *_bbox.npy) and RVT's preprocessed
-output; 1 Mpx on a 1280x720 Prophesee tree and on RVT's stored 640x360 windows; DSEC-Det on a DSEC-Det root.
+output; 1 Mpx on a 1280x720 Prophesee tree and on RVT's stored 640x360 windows; DSEC-Det on a DSEC-Det root, where
+FlexEvent's FlexTune presets (flextune-teacher, flextune-balanced) also run as a chain with `pseudo-label --rule
+flextune` between them.
 The 1 Mpx recipe's inputs of a real 1280x720 recording are RVT's own histograms (tests/fixtures/rvt_gen4).
 """
 
@@ -150,3 +152,40 @@ def test_dsec_det_recipe_trains_fusion_with_dual_windows_on_a_dsec_det_root(tmp_
     assert any((tmp_path / "run" / "cache").glob("*.npy"))  # cache: disk
     recipe = payload["config"]
     assert recipe["optim"]["weight_decay"] == pytest.approx(1e-3) and recipe["fal"]["student"]["lr"] == pytest.approx(5e-5)
+
+
+def test_flextune_presets_hold_flexevents_numbers():
+    """flextune-teacher / flextune-balanced are FlexEvent's 2class_teacher / 2class_balanced, and dsec-det its
+    Global recipe (config/train.yaml: 50000 steps, zoom prob 0.8 split 8 : 2; 2-class student: 600 steps)."""
+    teacher = load_train_config(preset="flextune-teacher")
+    assert (teacher.optim.steps, teacher.optim.lr, teacher.optim.weight_decay) == (50000, 2e-4, 1e-3)
+    assert (teacher.data.rates_hz, teacher.data.labels, teacher.data.clip_steps) == ([40.0], "sparse", 22)
+    student = load_train_config(preset="flextune-balanced")
+    assert (student.optim.steps, student.optim.lr, student.data.labels, student.data.clip_align) == (600, 5e-5, "pseudo", 2)
+    assert student.data.rates_hz == [40.0] and student.fal.rule == "flextune" and student.fal.student.steps == 600
+    assert (student.fal.student.box_weight, student.fal.student.background_weight, student.fal.student.loss_weight) \
+        == (0.15, 0.015, 0.65)
+    dsec = load_train_config(preset="dsec-det")
+    assert dsec.optim.steps == 50000 and dsec.fal.student.steps == 600
+    assert (dsec.augment.zoom_in_prob, dsec.augment.zoom_out_prob) == pytest.approx((0.64, 0.16))
+    for config in (teacher, student, dsec):
+        assert (config.data.batch_size, config.optim.warmup_pct, config.optim.final_div) == (8, 0.01, 1e4)
+
+
+def test_flextune_chain_of_presets_on_a_dsec_det_root(tmp_path):
+    """FlexEvent's chain with the presets, two steps each: teacher -> `pseudo-label --rule flextune` -> student
+    from the teacher (--init), reading the FlexTune labels at the 40 Hz midpoints."""
+    data = tmp_path / "dsec"
+    assert main(["synth", "--out", str(data), "--preset", "dsec", "--size", "640x480", "--sequences", "1",
+                 "--duration", "0.3", "--split", "1,0,0", "--workers", "1", "--seed", "0"]) == 0
+    (data / "train_val_test_split.yaml").write_text("train: [synth_000]\nval: []\ntest: []\n")
+    teacher, payload = train_tiny("flextune-teacher", data, tmp_path / "teacher", "data.layout=dsec")
+    assert payload["config"]["data"]["labels"] == "sparse" and teacher.spec.window_us == 25_000
+    checkpoint = tmp_path / "teacher" / "checkpoints" / "last.pt"
+    assert main(["pseudo-label", str(checkpoint), "--data", str(data), "--rule", "flextune", "--no-progress"]) == 0
+    assert (data / "train" / "synth_000" / "object_detections" / "left" / "pseudo_tracks.npy").is_file()
+    assert main(["train", "--preset", "flextune-balanced", "--init", str(checkpoint), "--data", str(data), "--out",
+                 str(tmp_path / "student"), *TINY, "data.layout=dsec"]) == 0
+    recipe = read_training_checkpoint(tmp_path / "student" / "checkpoints" / "last.pt")["config"]
+    assert recipe["model"]["init"] == str(checkpoint) and recipe["data"]["labels"] == "pseudo"
+    assert recipe["optim"]["lr"] == pytest.approx(5e-5) and recipe["fal"]["rule"] == "flextune"

@@ -1,6 +1,7 @@
 """Write FlexTune pseudo labels for a dataset split: a teacher checkpoint runs forward and time-reversed at
 `--factor` times the label rate; confident, tracked boxes at the in-between instants are written with the
-ground truth to `<seq>/object_detections/left/pseudo_tracks.npy` (class_confidence = teacher score)."""
+ground truth to `<seq>/object_detections/left/pseudo_tracks.npy` (class_confidence = teacher score).
+`--rule flextune` builds them as FlexEvent does (its grid, postprocess, thresholds and tracker)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (synthetic, DSEC-Det or Gen1 layout)")
     parser.add_argument("--split", default="train", help="split to pseudo-label (default: train)")
     parser.add_argument("--factor", type=int, default=None, help="teacher steps per label interval (default 2)")
+    parser.add_argument("--rule", choices=("flexdet", "flextune"), default=None,
+                        help="flexdet: flexdet's chain (default); flextune: FlexEvent's own labels (uniform grid "
+                             "over the frame times, class-probability scores, its size filter and tracker)")
     parser.add_argument("--config", default=None, help="YAML file of FALConfig fields (thresholds, tracker)")
     parser.add_argument("--threshold", type=float, default=None, help="confidence a box must exceed (default 0.6)")
     parser.add_argument("--class-threshold", action="append", default=[], metavar="CLASS=VALUE",
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from flexdet.training.fal.generate import pseudo_label_checkpoint
 
     config = load_yaml(FALConfig, args.config) if args.config else FALConfig()
-    overrides = {"factor": args.factor, "confidence_threshold": args.threshold, "nms_iou": args.nms}
+    overrides = {"factor": args.factor, "confidence_threshold": args.threshold, "nms_iou": args.nms,
+                 "rule": args.rule}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.class_threshold:
         overrides["class_thresholds"] = {**config.class_thresholds, **_class_thresholds(args.class_threshold)}
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                                       not args.no_progress)
     for path in written:
         print(path)
-    print(f"wrote pseudo labels for {len(written)} sequence(s) at {config.factor}x the label rate")
+    print(f"wrote {config.rule} pseudo labels for {len(written)} sequence(s) at {config.factor}x the label rate")
     return 0
 
 

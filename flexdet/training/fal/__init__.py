@@ -5,7 +5,8 @@ Pipeline: stream the teacher forward and time-reversed on a grid `factor` times 
 (`pseudo_labels`), keep only pseudo boxes a GT-aware constant-velocity tracker vouches for (`tracker`),
 and write them next to the data as `pseudo_tracks.npy`. `config` holds every threshold and the student's
 loss weights. `flextune` rebuilds FlexEvent's own label stream (its thresholds, NMS and LEOD's tracker) row
-for row from given teacher predictions. Names load lazily so importing the package does not import torch.
+for row from given teacher predictions; `fal.rule: flextune` (`flexdet pseudo-label --rule flextune`) makes
+`pseudo_label_sequence` write it. Names load lazily so importing the package does not import torch.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import numpy as np
 
 from flexdet.errors import ConfigError
 
+RULES = ("flexdet", "flextune")
+
 
 @dataclass
 class TrackerConfig:
@@ -42,6 +44,10 @@ class FALConfig:
     `factor` = how many teacher steps per label interval (2: 40 Hz for 20 Hz labels). `class_thresholds`
     maps evaluated class ids to their own threshold (FlexEvent's 8-class setting uses 0.70-0.75); other
     classes use `confidence_threshold`. A prediction is kept when its score is strictly above.
+    `rule`: "flexdet" (flexdet's chain: grid snapped to the label instants, its tracker, generate.py) or
+    "flextune" (FlexEvent's own label stream, flextune.py: its uniform grid over the frame times, the teacher's
+    class probability as score, its size filter and LEOD's tracker; with FlexEvent's per-class thresholds on
+    its 8-class benchmarks when `class_thresholds` is empty).
     """
 
     factor: int = 2
@@ -51,12 +57,15 @@ class FALConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     both_directions: bool = True
+    rule: str = "flexdet"
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError for values no pseudo-labelling run can use."""
+        if self.rule not in RULES:
+            raise ConfigError(f"fal.rule must be one of {RULES}, got {self.rule!r}")
         if int(self.factor) != self.factor or self.factor < 2:
             raise ConfigError(f"fal.factor must be an integer >= 2 (teacher steps per label interval), "
                               f"got {self.factor}")

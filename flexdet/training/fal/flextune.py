@@ -14,6 +14,12 @@ NumPy's `argsort(order='t')` does with the other fields).
 Differs from flexdet's own pipeline (generate.py, tracker.py) on purpose, to match FlexEvent: the grid is not
 snapped to the label times, rows stay in the model frame (320x215, model class ids), and the tracker follows LEOD's
 rules (see `LinearTracker`).
+
+`flexdet pseudo-label --rule flextune` (generate.py `pseudo_label_sequence` with fal.rule "flextune") runs the
+teacher on `flextune_grid` with FlexEvent's postprocess (`FLEXTUNE_POSTPROCESS`: the score is the class
+probability, what its generate_pseudo_labels.py stores as class_confidence and build_pseudo_labels.py thresholds),
+feeds both directions to `flextune_labels` and keeps the rows FlexEvent's student reads as pseudo labels
+(`student_pseudo_rows`).
 """
 
 from __future__ import annotations
@@ -24,12 +30,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE, boxes_to_xyxy
-from flexdet.training.benchmarks import DSEC_TRAIN_FILTER, Benchmark, dsec_two_class_benchmark
+from flexdet.training.benchmarks import DSEC_CLASSES, DSEC_TRAIN_FILTER, Benchmark, dsec_two_class_benchmark
 from flexdet.training.fal.config import FALConfig, TrackerConfig
 from flexdet.training.fal.pseudo_labels import apply_thresholds
 
 GT_REACH_US = 8000
 ON_GRID_US = 1000
+# The teacher's postprocess when FlexEvent generates pseudo labels (generate_pseudo_labels.py:114-119 with
+# config/model/rnndet.yaml:103-105): rows with objectness x class probability >= 0.1, class-wise NMS 0.45 on that
+# product, no cap; utils/pseudo_labels.py:40-42 stores the class probability alone as class_confidence (and
+# objectness x class probability as detection_confidence), and build_pseudo_labels.py thresholds class_confidence.
+# flexdet's "rvt" postprocess rule is this rule (models/postprocess.py), reported score = class probability.
+FLEXTUNE_POSTPROCESS = {"postprocess_rule": "rvt", "conf_thresh": 0.1, "nms_thresh": 0.45, "max_detections": 0}
+# scripts/build_pseudo_labels.py:25-28, FlexEvent's --classwise thresholds for its 8-class model (README: "add
+# `--classwise` to the label-construction command" for the multi-class model), by class name.
+CLASSWISE_THRESHOLDS = {"pedestrian": 0.70, "rider": 0.75, "car": 0.75, "bus": 0.75, "truck": 0.70, "bicycle": 0.75,
+                        "motorcycle": 0.70}
 
 
 def flextune_grid(frame_times: np.ndarray, factor: int = 2) -> np.ndarray:
@@ -275,6 +291,38 @@ def flextune_labels(forward: np.ndarray, reverse: np.ndarray, ground_truth: np.n
     gt = benchmark.to_eval_frame(benchmark.map_classes(ground_truth.astype(BOX_DTYPE)), clip="last_pixel")
     return label_stream(flextune_grid(frame_times, config.factor), gt, pseudo, benchmark.num_classes,
                         config.tracker, width, height)
+
+
+def flextune_config(config: FALConfig, benchmark: Benchmark) -> FALConfig:
+    """`config` as FlexEvent builds labels for `benchmark`: on its 8-class DSEC benchmarks (flexevent8, dsec8) and
+    without class_thresholds of its own, FlexEvent's --classwise thresholds (train, which FlexEvent does not
+    score, keeps confidence_threshold); otherwise `config` unchanged."""
+    import dataclasses
+
+    names = tuple(benchmark.class_names)
+    if config.class_thresholds or names[:7] != DSEC_CLASSES[:7]:
+        return config
+    return dataclasses.replace(config, class_thresholds={i: CLASSWISE_THRESHOLDS[name] for i, name in enumerate(names)
+                                                         if name in CLASSWISE_THRESHOLDS})
+
+
+def student_pseudo_rows(rows: np.ndarray, grid: np.ndarray, student_grid: np.ndarray, factor: int) -> np.ndarray:
+    """The rows of `flextune_labels` that FlexEvent's student learns from as pseudo labels: those at the grid's
+    in-between instants (indices not a multiple of `factor`; data/dsec_utils/training.py:25-32 and 139-149 take
+    ground truth from the label file at the frame instants, pseudo labels only at the midpoints), each moved to
+    the instant of the same index of `student_grid` (the grid flexdet's student steps on, the same length: equal
+    to `grid` for evenly spaced frames, off by the frames' jitter otherwise)."""
+    grid = np.asarray(grid, dtype=np.int64)
+    student_grid = np.asarray(student_grid, dtype=np.int64)
+    if len(grid) != len(student_grid):
+        raise ValueError(f"the student's grid has {len(student_grid)} instants, FlexTune's {len(grid)}")
+    if len(grid) < 2:
+        return rows[:0].copy()
+    at = np.minimum(np.searchsorted(grid, rows["t"]), len(grid) - 1)
+    between = (grid[at] == rows["t"]) & (at % int(factor) != 0)
+    out = rows[between].copy()
+    out["t"] = student_grid[at[between]]
+    return out
 
 
 def _time_sorted(rows: np.ndarray) -> np.ndarray:

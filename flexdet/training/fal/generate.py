@@ -11,12 +11,20 @@ Output, `<seq>/object_detections/left/pseudo_tracks.npy` (Gen1 layout: `<name>_p
 atomically: the sequence's ground-truth rows unchanged (confidence as in tracks.npy, 1.0 in DSEC-Det) plus
 the pseudo rows at in-between instants, whose class_confidence is the teacher's score. Pseudo rows are the
 ones at instants that have no ground truth (`split_pseudo_labels`).
+
+`config.rule` picks the step between the teacher and the file. "flexdet": the above, on `fine_grid` of the
+labelled instants. "flextune": FlexEvent's own labels (flextune.py): the teacher runs on `flextune_grid` of the
+frame times with FlexEvent's postprocess (score = class probability), `flextune_labels` builds FlexEvent's label
+stream from both directions (model frame), and its rows at the in-between instants become the pseudo rows, moved
+to the same instants of `fine_grid` (where the student steps) and back to the label file's frame and class ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +33,13 @@ from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError
 from flexdet.training.datasets.sequences import Sequence
 from flexdet.training.fal.config import FALConfig
+from flexdet.training.fal.flextune import (
+    FLEXTUNE_POSTPROCESS,
+    flextune_config,
+    flextune_grid,
+    flextune_labels,
+    student_pseudo_rows,
+)
 from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
 from flexdet.training.fal.tracker import track_filter
 from flexdet.training.ground_truth import label_times, labels_at
@@ -60,12 +75,14 @@ def base_times(sequence: Sequence) -> np.ndarray:
 
 
 def teacher_predictions(model, sequence: Sequence, spec: InputSpec, grid: np.ndarray, reverse: bool = True,
-                        device: str = "cpu", progress: Callable[[int], None] | None = None
-                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                        device: str = "cpu", progress: Callable[[int], None] | None = None,
+                        postprocess: Mapping[str, Any] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(forward, reversed) BOX_DTYPE predictions at every grid instant (input frame, model class ids, score
     in class_confidence); forward[i] is at grid[i] (forward[0] is empty: no window ends there), and
     reversed[i] at grid[i] (reversed[-1] is empty). Without `reverse` the reversed list is all empty. Both
-    directions run through the stepper as one batch of two streams, inputs from the model's specification."""
+    directions run through the stepper as one batch of two streams, inputs from the model's specification.
+    `postprocess`: model-config postprocess fields (postprocess_rule, conf_thresh, nms_thresh, max_detections)
+    used instead of the model's own."""
     from flexdet.export.metadata import metadata_for_model
     from flexdet.export.runtime.streaming import torch_runtime
     from flexdet.training.coco_eval import predictions_as_boxes
@@ -77,7 +94,10 @@ def teacher_predictions(model, sequence: Sequence, spec: InputSpec, grid: np.nda
     if steps < 1:
         return forward, backward
     views = 2 if reverse else 1
-    runtime = torch_runtime(model.eval(), metadata_for_model(model, spec), device)
+    metadata = metadata_for_model(model, spec)
+    if postprocess:
+        metadata = dataclasses.replace(metadata, model_config={**metadata.model_config, **postprocess})
+    runtime = torch_runtime(model.eval(), metadata, device)
     runtime.reset(views)
     shown = None
     for lo in range(0, steps, CHUNK_STEPS):
@@ -98,13 +118,33 @@ def teacher_predictions(model, sequence: Sequence, spec: InputSpec, grid: np.nda
     return forward, backward
 
 
+def label_grid(sequence: Sequence, config: FALConfig) -> np.ndarray:
+    """The instants the teacher predicts at under `config.rule`: flexdet's `fine_grid` of the labelled instants,
+    or FlexTune's uniform `flextune_grid` of the frame times."""
+    if config.rule == "flextune":
+        return flextune_grid(_flextune_frames(sequence), config.factor)
+    return fine_grid(base_times(sequence), config.factor)
+
+
 def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config: FALConfig, spec: InputSpec,
                           device: str = "cpu", progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """BOX_DTYPE rows of the sequence's ground truth plus its kept pseudo boxes (label-file frame and ids)."""
-    base = base_times(sequence)
-    grid = fine_grid(base, config.factor)
-    between = ~np.isin(grid, base)
-    forward, backward = teacher_predictions(model, sequence, spec, grid, config.both_directions, device, progress)
+    """BOX_DTYPE rows of the sequence's ground truth plus its kept pseudo boxes (label-file frame and ids);
+    `config.rule` picks how teacher predictions become pseudo boxes (flexdet's chain or FlexTune's)."""
+    flextune = config.rule == "flextune"
+    grid = label_grid(sequence, config)
+    forward, backward = teacher_predictions(model, sequence, spec, grid, config.both_directions, device, progress,
+                                            FLEXTUNE_POSTPROCESS if flextune else None)
+    step = _flextune_step if flextune else _flexdet_step
+    pseudo = step(sequence, protocol, config, spec, grid, forward, backward)
+    merged = np.concatenate([sequence.labels.astype(BOX_DTYPE), pseudo.astype(BOX_DTYPE)])
+    return merged[np.argsort(merged["t"], kind="stable")]
+
+
+def _flexdet_step(sequence: Sequence, protocol: Protocol, config: FALConfig, spec: InputSpec, grid: np.ndarray,
+                  forward: list[np.ndarray], backward: list[np.ndarray]) -> np.ndarray:
+    """flexdet's rule: thresholds and class-wise NMS at each in-between instant, GT at the labelled ones, all
+    through flexdet's tracker; the kept pseudo rows in the label file's frame and ids."""
+    between = ~np.isin(grid, base_times(sequence))
     instants, is_gt = [], []
     for i, t in enumerate(grid.tolist()):
         if between[i]:
@@ -118,8 +158,38 @@ def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config:
     masks, ids = track_filter(instants, is_gt, config.tracker, width, height)
     pseudo = [_to_label_file(rows[keep], track[keep], protocol)
               for rows, keep, track, gt in zip(instants, masks, ids, is_gt) if not gt]
-    merged = np.concatenate([sequence.labels.astype(BOX_DTYPE), *pseudo])
-    return merged[np.argsort(merged["t"], kind="stable")]
+    return np.concatenate(pseudo) if pseudo else np.zeros(0, BOX_DTYPE)
+
+
+def _flextune_step(sequence: Sequence, protocol: Protocol, config: FALConfig, spec: InputSpec, grid: np.ndarray,
+                   forward: list[np.ndarray], backward: list[np.ndarray]) -> np.ndarray:
+    """FlexTune's rule: `flextune_labels` of both directions (model frame, FlexEvent's thresholds, per-class on its
+    8-class benchmarks), its rows at the in-between instants moved to the student's grid, in the label file's
+    frame and ids (the prediction's track id kept, as FlexEvent writes it)."""
+    if tuple(spec.size) != tuple(protocol.eval_size):
+        raise ConfigError(f"fal.rule flextune: the teacher's input is {spec.size[0]}x{spec.size[1]} but benchmark "
+                          f"{protocol.name!r} scores {protocol.eval_size[0]}x{protocol.eval_size[1]} boxes; FlexTune's "
+                          "labels live in the benchmark's frame")
+    frames = _flextune_frames(sequence)
+    base = base_times(sequence)
+    if not np.array_equal(base, frames):
+        raise ConfigError(f"{sequence.name}: fal.rule flextune needs every label on a frame time and increasing "
+                          "frame times (DSEC-Det: tracks.npy stamped with images/timestamps.txt); the student "
+                          "steps on the labelled instants, which here are not the frames")
+    student_grid = fine_grid(base, config.factor)
+    rows = flextune_labels(np.concatenate(forward), np.concatenate(backward), sequence.labels, frames,
+                           flextune_config(config, protocol), protocol)
+    pseudo = student_pseudo_rows(rows, grid, student_grid, config.factor)
+    return _to_label_file(pseudo, pseudo["track_id"], protocol)
+
+
+def _flextune_frames(sequence: Sequence) -> np.ndarray:
+    """The frame times FlexTune's grid spans (its build_pseudo_labels.py reads images/timestamps.txt)."""
+    frames = sequence.frame_times
+    if frames is None or len(frames) == 0:
+        raise ConfigError(f"{sequence.name}: fal.rule flextune spans the frame times (DSEC-Det's "
+                          "images/timestamps.txt) and this sequence has no frames; use fal.rule flexdet")
+    return np.asarray(frames, dtype=np.int64)
 
 
 def pseudo_label_path(sequence: Sequence) -> Path:
@@ -167,7 +237,7 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
     try:
         for sequence in dataset.sequences:
             labelled = base_times(sequence)
-            steps = max(len(fine_grid(labelled, config.factor)) - 1, 0)
+            steps = max(len(label_grid(sequence, config)) - 1, 0)
             with progress_bar(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
                       leave=False) as bar:
                 boxes = pseudo_label_sequence(model, sequence, dataset.protocol, config, spec, device, bar.update)
