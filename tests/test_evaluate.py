@@ -114,3 +114,27 @@ def test_label_times_off_the_stream_grid_are_scored_on_the_nearest_step_within_t
     assert _label_steps(sequence, ends, 50_000) == [(101_500, 1), (148_400, 2), (230_000, 4), (260_000, 4)]
     assert _label_steps(sequence, ends, 0) == []  # DSEC: exact instants only
     assert _label_steps(sequence, ends, 5_000) == [(101_500, 1), (148_400, 2)]
+
+
+def test_chains_interleave_phase_shifted_streams_on_the_trained_window(dataset):
+    """At 40 Hz the chains schedule holds 2 states; the one stepped at 50, 100, ... ms is exactly a 20 Hz stream
+    (same windows, same state), the other the same stream 25 ms later, and every output time is the 40 Hz grid."""
+    from flexdet.training.evaluate import chain_count, stream_runs
+
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.0, max_detections=30).eval()
+    assert [chain_count(r, 50_000) for r in (20, 45, 90, 180)] == [1, 2, 4, 9]
+    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
+    sequence = dataset.sequences[0]
+    chained = stream_runs(runner, [sequence], 40, dense=False, chains=True)[0]
+    ends40 = stream_windows(sequence, 40)[1]
+    assert np.array_equal(chained.times, ends40)
+    starts20, ends20 = stream_windows(sequence, 20)
+    assert np.array_equal(ends40[1::2], ends20)
+    # the same two streams side by side (the batch the chains ran in): 25 ms-late 20 Hz, and 20 Hz itself
+    late, on_time = runner.run_many([sequence] * 2, [ends40[0::2] - 50_000, starts20], [ends40[0::2], ends20])
+    assert len(late) + len(on_time) == len(ends40) and sum(len(d["boxes"]) for d in on_time) > 0
+    for got, want in ((chained.detections[0::2], late), (chained.detections[1::2], on_time)):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a["boxes"], b["boxes"])
+            np.testing.assert_array_equal(a["scores"], b["scores"])

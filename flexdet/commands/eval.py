@@ -9,7 +9,7 @@ import sys
 
 from flexdet.commands import parse_rates
 
-SCHEDULES = ("stream", "interframe", "global")
+SCHEDULES = ("stream", "interframe", "global", "chains")
 DEFAULT_RATES = (20.0, 60.0, 90.0, 180.0)
 INTERFRAME_RULES = ("auto", "stream", "flexevent")
 INTERFRAME_NOTE = ("interframe: each row scores, for every pair of consecutive frames whose tracks persist, one step "
@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "flexevent2/8 for a converted FlexEvent model on DSEC-Det)")
     parser.add_argument("--schedule", choices=SCHEDULES, default=None,
                         help="stream: continuous run at each rate, every step with ground truth scored (flexdet's "
-                             "own); interframe: DAGr deltas; global: the labelled instants only (default stream)")
+                             "own); interframe: DAGr deltas; global: the labelled instants only; chains: the same "
+                             "output times from rate x window phase-shifted states, each stepped on the trained "
+                             "window at its own outputs (n states, one step per output; default stream)")
     parser.add_argument("--interframe-rule", choices=INTERFRAME_RULES, default="auto",
                         help="where an interframe step's recurrent state comes from: stream (a 20 Hz stream to the "
                              "frame), flexevent (FlexEvent's test_interframe.py: the previous pair's step); auto: "

@@ -50,7 +50,7 @@ from flexdet.training.results import (
     write_results,
 )
 
-PROTOCOLS = ("stream", "interframe", "global")
+PROTOCOLS = ("stream", "interframe", "global", "chains")
 INTERFRAME_RULES = ("stream", "flexevent")
 CHUNK_STEPS = 128
 # Prophesee's toolbox (and RVT) measure the 0.5 s skip from t = 0: every recording is taken to start there.
@@ -209,12 +209,16 @@ def window_inputs(sequence: Sequence, spec: InputSpec, starts: np.ndarray, ends:
     return out
 
 
-def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float, dense: bool) -> list[ScoredRun]:
+def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float, dense: bool,
+                chains: bool = False) -> list[ScoredRun]:
     """Stream the sequences (as one batch) at `rate_hz`; score every step with ground truth (dense) or only
-    the labelled instants."""
+    the labelled instants. `chains`: the phase-shifted schedule (`chain_count`), same output times."""
     windows = [stream_windows(s, rate_hz) for s in sequences]
-    runner.set_window_us(int(round(1e6 / float(rate_hz))))
-    outputs = runner.run_many(sequences, [w[0] for w in windows], [w[1] for w in windows])
+    if chains:
+        outputs = _chain_outputs(runner, sequences, [w[1] for w in windows], rate_hz)
+    else:
+        runner.set_window_us(int(round(1e6 / float(rate_hz))))
+        outputs = runner.run_many(sequences, [w[0] for w in windows], [w[1] for w in windows])
     runs = []
     for sequence, (_, ends), detections in zip(sequences, windows, outputs):
         gt, scored = [], []
@@ -229,6 +233,37 @@ def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float,
                 scored.append(k)
         runs.append(ScoredRun(ends, detections, gt, scored))
     return runs
+
+
+def chain_count(rate_hz: float, window_us: int) -> int:
+    """States the phase-shifted schedule holds at `rate_hz`: the whole number of output periods nearest the
+    trained window (9 at 180 Hz for 50 ms, 1 at 20 Hz), at least 1."""
+    return max(1, round(float(rate_hz) * window_us / 1e6))
+
+
+def _chain_outputs(runner: StreamRunner, sequences: list[Sequence], ends: list[np.ndarray], rate_hz: float
+                   ) -> list[list[dict]]:
+    """The phase-shifted schedule: output k of a stream at `rate_hz` comes from chain k mod n (n =
+    `chain_count`), a recurrent state stepped only at its own outputs on the trained window [t_k - window, t_k),
+    so every step sees what training showed (the window and nearly its period, exactly at k x 20 Hz) whatever the
+    output rate. Costs: one network step per output (as streaming at `rate_hz`), n states held, one step's
+    latency. The chains run side by side as one batch; their outputs are interleaved back in time order."""
+    window = runner.spec.window_us
+    n = chain_count(rate_hz, window)
+    runner.set_window_us(window)
+    chained, chain_ends = [], []
+    for sequence, times in zip(sequences, ends):
+        for c in range(n):
+            chained.append(sequence)
+            chain_ends.append(times[c::n])
+    outputs = runner.run_many(chained, [e - window for e in chain_ends], chain_ends)
+    merged = []
+    for i, times in enumerate(ends):
+        detections: list[dict] = [{}] * len(times)
+        for c in range(n):
+            detections[c::n] = outputs[i * n + c]
+        merged.append(detections)
+    return merged
 
 
 def _label_steps(sequence: Sequence, ends: np.ndarray, tolerance_us: int) -> list[tuple[int, int]]:
@@ -459,7 +494,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         rates_hz = streamable
         print(f"{dataset.root}: stored windows only, evaluated at {', '.join(f'{r:g}' for r in rates_hz)} Hz",
               file=sys.stderr)
-    dense = protocol_kind == "stream" and all(s.dense is not None for s in dataset.sequences)
+    dense = protocol_kind in ("stream", "chains") and all(s.dense is not None for s in dataset.sequences)
     per_rate: dict[float | None, list[ScoredRun]] = {}
     bar = progress_bar(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),
                desc=f"eval {model_name} ({protocol_kind})", unit="run", disable=not progress)
@@ -476,7 +511,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         for rate in rates_hz:
             for lo in range(0, len(dataset.sequences), batch_size):
                 chosen = dataset.sequences[lo:lo + batch_size]
-                per_rate.setdefault(float(rate), []).extend(stream_runs(runner, chosen, rate, dense))
+                per_rate.setdefault(float(rate), []).extend(stream_runs(runner, chosen, rate, dense,
+                                                                        protocol_kind == "chains"))
                 bar.update(len(chosen))
     bar.close()
     starts = [RECORDING_START_US] * len(dataset.sequences)
