@@ -129,3 +129,27 @@ def test_each_rule_matters(written, official, changes, view):
     expected = np.concatenate([official["ev_repr_a"], official["ev_repr_b"]], 1)
     readable = _readable(official)
     assert not np.array_equal(inputs[readable][:, view], expected[readable][:, view])
+
+
+def test_a_read_only_dataset_gets_its_halved_file_in_the_user_cache(tmp_path, monkeypatch, official):
+    """Shared datasets are often read-only: the halved file then goes to $XDG_CACHE_HOME/flexdet/halved/, and the
+    inputs are FlexEvent's all the same."""
+    import os
+    import stat
+
+    from flexdet.data.halved_events import events_file
+
+    root = tmp_path / "dsec"
+    shutil.copytree(FIXTURE / "dsec", root, ignore=shutil.ignore_patterns("events_2x.h5"))
+    left = root / LEFT
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    os.chmod(left, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        spec = flexevent_spec()
+        path = events_file(left / "events.h5", spec.geometry)
+        assert path.is_relative_to(tmp_path / "cache" / "flexdet" / "halved") and not (left / "events_2x.h5").exists()
+        with h5py.File(path, "r") as mine, h5py.File(HALVED, "r") as theirs:
+            np.testing.assert_array_equal(mine["events/t"][()], theirs["events/t"][()])
+        assert events_file(left / "events.h5", spec.geometry) == path  # found again, not rewritten
+    finally:
+        os.chmod(left, stat.S_IRWXU)

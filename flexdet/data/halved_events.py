@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flexdet.data.readers.index import folder_writable, user_cache_path
 from flexdet.errors import ConfigError
 
 CHUNK_US = 100_000  # µs of events read, fired and written at a time
@@ -30,14 +31,20 @@ def halved_path(events_path: os.PathLike[str] | str, factor: int = 2) -> Path:
 
 def events_file(events_path: os.PathLike[str] | str, geometry) -> Path:
     """The file a `Geometry` takes its events from: the recording itself, or, when its event_downscale is
-    "integrate_fire" (and it scales), the recording's integrate-and-fire file, written first if missing."""
+    "integrate_fire" (and it scales), the recording's integrate-and-fire file, written first if missing (beside
+    the recording, or in the user cache when its folder is read-only)."""
     events_path = Path(events_path)
     if geometry is None or geometry.event_downscale != "integrate_fire" or geometry.scale == 1:
         return events_path
     path = halved_path(events_path, geometry.scale)
-    if not path.is_file():
-        write_halved(events_path, path, geometry.scale)
-    return path
+    if path.is_file():
+        return path
+    if not folder_writable(events_path.parent):  # a read-only dataset: the user cache holds the file
+        path = user_cache_path(events_path, "halved", f"_{int(geometry.scale)}x.h5")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            return path
+    return write_halved(events_path, path, geometry.scale)
 
 
 def write_halved(events_path: os.PathLike[str] | str, out_path: os.PathLike[str] | str | None = None,

@@ -64,11 +64,16 @@ def _signature(source: Path) -> dict[str, int]:
 
 def cache_paths(source: Path) -> list[Path]:
     """Where the index of `source` may live: beside it first, then the user cache."""
+    return [source.with_name(source.name + INDEX_SUFFIX), user_cache_path(source, "index", INDEX_SUFFIX)]
+
+
+def user_cache_path(source: Path, kind: str, suffix: str) -> Path:
+    """A file derived from `source` in `$XDG_CACHE_HOME/flexdet/<kind>/` (default ~/.cache), named by a hash of
+    the source's path, size and mtime, for when the source's folder is read-only."""
     stat = source.stat()
     key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flexdet" / "index"
-    return [source.with_name(source.name + INDEX_SUFFIX),
-            cache_root / (hashlib.sha256(key).hexdigest()[:32] + INDEX_SUFFIX)]
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flexdet" / kind
+    return cache_root / (hashlib.sha256(key).hexdigest()[:32] + suffix)
 
 
 def load_index(source: Path, kind: str, step_us: int) -> SparseIndex | None:
