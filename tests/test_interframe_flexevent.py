@@ -28,13 +28,12 @@ from flexdet.training.evaluate import (
     interframe_pairs,
     interframe_rule,
     interframe_runs,
-    interframe_target,
+    interframe_targets_of,
     interframe_windows,
-    interpolated_tracks,
     score,
     window_inputs,
 )
-from flexdet.training.ground_truth import interframe_deltas
+from flexdet.training.ground_truth import interframe_deltas, interframe_targets
 from flexdet.training.protocols import get_protocol
 
 FIXTURE = Path(__file__).parent / "fixtures" / "flexevent_interframe"
@@ -115,12 +114,12 @@ def test_kept_pairs_windows_and_labels_equal_flexevents(official, datasets, mode
             np.testing.assert_array_equal(reads.float32_cuts, official[prefix + "timestamp"][chosen])
             for k, step in enumerate(chosen):
                 theirs = frame_rows(official, mode, j, "labels", step)
-                ours = interpolated_tracks(prepared, pairs[k], offset)
+                ours = interframe_targets(prepared, pairs[k:k + 1], offset)[0]
                 assert len(ours) == len(theirs)
                 for name in ("x", "y", "w", "h", "class_id"):
                     np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{mode} {j} {step} {name}")
                 checked += len(ours)
-                dagr = interpolated_tracks(prepared, pairs[k], int(offset))  # DAGr's int offset
+                dagr = interframe_targets(prepared, pairs[k:k + 1], int(offset))[0]  # DAGr's int offset
                 moved += int(any(np.any(dagr[n] != theirs[n]) for n in ("x", "y", "w", "h")))
     assert checked > 800 and moved > 50  # FlexEvent interpolates at the float offset
 
@@ -237,10 +236,10 @@ def test_flexevents_rules_decide_the_numbers(official, datasets):
         detections = [frame_rows(official, "2class", j, "detections", s) for s in chosen]
         detections = [{"boxes": d[:, :4], "scores": d[:, 5], "labels": d[:, 6].astype(np.int64)} for d in detections]
         for protocol, bucket in ((dataset.protocol, "flexevent2"), (get_protocol("dsec2"), "dsec2")):
-            targets = [interframe_target(protocol, prepared, pair, OFFSETS[j]) for pair in pairs]
+            targets = interframe_targets_of(protocol, prepared, pairs, OFFSETS[j])
             runs.append((bucket, ScoredRun(pairs[:, 0], detections, targets, list(range(len(pairs))))))
         if seq.name == "synth_000":
-            assert len(interframe_target(dataset.protocol, prepared, pairs[-1], OFFSETS[j])) == 0
+            assert len(interframe_targets_of(dataset.protocol, prepared, pairs[-1:], OFFSETS[j])[0]) == 0
     flexevent = score([r for b, r in runs if b == "flexevent2"], dataset.protocol, [0, 0])
     dagr = score([r for b, r in runs if b == "dsec2"], get_protocol("dsec2"), [0, 0])
     assert flexevent["AP"] == pytest.approx(float(official["2class__3__metric_values"][

@@ -35,7 +35,7 @@ from flexdet.training.ground_truth import (
     InterframeDelta,
     format_rate,
     interframe_deltas,
-    labels_at,
+    interframe_targets,
     persistent_pairs,
 )
 from flexdet.training.protocols import Protocol
@@ -187,11 +187,8 @@ def window_inputs(sequence: Sequence, spec: InputSpec, starts: np.ndarray, ends:
     if reads is None:
         return sequence.model_inputs(spec, starts, ends)
     recording = sequence.recording(spec.geometry)
-    limits = np.asarray(reads.ends, np.int64).reshape(-1)
+    limits = spec.read_end(np.asarray(reads.ends, np.int64).reshape(-1), int(recording.t_offset))
     cuts = np.asarray(reads.float32_cuts, np.float64).reshape(-1).astype(np.float32)
-    if spec.end_grid_us:
-        origin, grid = int(recording.t_offset), int(spec.end_grid_us)
-        limits = origin + (limits - origin) // grid * grid
     width, height = spec.size
     out = np.zeros((len(ends), spec.channels, height, width), np.uint8)
     if len(ends) == 0:
@@ -345,30 +342,13 @@ def interframe_pairs(protocol: Protocol, sequence: Sequence, rule: str = "stream
     return prepared, persistent_pairs(prepared, 0.1, sequence.frame_times)
 
 
-def interpolated_tracks(prepared: np.ndarray, pair, offset_us: float) -> np.ndarray:
-    """The boxes of one pair (t_i, t_i+1) at t_i + `offset_us`, interpolated linearly by track as DAGr's and
-    FlexEvent's interpolate_tracks do: rows by track id, class from t_i, the ratio (t_i + offset - t_i) /
-    (t_i+1 - t_i) with t_i + offset taken in float64 (FlexEvent's float offset), so past t_i+1 they extrapolate;
-    rows stamped t_i + int(offset)."""
-    t0, t1 = int(pair[0]), int(pair[1])
-    first, second = labels_at(prepared, t0), labels_at(prepared, t1)
-    first = first[np.argsort(first["track_id"], kind="stable")]
-    second = second[np.argsort(second["track_id"], kind="stable")]
-    if not np.array_equal(first["track_id"], second["track_id"]):
-        raise ConfigError(f"interframe pair {t0}, {t1}: the two frames hold different tracks")
-    instant = np.float64(t0) + np.float64(offset_us)
-    ratio = (instant - np.float64(t0)) / np.float64(t1 - t0)
-    out = first.copy()
-    for name in ("x", "y", "w", "h"):
-        out[name] = first[name].astype(np.float64) * (1.0 - ratio) + second[name].astype(np.float64) * ratio
-    out["t"] = int(instant)
-    return out
-
-
-def interframe_target(protocol: Protocol, prepared: np.ndarray, pair, offset_us: float) -> np.ndarray:
-    """The ground truth scored for one pair at t_i + `offset_us`: `interpolated_tracks` through the benchmark's
+def interframe_targets_of(protocol: Protocol, prepared: np.ndarray, pairs: np.ndarray, offset_us: float
+                          ) -> list[np.ndarray]:
+    """The ground truth scored for each pair at t_i + `offset_us`: the labels interpolated by track
+    (`interframe_targets`; a float offset, FlexEvent's, interpolates at the float instant) through the benchmark's
     filter (DAGr filters the interpolated boxes again; FlexEvent's evaluator filters what it scores)."""
-    return protocol.filter_boxes(interpolated_tracks(prepared, pair, offset_us), RECORDING_START_US)
+    return [protocol.filter_boxes(boxes, RECORDING_START_US)
+            for boxes in interframe_targets(prepared, pairs, offset_us)]
 
 
 def interframe_runs(runner: StreamRunner, sequence: Sequence, deltas: Seq[InterframeDelta] | None = None,
@@ -384,8 +364,7 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence, deltas: Seq[Interf
     # DAGr runs int(offset); FlexEvent the float offset itself (its labels are interpolated at it, its window ends
     # at int(t_i + offset)).
     offsets = {d.rate_hz: interframe_offset_us(d) if rule == "flexevent" else float(d.delta_us) for d in deltas}
-    targets = {rate: [interframe_target(runner.protocol, prepared, pair, offset) for pair in pairs]
-               for rate, offset in offsets.items()}
+    targets = {rate: interframe_targets_of(runner.protocol, prepared, pairs, offset) for rate, offset in offsets.items()}
     if rule == "flexevent":
         for d in deltas:
             runs[d.rate_hz] = _pair_stream(runner, sequence, pairs, offsets[d.rate_hz], targets[d.rate_hz])

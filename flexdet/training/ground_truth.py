@@ -34,11 +34,12 @@ def labels_at(boxes: np.ndarray, t: int) -> np.ndarray:
     return boxes[lo:hi]
 
 
-def interpolate_pair(boxes0: np.ndarray, boxes1: np.ndarray, t: int) -> np.ndarray:
+def interpolate_pair(boxes0: np.ndarray, boxes1: np.ndarray, t: int | float) -> np.ndarray:
     """Boxes at `t` linearly interpolated by track_id between two labelled instants (DAGr's rule).
 
     Only tracks present at both instants survive; class, confidence and id come from `boxes0`; rows are
-    ordered by track_id and carry t = `t`.
+    ordered by track_id and carry t = int(`t`). A float `t` (FlexEvent's float interframe offsets) sets the
+    ratio itself; past the second instant the boxes extrapolate.
     """
     if len(boxes0) == 0 or len(boxes1) == 0:
         return boxes0[:0].copy()
@@ -47,11 +48,11 @@ def interpolate_pair(boxes0: np.ndarray, boxes1: np.ndarray, t: int) -> np.ndarr
         raise FlexdetError(f"interpolate_pair: second instant {t1} µs is not after the first {t0} µs")
     _, index0, index1 = np.intersect1d(boxes0["track_id"], boxes1["track_id"], return_indices=True)
     start, end = boxes0[index0], boxes1[index1]
-    ratio = (int(t) - t0) / (t1 - t0)
+    ratio = (t - t0) / (t1 - t0)
     out = start.copy()
     for name in ("x", "y", "w", "h"):
         out[name] = start[name].astype(np.float64) * (1.0 - ratio) + end[name].astype(np.float64) * ratio
-    out["t"] = t
+    out["t"] = int(t)
     return out
 
 
@@ -100,14 +101,15 @@ def persistent_pairs(boxes: np.ndarray, min_iou: float = 0.1,
     return np.asarray(kept, dtype=np.int64).reshape(-1, 2)
 
 
-def interframe_targets(boxes: np.ndarray, pairs: np.ndarray, delta_us: int) -> list[np.ndarray]:
-    """For each (t0, t1) pair, the ground truth at t0 + `delta_us` interpolated between the pair."""
+def interframe_targets(boxes: np.ndarray, pairs: np.ndarray, delta_us: int | float) -> list[np.ndarray]:
+    """For each (t0, t1) pair, the ground truth at t0 + `delta_us` (a float offset interpolates at the float
+    instant) interpolated between the pair."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     times, starts, ends = _instants(boxes)
     index = np.searchsorted(times, pairs)
     if len(pairs) and (index.max() >= len(times) or not np.array_equal(times[index], pairs)):
         raise FlexdetError("interframe_targets: every pair time must be a labelled instant of these labels")
-    return [interpolate_pair(boxes[starts[i]:ends[i]], boxes[starts[j]:ends[j]], int(t0) + int(delta_us))
+    return [interpolate_pair(boxes[starts[i]:ends[i]], boxes[starts[j]:ends[j]], int(t0) + delta_us)
             for (i, j), t0 in zip(index, pairs[:, 0])]
 
 
