@@ -115,9 +115,8 @@ def model_config(source: str, weights: dict[str, torch.Tensor]) -> ModelConfig:
 def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
     """FlexEvent tensors (keys without 'mdl.') -> FlexDetector state dict; every tensor is placed or named in
     `_UNUSED`."""
-    out = rvt.map_state_dict(source, _rvt_layout(weights), config)
-    used = {k for k in weights if k.startswith(("rvt_fpn.", "yolox_head."))}
-    used |= {k for k in weights if k.startswith("rvt_block.") and not re.search(r"\.(embedder|moe_conv_layer)\.", k)}
+    out = rvt.map_state_dict(source, _rvt_layout(weights), config)  # refuses any RVT-part tensor it cannot place
+    used = {k for k in weights if _rvt_key(k)}
     for key, value in weights.items():
         target = _frame_key(key) or _fuser_key(key)
         if target is not None:
@@ -134,15 +133,16 @@ def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelC
 
 def _rvt_layout(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """FlexEvent's event branch, FPN and head under RVT's names (utils/initialization.py's RVT_PREFIXES)."""
-    out = {}
-    for key, value in weights.items():
-        if key.startswith("rvt_block.") and not re.search(r"\.(embedder|moe_conv_layer)\.", key):
-            out["backbone.stages." + key[len("rvt_block."):]] = value
-        elif key.startswith("rvt_fpn."):
-            out["fpn." + key[len("rvt_fpn."):]] = value
-        elif key.startswith("yolox_head."):
-            out[key] = value
-    return out
+    return {_rvt_key(key): value for key, value in weights.items() if _rvt_key(key)}
+
+
+def _rvt_key(key: str) -> str | None:
+    """RVT's name of a FlexEvent event-branch, FPN or head tensor (None: the frame branch, a gate or unknown)."""
+    if key.startswith("rvt_block.") and not re.search(r"\.(embedder|moe_conv_layer)\.", key):
+        return "backbone.stages." + key[len("rvt_block."):]
+    if key.startswith("rvt_fpn."):
+        return "fpn." + key[len("rvt_fpn."):]
+    return key if key.startswith("yolox_head.") else None
 
 
 def _frame_key(key: str) -> str | None:

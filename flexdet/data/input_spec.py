@@ -131,15 +131,20 @@ class InputSpec:
         views = [(starts, ends)]
         if self.dual_windows:
             views.append(self.sub_windows(starts, ends, backwards, sequence))
-        read_end = ends + extra
-        if self.end_grid_us:
-            read_end = time_origin + (read_end - time_origin) // self.end_grid_us * self.end_grid_us
+        read_end = self.read_end(ends + extra, time_origin)
         planes = []
         for lo, hi in views:
             stop = np.minimum(hi + extra, read_end)
             plane = build_windows(events, height, width, stop, np.maximum(stop - lo, 0), config, timing=timing)
             planes.append(reverse_histogram(plane, self.bins) if backwards else plane)
         return planes[0] if len(planes) == 1 else np.concatenate(planes, axis=1)
+
+    def read_end(self, ends: np.ndarray, time_origin: int = 0) -> np.ndarray:
+        """Where reading events up to `ends` stops: `ends` itself, or with `end_grid_us` its last grid line from
+        `time_origin` at or before it (FlexEvent's ms_to_idx reads)."""
+        if not self.end_grid_us:
+            return ends
+        return time_origin + (ends - time_origin) // self.end_grid_us * self.end_grid_us
 
     def sub_windows(self, starts: np.ndarray, ends: np.ndarray, backwards: bool = False, sequence: str = ""
                     ) -> tuple[np.ndarray, np.ndarray]:
