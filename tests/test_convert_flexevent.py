@@ -242,7 +242,7 @@ def test_the_live_stream_halves_events_as_the_dataset_file_and_gives_the_same_de
     sequence = dataset.sequences[0]
     ends = sequence.frame_times[1:]
     inputs = sequence.model_inputs(spec, ends - spec.window_us, ends)
-    frames = [sequence.frame(spec.frame_index(sequence.frame_times, int(t - spec.window_us)), spec) for t in ends]
+    frames = [sequence.frame(spec.frame_index(sequence.frame_times, int(t - spec.window_us), int(t)), spec) for t in ends]
     dataset.close()
     runtime = load_runtime(model_dir, backend="torch")
     runtime.reset(sequence="synth_000")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -71,15 +72,31 @@ def test_stream_histograms_match_independent_count(dsec_root):
     assert np.array_equal(hist[2], np.minimum(expected, 10))
 
 
+def test_latest_before_end_pairs_the_freshest_frame_before_the_window_end(dsec_root):
+    dataset = open_dataset(dsec_root, "train")
+    times = dataset.sequences[0].frame_times
+    spec = dataclasses.replace(dataset.input_spec(), frame_rule="latest_before_end")
+    dataset.close()
+    # a window ending on a frame instant keeps the frame at its start (the one training pairs), a window ending
+    # between frames gets the latest delivered before its end, never one at or after it
+    assert spec.frame_index(times, int(times[1]), int(times[2])) == 1
+    assert spec.frame_index(times, int(times[1]) + 30_000, int(times[2]) + 30_000) == 2
+    assert spec.frame_index(times, int(times[2]) - 1, int(times[3]) - 1) == 2
+    assert spec.frame_index(times, int(times[0]) - 50_000, int(times[0])) == -1
+    assert dataclasses.replace(spec, frame_rule="latest_at_start").frame_index(
+        times, int(times[1]) + 30_000, int(times[2]) + 30_000) == 1
+
+
 def test_frame_is_the_latest_at_window_start(dsec_root):
     dataset = open_dataset(dsec_root, "train")
     sequence = dataset.sequences[0]
     times = sequence.frame_times
     spec = dataset.input_spec()
-    assert spec.frame_index(times, int(times[2])) == 2
-    assert spec.frame_index(times, int(times[2]) - 1) == 1
-    assert spec.frame_index(times, int(times[2]) + 40_000) == 2
-    assert spec.frame_index(times, int(times[0]) - 1) == -1
+    window = 50_000
+    assert spec.frame_index(times, int(times[2]), int(times[2]) + window) == 2
+    assert spec.frame_index(times, int(times[2]) - 1, int(times[2]) - 1 + window) == 1
+    assert spec.frame_index(times, int(times[2]) + 40_000, int(times[2]) + 40_000 + window) == 2
+    assert spec.frame_index(times, int(times[0]) - 1, int(times[0]) - 1 + window) == -1
     cache = WindowCache(spec)
     loader = ClipLoader(dataset, cache, [90.0], use_frames=True)
     starts, _ = cache.windows(sequence, 90.0)

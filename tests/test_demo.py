@@ -17,10 +17,11 @@ import pytest
 from flexdet.cli import main as cli_main
 from flexdet.data.clock import StepClock, step_ends
 from flexdet.data.events import EVENT_DTYPE, make_events
+from flexdet.data.input_spec import identity_spec
 from flexdet.demo.pipeline import StepInput, WindowAssembler, WindowQueue
 from flexdet.demo.render import OFF_COLOUR, ON_COLOUR, RenderOptions, box_colour, display_scale, render_frame
 from flexdet.demo.sources import Pacer, RecordingSource, SourceChunk, SourceEnded, VideoSource, open_source
-from flexdet.errors import FlexdetError, MissingDependencyError
+from flexdet.errors import ConfigError, FlexdetError, MissingDependencyError
 
 REAL = Path(__file__).parents[1] / ".." / "shared" / "data" / "real"
 
@@ -84,6 +85,20 @@ def test_windows_hold_exactly_the_events_of_their_span(window_us, rate):
         assert s.display_frame[0] == int(before_end[-1])
     # Memory stays bounded: only the events still needed by the next window are kept.
     assert len(assembler._events) == np.count_nonzero(events["t"] >= assembler.clock.next_end - window_us)
+
+
+def test_the_model_frame_follows_the_specification_frame_rule():
+    events = random_events(2_000, 64, 48, 400_000)
+    frame_times = np.arange(0, 400_000, 33_333)
+    spec = identity_spec(48, 64, frame_rule="latest_before_end")
+    assembler = WindowAssembler(50_000, StepClock(0, "180"), frame_rule=spec.frame_rule)
+    steps = [s for chunk in chunks_of(events, 400_000) for s in assembler.feed(chunk)]
+    assert len(steps) > 60
+    for s in steps:
+        assert s.model_frame[0] == int(frame_times[spec.frame_index(frame_times, s.t_start, s.t_end)])
+        assert s.model_frame[0] == s.display_frame[0]
+    with pytest.raises(ConfigError, match="frame_rule"):
+        WindowAssembler(50_000, StepClock(0, "20"), frame_rule="nearest")
 
 
 def test_duration_limits_the_number_of_steps():

@@ -110,8 +110,8 @@ def test_flexevents_own_events_2x_gives_the_same_inputs(official):
 def test_frames_equal_flexevents(written, official):
     _, sequence = written
     spec = flexevent_spec()
-    for k, (start, _) in enumerate(official["ev_window_a"]):
-        index = spec.frame_index(sequence.frame_times, int(start))
+    for k, (start, end) in enumerate(official["ev_window_a"]):
+        index = spec.frame_index(sequence.frame_times, int(start), int(end))
         frame = sequence.frame(index, spec)
         np.testing.assert_array_equal(frame, official["image"][k].transpose(1, 2, 0)[..., ::-1])
 

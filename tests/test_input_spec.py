@@ -116,7 +116,7 @@ def test_dsec_model_boxes_in_sensor_pixels_equal_evaluation_predictions(tmp_path
         streamed = Recorder(monkeypatch, TorchBackend if backend == "torch" else OnnxRuntimeBackend)
         shown, widest = None, 0.0
         for k, (t_start, t_end) in enumerate(zip(starts.tolist(), ends.tolist())):
-            index = loaded.spec.frame_index(sequence.frame_times, t_start)
+            index = loaded.spec.frame_index(sequence.frame_times, t_start, t_end)
             frame = images[index] if index != shown else None
             shown = index
             out = runtime.step(recording.read(t_end - 60_000, t_end), t_end=t_end, frame=frame)

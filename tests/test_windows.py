@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from flexdet.config import from_dict
+from flexdet.data.clock import window_of
 from flexdet.data.events import make_events
 from flexdet.data.representations import (
     RepresentationConfig,
@@ -52,6 +53,9 @@ def test_rate_windows_end_on_exact_rounded_steps(rate):
     assert np.array_equal(ends, expected)
     assert len(ends) == int(3_600 * rate + 1e-9)  # an hour at `rate` without drift
     assert np.array_equal(starts[1:], ends[:-1]) and starts[0] == 1_000  # tiled: no gap, no overlap
+    # the window a rate stands for is the first step's length, and its steps alternate around it within 1 µs
+    assert window_of(rate) == ends[0] - 1_000
+    assert np.abs(np.diff(ends) - 10**6 * den / num).max() < 1
 
 
 def test_stride_and_overlap():

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from flexdet.commands import parse_rates
+from flexdet.data.input_spec import FRAME_RULES
 
 SCHEDULES = ("stream", "interframe", "global", "chains")
 DEFAULT_RATES = (20.0, 60.0, 90.0, 180.0)
@@ -36,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where an interframe step's recurrent state comes from: stream (a 20 Hz stream to the "
                              "frame), flexevent (FlexEvent's test_interframe.py: the previous pair's step); auto: "
                              "flexevent for a converted FlexEvent model, else stream")
+    parser.add_argument("--frame-rule", choices=FRAME_RULES, default=None,
+                        help="which RGB frame a window is paired with (default: the model's own): latest_at_start "
+                             "(the latest at or before the window start, as training pairs label-aligned windows) or "
+                             "latest_before_end (the freshest one delivered before the window end: the same frame "
+                             "on the label instants, a fresher one between them)")
     parser.add_argument("--protocol", choices=SCHEDULES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--export", default="",
                         help="comma-separated extra outputs for other tools: prophesee (toolbox box files), "
@@ -45,10 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flexdet.atomic import require_output_dir
     from flexdet.errors import ConfigError
     from flexdet.training.evaluate import evaluate_checkpoint
     from flexdet.training.results import metrics_markdown
 
+    require_output_dir(args.out)
     rates = parse_rates(args.rates) if args.rates else None
     schedule = args.schedule
     if args.protocol is not None:
@@ -62,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         rates = DEFAULT_RATES
     export = [f.strip() for f in args.export.split(",") if f.strip()]
     rows = evaluate_checkpoint(args.checkpoint, args.data, rates, schedule, args.out, args.split,
-                               benchmark=args.benchmark, export=export, interframe=args.interframe_rule)
+                               benchmark=args.benchmark, export=export, interframe=args.interframe_rule,
+                               frame_rule=args.frame_rule)
     print(metrics_markdown(rows))
     if schedule == "interframe":
         print(INTERFRAME_NOTE)

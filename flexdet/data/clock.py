@@ -45,6 +45,12 @@ def stride_of(rate_hz: Rate | None = None, stride_us: int | None = None) -> Frac
     return Fraction(int(stride_us))
 
 
+def window_of(rate_hz: Rate) -> int:
+    """The window (µs) of a stream at `rate_hz`: one step, the stride rounded half up (50,000 at 20 Hz, 5,556 at
+    180 Hz, where the steps alternate 5,556 / 5,555 µs). The one place a rate becomes a window length."""
+    return step_end(0, 1, stride_of(rate_hz))
+
+
 def step_end(t0: int, k: int, stride: Fraction) -> int:
     """End (µs) of step k of a stream starting at t0."""
     return int(t0) + (2 * int(k) * stride.numerator + stride.denominator) // (2 * stride.denominator)

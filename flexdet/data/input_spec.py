@@ -19,7 +19,7 @@ from flexdet.errors import ConfigError
 
 TIME_NORMS = ("window", "events")
 SUB_WINDOWS = ("last_half", "hashed")
-FRAME_RULES = ("latest_at_start",)
+FRAME_RULES = ("latest_at_start", "latest_before_end")
 EVENT_ENCODING = "stacked histogram counts saturated at `clip`, as float32 (no scaling)"
 FRAME_ENCODING = "RGB uint8 / 255 -> [0, 1]; ImageNet mean/std applied inside the network"
 
@@ -40,7 +40,9 @@ class InputSpec:
     `end_grid_us` (0: off): a window ends at the last multiple of it, counted from the recording's time origin
     (DSEC's t_offset), at or before its end, in both views (the sub-window is still placed in the uncut window):
     FlexEvent reads DSEC through the per-millisecond index ms_to_idx (1000), which leaves out the window's last
-    partial millisecond. The frame paired with a window is the latest one at or before its start.
+    partial millisecond. `frame_rule` pairs a window with a frame (`frame_bound`): "latest_at_start", the latest
+    at or before its start (how training pairs label-aligned windows), or "latest_before_end", the freshest one
+    delivered before its end (the same frame for windows ending on a frame instant, a fresher one between them).
     """
 
     geometry: Geometry
@@ -159,9 +161,10 @@ class InputSpec:
         return starts + offsets, starts + offsets + sub
 
     # ----- frames and boxes -----
-    def frame_index(self, frame_times: np.ndarray, t_start: int) -> int:
-        """Index of the frame paired with a window starting at `t_start` (-1: no frame yet)."""
-        return int(np.searchsorted(frame_times, int(t_start), side="right")) - 1
+    def frame_index(self, frame_times: np.ndarray, t_start: int, t_end: int) -> int:
+        """Index of the frame paired with the window [t_start, t_end) (-1: no frame yet), by `frame_rule`."""
+        bound, inclusive = frame_bound(self.frame_rule, t_start, t_end)
+        return int(np.searchsorted(frame_times, bound, side="right" if inclusive else "left")) - 1
 
     def paired_frames(self, frames: np.ndarray, indices) -> np.ndarray:
         """(N, H, W, 3) frames `indices` of an input-size stack, black where the index is -1 (a window before
@@ -204,3 +207,13 @@ def legacy_spec(fields: dict, dual_windows: bool = False) -> InputSpec | None:
     return identity_spec(int(fields["height"]), int(fields["width"]), bins=int(fields.get("bins", 10)),
                          clip=int(fields.get("clip", 10)), window_us=int(fields.get("window_us", 50_000)),
                          dual_windows=bool(fields.get("dual_windows", dual_windows)))
+
+
+def frame_bound(rule: str, t_start: int, t_end: int) -> tuple[int, bool]:
+    """(time, inclusive): the frame `rule` pairs with the window [t_start, t_end) is the latest one at (inclusive)
+    or before that time; one function for the datasets' frame stacks and the demo's frame queue."""
+    if rule == "latest_before_end":
+        return int(t_end), False
+    if rule == "latest_at_start":
+        return int(t_start), True
+    raise ConfigError(f"input.frame_rule must be one of {FRAME_RULES}, got {rule!r}")

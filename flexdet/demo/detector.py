@@ -24,7 +24,7 @@ class Detections:
 
 class StepDetector:
     """Feeds each StepInput to a StreamingRuntime: the sensor events of the step's window, t_end, and the model
-    frame (latest at or before the window start) when it changed; the runtime applies the model's input
+    frame (the input specification's frame rule) when it changed; the runtime applies the model's input
     specification and returns boxes in sensor pixels."""
 
     def __init__(self, runtime: Any) -> None:

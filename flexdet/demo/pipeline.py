@@ -19,6 +19,7 @@ import numpy as np
 
 from flexdet.data.clock import StepClock, exact_rate
 from flexdet.data.events import empty_events
+from flexdet.data.input_spec import frame_bound
 from flexdet.demo.sources import EventSource, Pacer, SourceChunk, SourceEnded, TimedFrame
 from flexdet.errors import ConfigError, FlexdetError
 
@@ -27,7 +28,7 @@ OVERLOAD_POLICIES = ("drop", "merge")
 
 @dataclass
 class StepInput:
-    """One detection step: events of [t_start, t_end), the model's frame (latest at or before t_start),
+    """One detection step: events of [t_start, t_end), the model's frame (the input specification's frame rule),
     the display frame (latest before t_end), how many later steps were merged into it, and when it was ready."""
 
     index: int
@@ -51,10 +52,13 @@ def merge_steps(older: StepInput, newer: StepInput) -> StepInput:
 class WindowAssembler:
     """Cuts detection windows out of source chunks, keeping only the events and frames still needed."""
 
-    def __init__(self, window_us: int, clock: StepClock, stop_at: int | None = None) -> None:
+    def __init__(self, window_us: int, clock: StepClock, stop_at: int | None = None,
+                 frame_rule: str = "latest_at_start") -> None:
         if int(window_us) < 1:
             raise ConfigError(f"window length must be >= 1 µs, got {window_us}")
+        frame_bound(frame_rule, 0, 1)  # refuse an unknown rule here, not at the first frame
         self.window_us = int(window_us)
+        self.frame_rule = frame_rule
         self.clock = clock
         self.stop_at = stop_at
         self._events = empty_events(0)
@@ -81,7 +85,7 @@ class WindowAssembler:
             t = self._events["t"]
             lo, hi = np.searchsorted(t, [t_start, t_end])
             steps.append(StepInput(self.steps_made, t_start, t_end, self._events[lo:hi],
-                                   self._latest_frame(t_start, inclusive=True),
+                                   self._latest_frame(*frame_bound(self.frame_rule, t_start, t_end)),
                                    self._latest_frame(t_end, inclusive=False), now))
             self.steps_made += 1
         self._forget_before(self.clock.next_end - self.window_us)
@@ -174,12 +178,13 @@ class Producer(threading.Thread):
 
     def __init__(self, source: EventSource, queue: WindowQueue, window_us: int, rate_hz: float | str,
                  pacer: Pacer, duration_s: float | None = None, lossless: bool = False,
-                 current_rate: Callable[[], Fraction] | None = None) -> None:
+                 current_rate: Callable[[], Fraction] | None = None, frame_rule: str = "latest_at_start") -> None:
         super().__init__(name="flexdet-demo-source", daemon=True)
         self.source, self.queue, self.window_us = source, queue, int(window_us)
         self.rate = exact_rate(rate_hz)
         self.pacer, self.duration_s, self.lossless = pacer, duration_s, lossless
         self.current_rate = current_rate
+        self.frame_rule = frame_rule
         self.events_seen = 0
 
     def run(self) -> None:
@@ -201,7 +206,7 @@ class Producer(threading.Thread):
             if assembler is None:
                 t0 = self.source.t_start if self.source.t_start is not None else int(chunk.t_end)
                 stop_at = None if self.duration_s is None else t0 + int(round(self.duration_s * 1e6))
-                assembler = WindowAssembler(self.window_us, StepClock(t0, self.rate), stop_at)
+                assembler = WindowAssembler(self.window_us, StepClock(t0, self.rate), stop_at, self.frame_rule)
             if self.current_rate is not None and self.current_rate() != assembler.clock.rate:
                 assembler.clock.set_rate(self.current_rate())
             self.events_seen += len(chunk.events)

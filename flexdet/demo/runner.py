@@ -143,7 +143,7 @@ def run_demo(config: DemoConfig, source: EventSource, detector: StepDetector) ->
     pacer = Pacer(config.speed, controls.paused, controls.stop)
     lossless = config.speed == 0 and not getattr(source, "live", False)
     producer = Producer(source, queue, detector.window_us, config.rate_hz, pacer, config.duration_s, lossless,
-                        current_rate=lambda: controls.rate)
+                        current_rate=lambda: controls.rate, frame_rule=detector.runtime.spec.frame_rule)
     video = VideoSink(config.out, float(controls.rate)) if config.out else None
     log = JsonlSink(config.log) if config.log else None
     window = None if config.headless else WindowSink(f"flexdet demo: {source.description}")

@@ -16,6 +16,7 @@ core (coco_eval, protocols, ground_truth, results).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
@@ -26,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError
 from flexdet.training.coco_eval import coco_metrics
@@ -85,6 +87,12 @@ class StreamRunner:
         self._frame_cache: tuple[str, np.ndarray] | None = None
         self.window_us = spec.window_us
 
+    def state_bytes(self) -> int:
+        """Bytes of one stream's recurrent state (frame features included): what each extra state a schedule
+        holds costs."""
+        tensors = self.runtime.backend.state
+        return sum(t.numel() * t.element_size() // t.shape[0] for t in tensors)
+
     def set_window_us(self, window_us: int) -> None:
         """The step period of the streams that follow (S5 models rescale their timestep to it)."""
         self.window_us = int(window_us)
@@ -115,8 +123,9 @@ class StreamRunner:
                 k = lo + j
                 batch = None
                 if self.uses_frames:
-                    wanted = [self.spec.frame_index(s.frame_times, int(b[min(k, len(b) - 1)]))
-                              for s, b in zip(sequences, starts)]
+                    wanted = [self.spec.frame_index(s.frame_times, int(b[min(k, len(b) - 1)]),
+                                                    int(e[min(k, len(e) - 1)]))
+                              for s, b, e in zip(sequences, starts, ends)]
                     if wanted != shown and max(wanted) >= 0:
                         batch = np.stack([self.spec.paired_frames(f, [i])[0] for f, i in zip(frames, wanted)])
                         shown = wanted
@@ -214,7 +223,7 @@ def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float,
     if chains:
         outputs = _chain_outputs(runner, sequences, [w[1] for w in windows], rate_hz)
     else:
-        runner.set_window_us(int(round(1e6 / float(rate_hz))))
+        runner.set_window_us(window_of(rate_hz))
         outputs = runner.run_many(sequences, [w[0] for w in windows], [w[1] for w in windows])
     runs = []
     for sequence, (_, ends), detections in zip(sequences, windows, outputs):
@@ -298,7 +307,7 @@ def interframe_schedule(rates_hz: Seq[float] | None = None) -> list[InterframeDe
     chosen = []
     for rate in rates_hz:
         known = [d for d in dagr if d.rate_hz is not None and abs(d.rate_hz - float(rate)) < 0.05]
-        delta = known[0].delta_us if known else int(round(1e6 / float(rate)))
+        delta = known[0].delta_us if known else window_of(rate)
         if delta > dagr[-1].delta_us:
             raise ConfigError(f"interframe rate {rate} Hz: the events after a frame span at most "
                               f"{dagr[-1].delta_us // 1000} ms (20 Hz) before the next frame")
@@ -376,8 +385,8 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence, deltas: Seq[Interf
 
     def fork(i: int, state) -> None:
         t0 = int(pairs[i, 0])
-        index = runner.spec.frame_index(sequence.frame_times, t0) if sequence.has_frames else -1
         for d in deltas:
+            index = runner.spec.frame_index(sequence.frame_times, t0, t0 + d.delta_us) if sequence.has_frames else -1
             collected[d.rate_hz][0].append(t0 + d.delta_us)
             collected[d.rate_hz][1].append((runner.step_from(sequence, state, t0, t0 + d.delta_us, index),
                                             targets[d.rate_hz][i]))
@@ -446,13 +455,14 @@ def _filtered(detection: dict, t: int, protocol: Protocol, recording_start: int)
 def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | None, protocol_kind: str = "stream",
              out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
              spec: InputSpec | None = None, batch_size: int = 8, export: Seq[str] = (),
-             interframe: str = "auto") -> list[dict]:
+             interframe: str = "auto", frame_rule: str | None = None) -> list[dict]:
     """Metric rows ({model, protocol, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
     predictions per rate and sequence (label files' frame, dtype and class ids) and the `export` formats
     ("prophesee": the toolbox's box files, "coco": the scored images as COCO json). `spec`: the model's input
     specification (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size`
     sequences side by side. Interframe: one row per rate's delta (`interframe_schedule`; None: DAGr's ten) under
-    the rule `interframe` (stream, flexevent or auto: `interframe_rule`)."""
+    the rule `interframe` (stream, flexevent or auto: `interframe_rule`). `frame_rule` (None: the specification's)
+    pairs each window with a frame by another rule (`InputSpec.frame_rule`)."""
     from flexdet.progress import progress_bar
 
     if protocol_kind not in PROTOCOLS:
@@ -464,6 +474,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         raise ConfigError(f"{dataset.root}: the interframe protocol needs RGB frames (DSEC layout)")
     if spec is None:
         spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
+    if frame_rule is not None:
+        spec = dataclasses.replace(spec, frame_rule=frame_rule)
     if spec.size != dataset.geometry.size:
         raise ConfigError(f"{dataset.root}: the model's input is {spec.size[0]}x{spec.size[1]} but this dataset is "
                           f"scored at {dataset.geometry.size[0]}x{dataset.geometry.size[1]} (data.downsample?)")
@@ -503,6 +515,11 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         if protocol_kind == "interframe":  # the events span delta_ms after the frame; 0 = the frame alone
             row["delta_ms"] = delta_ms[rate]
             row["interframe_rule"] = rule
+        if frame_rule is not None:
+            row["frame_rule"] = spec.frame_rule
+        if protocol_kind == "chains":  # its cost beside its AP: states held (one step per output, as the stream)
+            states = chain_count(rate, spec.window_us)
+            row.update(states=states, state_kB=round(states * runner.state_bytes() / 1000, 1))
         rows.append({**row, "steps_scored": sum(len(r.scored) for r in runs), **metrics})
         if out_dir is not None:
             ids = dataset.protocol.label_class_ids()
@@ -517,7 +534,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float] | None,
                         protocol_kind: str = "stream", out_dir: str | Path | None = None, split: str = "test",
                         model_name: str | None = None, progress: bool = True, benchmark: str | None = None,
-                        export: Seq[str] = (), interframe: str = "auto") -> list[dict]:
+                        export: Seq[str] = (), interframe: str = "auto", frame_rule: str | None = None) -> list[dict]:
     """Load any flexdet checkpoint, open `split` of the dataset the way it was trained (a training checkpoint's
     data settings; otherwise the layout's own benchmark: for a model fed by FlexEvent's DSEC pipeline on DSEC-Det,
     FlexEvent's flexevent2 / flexevent8), evaluate with the checkpoint's input specification, write results."""
@@ -536,7 +553,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
                               f"scored with {dataset.protocol.num_classes}")
         name = model_name or (loaded.train_config or {}).get("model", {}).get("inputs", "model")
         rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, name, progress, loaded.spec, export=export,
-                        interframe=interframe)
+                        interframe=interframe, frame_rule=frame_rule)
     finally:
         dataset.close()
     if out_dir is not None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from flexdet.atomic import clean_stale_temporaries
 from flexdet.config import save_yaml, to_dict
+from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError, ConfigError
 from flexdet.models.checkpoint import load_model, read_training_checkpoint
@@ -61,7 +62,7 @@ def build_detector(config: TrainConfig, num_classes: int):
 
     inputs = config.model.inputs
     options = {"in_channels": 2 * config.data.bins,
-               "s5_train_window_us": int(round(1e6 / float(config.data.rates_hz[0]))), **config.model.options}
+               "s5_train_window_us": window_of(config.data.rates_hz[0]), **config.model.options}
     return build_model(config.model.preset, num_classes=num_classes, use_frames=inputs != "events",
                        use_events=inputs != "frames", **options)
 
@@ -71,7 +72,7 @@ def training_input_spec(config: TrainConfig, dataset: Dataset, dual_windows: boo
     settings, the window of the first training rate."""
     data = config.data
     return dataset.input_spec(bins=data.bins, clip=data.clip, time_norm=data.time_norm,
-                              end_inclusive=data.end_inclusive, window_us=int(round(1e6 / float(data.rates_hz[0]))),
+                              end_inclusive=data.end_inclusive, window_us=window_of(data.rates_hz[0]),
                               dual_windows=dual_windows)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from flexdet.atomic import atomic_path
+from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.data.representations.windows import window_bounds
 from flexdet.errors import ConfigError
@@ -25,7 +26,7 @@ def stream_windows(sequence: Sequence, rate_hz: float) -> tuple[np.ndarray, np.n
     streams exactly those, at their own rate only."""
     stored = sequence.stored
     if stored is not None:
-        if int(round(1e6 / float(rate_hz))) != stored.window_us:
+        if window_of(rate_hz) != stored.window_us:
             raise ConfigError(f"{sequence.path}: RVT data stores {stored.window_us // 1000} ms windows only (rate "
                               f"{stored.rate_hz:g} Hz); {float(rate_hz):g} Hz was asked for")
         return stored.starts, stored.ends

@@ -191,7 +191,8 @@ class ClipLoader:
         frames = None
         if self.use_frames:
             spec = self.cache.spec
-            chosen = np.array([spec.frame_index(sequence.frame_times, int(t)) for t in starts[index]])
+            chosen = np.array([spec.frame_index(sequence.frame_times, int(a), int(b))
+                               for a, b in zip(starts[index], ends[index])])
             images = spec.paired_frames(self.cache.frames(sequence), chosen)
             images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
             frames = augment_images(images, clip.augment, "bilinear")

@@ -272,11 +272,11 @@ def pseudo_label_checkpoint(checkpoint: str | Path, root: str | Path, split: str
 def _frames(model, sequence: Sequence, spec: InputSpec, grid: np.ndarray, step: int, steps: int, views: int,
             shown: tuple[int, ...] | None) -> tuple[np.ndarray | None, tuple[int, ...] | None]:
     """The (views, H, W, 3) frames of this step, or None when every view's frame is the one already encoded.
-    Forward: the specification's frame for the window start; reversed: the mirror rule, the earliest frame at
-    or after the reversed window's start (its end in real time)."""
+    Forward: the specification's frame for the window [grid[step], grid[step + 1]); reversed: the mirror of
+    latest_at_start, the earliest frame at or after the reversed window's start (its end in real time)."""
     if not model.config.use_frames:
         return None, shown
-    wanted = [spec.frame_index(sequence.frame_times, int(grid[step]))]
+    wanted = [spec.frame_index(sequence.frame_times, int(grid[step]), int(grid[step + 1]))]
     if views == 2:
         after = int(np.searchsorted(sequence.frame_times, int(grid[steps - step]), side="left"))
         wanted.append(min(after, len(sequence.frame_times) - 1))
