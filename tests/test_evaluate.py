@@ -119,7 +119,8 @@ def test_label_times_off_the_stream_grid_are_scored_on_the_nearest_step_within_t
 def test_chains_interleave_phase_shifted_streams_on_the_trained_window(dataset):
     """At 40 Hz the chains schedule holds 2 states; the one stepped at 50, 100, ... ms is exactly a 20 Hz stream
     (same windows, same state), the other the same stream 25 ms later, and every output time is the 40 Hz grid."""
-    from flexdet.training.evaluate import chain_count, stream_runs
+    from flexdet.export.runtime.chains import chain_count
+    from flexdet.training.evaluate import stream_runs
 
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.0, max_detections=30).eval()
@@ -138,3 +139,37 @@ def test_chains_interleave_phase_shifted_streams_on_the_trained_window(dataset):
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a["boxes"], b["boxes"])
             np.testing.assert_array_equal(a["scores"], b["scores"])
+
+
+@pytest.mark.parametrize("rate", [60, 90])
+def test_chained_runtime_equals_the_evaluated_chains_schedule(dataset, rate):
+    """The deployable schedule (ChainedRuntime over the stepper, fed a camera's events and frames as the demo
+    feeds them) gives the detections `flexdet eval --schedule chains` scores, with the freshest-frame rule."""
+    import cv2
+
+    from flexdet.export.metadata import metadata_for_model
+    from flexdet.export.runtime.chains import ChainedRuntime
+    from flexdet.export.runtime.streaming import torch_runtime
+    from flexdet.training.evaluate import stream_runs
+
+    torch.manual_seed(1)
+    model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.0, max_detections=30).eval()
+    spec = dataset.input_spec().replace(frame_rule="latest_before_end")
+    sequence = dataset.sequences[0]
+    evaluated = stream_runs(StreamRunner(model, spec, dataset.protocol), [sequence], rate, dense=False,
+                            chains=True)[0]
+    runtime = ChainedRuntime(torch_runtime(model, metadata_for_model(model, spec), torch.device("cpu")), rate)
+    assert runtime.count == round(rate / 20)
+    images = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in sorted(sequence.frame_dir.glob("*.png"))]
+    recording, shown, boxes = sequence.recording(), None, 0
+    for t_end, want in zip(evaluated.times.tolist(), evaluated.detections, strict=True):
+        index = spec.frame_index(sequence.frame_times, t_end - spec.window_us, t_end)
+        out = runtime.step(recording.read(t_end - spec.window_us, t_end), t_end,
+                           images[index] if index != shown and index >= 0 else None)
+        shown = index if index >= 0 else shown
+        got, expected = out["boxes"], spec.boxes_to_sensor(want["boxes"])
+        assert len(got) == len(expected)
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+        np.testing.assert_allclose(out["scores"], want["scores"], atol=1e-5)
+        boxes += len(got)
+    assert boxes > 0

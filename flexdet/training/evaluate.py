@@ -30,6 +30,7 @@ import torch
 from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import ConfigError
+from flexdet.export.runtime.chains import chain_count
 from flexdet.training.coco_eval import coco_metrics
 from flexdet.training.datasets.cache import stream_windows
 from flexdet.training.datasets.sequences import Dataset, Sequence, open_dataset
@@ -239,12 +240,6 @@ def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float,
                 scored.append(k)
         runs.append(ScoredRun(ends, detections, gt, scored))
     return runs
-
-
-def chain_count(rate_hz: float, window_us: int) -> int:
-    """States the phase-shifted schedule holds at `rate_hz`: the whole number of output periods nearest the
-    trained window (9 at 180 Hz for 50 ms, 1 at 20 Hz), at least 1."""
-    return max(1, round(float(rate_hz) * window_us / 1e6))
 
 
 def _chain_outputs(runner: StreamRunner, sequences: list[Sequence], ends: list[np.ndarray], rate_hz: float

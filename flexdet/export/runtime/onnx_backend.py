@@ -68,6 +68,10 @@ class OnnxRuntimeBackend:
                               f"{batch_size} side by side")
         self.state = {name: np.zeros([batch_size, *shape[1:]], self.dtype) for name, shape in self._shapes.items()}
 
+    def frame_keys(self) -> list[str]:
+        """Which state entries hold the frame encoder's maps."""
+        return [o.name.removeprefix("out_") for o in self.encoder.get_outputs()] if self.encoder is not None else []
+
     def encode_frame(self, frame: np.ndarray) -> None:
         """Run the frame encoder and store its maps as the cached frame state."""
         names = [o.name for o in self.encoder.get_outputs()]

@@ -90,9 +90,17 @@ class StreamingRuntime:
         """A copy of the recurrent state, to fork a stream from (`restore`)."""
         return copy.copy(self.backend.state)
 
-    def restore(self, state: Any) -> None:
-        """Continue from a state taken with `state`."""
-        self.backend.state = copy.copy(state)
+    def restore(self, state: Any, keep_frame: bool = False) -> None:
+        """Continue from a state taken with `state`; `keep_frame`: with the frame maps held now instead of the
+        state's own, so a schedule switching between states encodes each frame once."""
+        restored = copy.copy(state)
+        if keep_frame:
+            if not hasattr(self.backend, "frame_keys"):
+                raise ConfigError(f"the {self.backend_name} backend cannot switch recurrent states; use torch or "
+                                  f"onnxruntime")
+            for key in self.backend.frame_keys():
+                restored[key] = self.backend.state[key]
+        self.backend.state = restored
 
     def set_window_us(self, window_us: int) -> None:
         """Declare the step period of the stream that follows (an S5 model rescales its timestep to it; an

@@ -56,6 +56,10 @@ class TorchBackend:
         for tensor in self.state:
             tensor.zero_()
 
+    def frame_keys(self) -> list[int]:
+        """Where the state holds the frame-branch maps (after the recurrent states)."""
+        return list(range(self._num_lstm, len(self.state)))
+
     def encode_frame(self, frame: np.ndarray) -> None:
         """Replace the cached frame-branch maps with those of `frame` (1, 3, H, W) in [0, 1]."""
         x = torch.from_numpy(frame).to(self.device, self.dtype)
