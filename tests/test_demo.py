@@ -376,6 +376,29 @@ def test_rate_change_mid_stream_moves_only_later_steps(tmp_path):
     assert ends[4:] == list(range(225_000, 600_000, 25_000))[:len(ends) - 4] and len(ends) > 10
 
 
+def test_the_detector_runs_the_chains_schedule_at_its_rate():
+    """Above the trained rate the demo steps chain_count(rate) states in turn (the schedule evaluation scores),
+    one state at the trained rate or with --schedule stream; a dropped step leaves its chain for the next."""
+    from flexdet.demo import load_detector
+    from flexdet.demo.pipeline import StepInput
+
+    detector = load_detector("nano", "torch", 304, 240, 0.0, rate_hz=60)
+    assert detector._stepper.count == 3
+    detector.reset()
+    events = random_events(500, 304, 240, 200_000)
+    for index in (0, 1, 3):  # step 2 dropped
+        t_end = 50_000 + index * 16_667
+        detector(StepInput(index, t_end - 50_000, t_end, events[(events["t"] >= t_end - 50_000)
+                                                                 & (events["t"] < t_end)], None, None, 0.0))
+    stepped = [all(float(a.abs().sum()) > 0 for a in state) for state in detector._stepper._states]
+    assert stepped == [True, True, False]  # chains 0 (step 0) and 1 (step 1); chain 0 again at step 3
+    detector.set_rate(20)
+    assert detector._stepper.count == 1
+    assert load_detector("nano", "torch", 304, 240, 0.0, schedule="stream", rate_hz=180)._stepper is not None
+    with pytest.raises(ConfigError, match="schedule"):
+        load_detector("nano", "torch", 304, 240, 0.0, schedule="global")
+
+
 @pytest.mark.parametrize("policy", ["drop", "merge"])
 def test_real_time_replay_with_a_model_that_cannot_keep_up(tmp_path, policy):
     from flexdet.demo import DemoConfig, load_detector, run_demo

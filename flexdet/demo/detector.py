@@ -1,5 +1,7 @@
-"""The model side of the demo: a streaming runtime (`flexdet.export.load_runtime`) stepped once per window,
-state carried, the step's frame handed over only when a new one arrives."""
+"""The model side of the demo: a streaming runtime (`flexdet.export.load_runtime`) stepped once per window on the
+trained window, by a schedule: "chains" (the phase-shifted states `flexdet eval --schedule chains` scores, one per
+output period within the window) or "stream" (one state stepped at every output); the step's frame handed over
+only when a new one arrives."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from flexdet.data.clock import Rate
 from flexdet.data.events import make_events
 from flexdet.demo.pipeline import StepInput
 from flexdet.errors import ConfigError
+from flexdet.export.runtime.chains import ChainedRuntime, chain_count
+
+SCHEDULES = ("chains", "stream")
 
 
 @dataclass
@@ -25,13 +31,26 @@ class Detections:
 class StepDetector:
     """Feeds each StepInput to a StreamingRuntime: the sensor events of the step's window, t_end, and the model
     frame (the input specification's frame rule) when it changed; the runtime applies the model's input
-    specification and returns boxes in sensor pixels."""
+    specification and returns boxes in sensor pixels. `schedule` (SCHEDULES) says which state each step advances."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, schedule: str = "chains", rate_hz: Rate = 20) -> None:
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"--schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.runtime = runtime
         self.metadata = runtime.metadata
+        self.schedule = schedule
         self.sequence = ""
         self._last_frame_time: int | None = None
+        self._stepper: Any = runtime
+        self.set_rate(rate_hz)
+
+    def set_rate(self, rate_hz: Rate) -> None:
+        """Follow a new output rate: the chains schedule holds chain_count(rate) states, started afresh when that
+        number changes."""
+        if self.schedule == "chains" and chain_count(rate_hz, self.window_us) != getattr(self._stepper, "count", 1):
+            self._stepper = ChainedRuntime(self.runtime, rate_hz)
+            self._stepper.reset(sequence=self.sequence)
+            self._last_frame_time = None
 
     @property
     def window_us(self) -> int:
@@ -43,7 +62,7 @@ class StepDetector:
 
     def reset(self) -> None:
         """Start a new sequence named `self.sequence` (zero recurrent state, no frame yet)."""
-        self.runtime.reset(sequence=self.sequence)
+        self._stepper.reset(sequence=self.sequence)
         self._last_frame_time = None
 
     def warm_up(self, steps: int = 2) -> None:
@@ -60,7 +79,11 @@ class StepDetector:
         self.reset()
 
     def __call__(self, step: StepInput) -> Detections:
-        out = self.runtime.step(step.events, t_end=step.t_end, frame=self._new_frame(step))
+        frame = self._new_frame(step)
+        if isinstance(self._stepper, ChainedRuntime):
+            out = self._stepper.step(step.events, t_end=step.t_end, frame=frame, index=step.index)
+        else:
+            out = self._stepper.step(step.events, t_end=step.t_end, frame=frame)
         return Detections(np.asarray(out["boxes"], np.float32), np.asarray(out["scores"], np.float32),
                           np.asarray(out["labels"], np.int64))
 
@@ -75,10 +98,10 @@ class StepDetector:
 
 
 def load_detector(model: str, backend: str, width: int, height: int, score_thresh: float,
-                  device: str | None = None) -> StepDetector:
-    """A StepDetector for a width x height camera over `load_runtime(model, backend)`, keeping detections with
-    score > score_thresh (0 shows every box the network proposes). A camera of another size than the model's
-    sensor is letterboxed onto it (the rule is printed)."""
+                  device: str | None = None, schedule: str = "chains", rate_hz: Rate = 20) -> StepDetector:
+    """A StepDetector (`schedule` at `rate_hz`) for a width x height camera over `load_runtime(model, backend)`,
+    keeping detections with score > score_thresh (0 shows every box the network proposes). A camera of another
+    size than the model's sensor is letterboxed onto it (the rule is printed)."""
     from flexdet.export import load_runtime
 
     if not 0 <= score_thresh <= 1:
@@ -88,4 +111,4 @@ def load_detector(model: str, backend: str, width: int, height: int, score_thres
     note = runtime.fit_camera(width, height)
     if note:
         print(f"note: {note}")
-    return StepDetector(runtime)
+    return StepDetector(runtime, schedule, rate_hz)

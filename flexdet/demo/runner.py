@@ -163,6 +163,7 @@ def run_demo(config: DemoConfig, source: EventSource, detector: StepDetector) ->
                 if window is not None and last_image is not None and not controls.handle_key(window.show(last_image)):
                     break
                 continue
+            detector.set_rate(controls.rate)
             found = detector(step)
             done = time.perf_counter()
             latency_ms = (done - step.ready_time) * 1e3

@@ -39,10 +39,11 @@ class ChainedRuntime:
         self._states = [self.runtime.state] * self.count
         self._steps = 0
 
-    def step(self, events: np.ndarray, t_end: int | None = None, frame: np.ndarray | None = None
-             ) -> dict[str, np.ndarray]:
-        """One output: the next chain's state, stepped on this window (a new `frame` is kept for every chain)."""
-        chain = self._steps % self.count
+    def step(self, events: np.ndarray, t_end: int | None = None, frame: np.ndarray | None = None,
+             index: int | None = None) -> dict[str, np.ndarray]:
+        """One output: chain `index` mod n (default: the next one) stepped on this window (a new `frame` is kept
+        for every chain); a caller that drops outputs passes their index, so each chain keeps its phase."""
+        chain = (self._steps if index is None else int(index)) % self.count
         if self.count > 1:
             self.runtime.restore(self._states[chain], keep_frame=True)
         out = self.runtime.step(events, t_end, frame)
