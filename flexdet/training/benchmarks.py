@@ -180,7 +180,8 @@ def score_elements(benchmark: Benchmark, ground_truth: Sequence[np.ndarray], pre
     time by the benchmark's rule: element i's instants are the distinct times of `ground_truth[i]`.
 
     RVT's validation feeds one element per labelled instant; the toolbox feeds one per sequence. With
-    `coco_dir`, the scored images are written there as COCO json too.
+    `coco_dir`, the scored images are written there as COCO json too. Besides the metrics, "images" and
+    "ground_truth_boxes" count what was scored.
     """
     if len(ground_truth) != len(predictions):
         raise FlexdetError(f"{len(ground_truth)} ground-truth elements but {len(predictions)} prediction elements")
@@ -199,7 +200,9 @@ def score_elements(benchmark: Benchmark, ground_truth: Sequence[np.ndarray], pre
         from flexdet.training.results import write_coco_json
 
         write_coco_json(coco_dir, gt_frames, pred_frames, benchmark.class_names, height, width)
-    return coco_metrics(gt_frames, pred_frames, benchmark.num_classes, height, width)
+    metrics = coco_metrics(gt_frames, pred_frames, benchmark.num_classes, height, width)
+    metrics.update(images=len(gt_frames), ground_truth_boxes=sum(len(frame) for frame in gt_frames))
+    return metrics
 
 
 def score_sequences(benchmark: Benchmark, labels: Sequence[np.ndarray], predictions: Sequence[np.ndarray],

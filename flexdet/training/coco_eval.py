@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.data.labels import normalise_boxes
+from flexdet.data.labels import normalise_boxes, source_names
 from flexdet.errors import FlexdetError
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# COCOeval's largest maxDets: it scores only each image's best 100 detections of each class.
+MAX_DETECTIONS = 100
 
 PredictionRows = np.ndarray | Mapping[str, Any]  # one image's predictions: box rows or {boxes, scores, labels}
 
@@ -44,7 +46,8 @@ def coco_metrics(gt_frames: Sequence[np.ndarray], pred_frames: Sequence[Predicti
     from pycocotools.cocoeval import COCOeval
 
     class_ids = list(range(classes)) if isinstance(classes, int) else [int(c) for c in classes]
-    dataset, results = coco_dataset(gt_frames, pred_frames, class_ids, height, width)
+    best = [best_detections(predictions_as_boxes(frame)) for frame in pred_frames]
+    dataset, results = coco_dataset(gt_frames, best, class_ids, height, width)
     sink: contextlib.AbstractContextManager = contextlib.nullcontext() if verbose \
         else contextlib.redirect_stdout(io.StringIO())
     with sink:
@@ -159,6 +162,18 @@ def predictions_as_boxes(prediction: PredictionRows) -> np.ndarray:
     return out
 
 
+def best_detections(boxes: np.ndarray, keep: int = MAX_DETECTIONS) -> np.ndarray:
+    """The rows COCOeval can score: each class's `keep` highest scores (ties by row order, as its stable sort
+    breaks them), in their original order; the rest never count, so dropping them first bounds memory."""
+    if len(boxes) <= keep:
+        return boxes
+    classes = np.asarray(boxes["class_id"], np.int64)
+    order = np.lexsort((-np.asarray(boxes["class_confidence"], np.float64), classes))
+    sorted_classes = classes[order]
+    rank = np.arange(len(order)) - np.searchsorted(sorted_classes, sorted_classes, "left")
+    return boxes[np.sort(order[rank < keep])]
+
+
 def as_box_rows(rows: np.ndarray, what: str) -> np.ndarray:
     """BOX_DTYPE rows from any box dtype, field by field by name (Gen1's `ts` / `confidence` too)."""
     return rows if rows.dtype == BOX_DTYPE else normalise_boxes(what, rows.reshape(-1))
@@ -211,7 +226,7 @@ def _check_box_rows(rows: Any, what: str) -> None:
     """Refuse anything that is not an array of box rows with the fields COCO needs (a score for predictions)."""
     needed = {"x", "y", "w", "h", "class_id"}
     names = set(getattr(getattr(rows, "dtype", None), "names", None) or ())
-    scored = what.startswith("predictions") and not {"class_confidence", "confidence", "class_conf"} & names
+    scored = what.startswith("predictions") and not set(source_names("class_confidence")) & names
     if not isinstance(rows, np.ndarray) or not needed <= names or scored:
         kind = getattr(rows, "dtype", type(rows).__name__)
         raise FlexdetError(f"{what} must be box rows with fields {sorted(needed)} (+ class_confidence for "

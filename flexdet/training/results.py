@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -21,6 +22,7 @@ import numpy as np
 
 from flexdet.atomic import atomic_path, atomic_write_text
 from flexdet.data.boxes import BOX_DTYPE, FILE_BOX_DTYPE
+from flexdet.data.labels import field_sources
 from flexdet.errors import ConfigError, FlexdetError, FormatError
 from flexdet.training.coco_eval import METRIC_NAMES, PredictionRows, coco_dataset, predictions_as_boxes
 from flexdet.training.ground_truth import format_rate
@@ -33,7 +35,7 @@ PROPHESEE_BOX_DTYPE = np.dtype({"names": ["t", "x", "y", "w", "h", "class_id", "
                                 "formats": ["<i8", "<f4", "<f4", "<f4", "<f4", "<u4", "<u4", "<f4"],
                                 "offsets": [0, 8, 12, 16, 20, 24, 28, 32], "itemsize": 40})
 EXPORT_FORMATS = ("prophesee", "coco")
-_SOURCE_NAMES = {"t": ("t", "ts"), "class_confidence": ("class_confidence", "confidence", "class_conf")}
+RATE_FOLDER = re.compile(r"[0-9][0-9.]*hz|empty")  # the folder names rate_folder writes
 
 
 def detections_to_boxes(detections: Sequence[PredictionRows], timestamps: Sequence[int], scale: float = 1.0,
@@ -70,12 +72,11 @@ def boxes_as(boxes: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Box rows in another box dtype, field by field by name (Gen1's `ts` / `confidence` included); fields
     the source lacks are 0."""
     dtype = np.dtype(dtype)
+    have = field_sources("box rows", boxes.dtype)
     out = np.zeros(len(boxes), dtype)
-    for name in dtype.names:
-        canonical = next((key for key, aliases in _SOURCE_NAMES.items() if name in aliases), name)
-        source = next((s for s in _SOURCE_NAMES.get(canonical, (canonical,)) if s in boxes.dtype.names), None)
-        if source is not None:
-            out[name] = boxes[source]
+    for canonical, name in field_sources("box dtype", dtype).items():
+        if canonical in have:
+            out[name] = boxes[have[canonical]]
     return out
 
 

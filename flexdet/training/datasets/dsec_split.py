@@ -18,6 +18,7 @@ from flexdet.errors import ConfigError, FormatError
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "train_val_test_split.yaml"
 SHIPPED_SPLIT = Path(__file__).resolve().parents[2] / "benchmarks_data" / "dsec_det_split.yaml"
+TRACKS = Path("object_detections") / "left" / "tracks.npy"
 
 
 def split_folder(split: str) -> str:
@@ -41,17 +42,40 @@ def _read_split(path: Path) -> dict[str, tuple[str, ...]]:
         raise FormatError(path, f"not a readable split file ({exc})") from None
     if not isinstance(loaded, dict) or not all(isinstance(loaded.get(s), list) for s in SPLITS):
         raise FormatError(path, f"expected lists of sequence names under {', '.join(SPLITS)}")
-    return {split: tuple(str(name) for name in loaded[split]) for split in SPLITS}
+    for split in SPLITS:
+        for name in loaded[split]:
+            if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+                raise FormatError(path, f"{split}: {str(name)[:60]!r} is not a plain sequence folder name")
+    return {split: tuple(loaded[split]) for split in SPLITS}
 
 
 def dsec_folders(root: Path, split: str) -> list[Path]:
     """The sequence folders of `split` (sorted by name): those named in the split file that exist, with
     event data, under `root/train` or `root/test` (the official download) or directly under `root`."""
-    folder = split_folder(split)
+    base = split_base(root, split)
     names = split_names(root)[split]
-    base = root / folder if (root / "train").is_dir() or (root / "test").is_dir() else root
     found = [base / name for name in sorted(names) if (base / name / "events" / "left" / "events.h5").is_file()]
     if not found:
         raise ConfigError(f"{root}: no DSEC-Det sequences of split {split!r} under {base} (dsec-det's split file "
                           f"names {len(names)}, e.g. {names[0]}; validation sequences live in train/)")
     return found
+
+
+def split_base(root: Path, split: str) -> Path:
+    """The folder holding a split's sequences: `root/train` or `root/test` in the official layout, else `root`."""
+    folder = split_folder(split)
+    return root / folder if (root / "train").is_dir() or (root / "test").is_dir() else root
+
+
+def dsec_label_files(root: Path, split: str) -> dict[str, Path]:
+    """The tracks.npy of every sequence the split file names for `split` (by name); one that is missing or
+    unreadable is an error, since scoring the others would change the result without a word."""
+    base = split_base(root, split)
+    files = {name: base / name / TRACKS for name in sorted(split_names(root)[split])}
+    missing = [name for name, path in files.items() if not path.is_file()]
+    if missing:
+        source = root / SPLIT_FILE if (root / SPLIT_FILE).is_file() else SHIPPED_SPLIT
+        raise ConfigError(f"{base}: {len(missing)} of the {len(files)} {split!r} sequences named by {source} have no "
+                          f"readable {TRACKS.as_posix()}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+                          f" (put a {SPLIT_FILE} naming the sequences you have in {root})")
+    return files

@@ -30,6 +30,8 @@ RVT_INPUT_RULE = {"time_norm": "events", "end_inclusive": True}
 # How RVT's stored windows at a fraction of the sensor were made (its 1 Mpx `ds2_nearest`: the full-resolution
 # histogram halved by nearest-exact interpolation), as the geometry's event_downscale.
 RVT_DOWNSCALE_RULE = "nearest_exact"
+# FAL's pseudo labels beside a Gen1 recording's labels: `<name>_pseudo_bbox.npy` (flexdet.training.fal.generate).
+PSEUDO_SUFFIX = "_pseudo"
 
 
 @dataclass
@@ -273,14 +275,84 @@ def detect_layout(root: Path) -> str:
                       "files or RVT folders); pass data.layout")
 
 
+@dataclass
+class LabelFiles:
+    """The label file of each labelled sequence of a split (by name) and the layout they were found in
+    (synthetic, dsec, gen1 for Prophesee `<name>_bbox.npy` files, rvt); a synthetic dataset's own benchmark
+    and the layout and size its dataset.yaml states."""
+
+    layout: str
+    files: dict[str, Path]
+    synthetic: Protocol | None = None
+    synthetic_layout: str | None = None
+    size: tuple[int, int] | None = None
+
+
+def label_files(root: str | Path, split: str) -> LabelFiles:
+    """Every labelled sequence of `split` under `root` (a dataset of any layout flexdet reads or writes, or a
+    folder of `<name>_bbox.npy`), events or not; a sequence its split names but whose labels are missing is an
+    error, never left out."""
+    from flexdet.data.readers.rvt import LABELS_RELATIVE
+    from flexdet.training.datasets.dsec_split import TRACKS, dsec_label_files
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: labels folder not found")
+    if (root / "dataset.yaml").is_file():
+        manifest = _manifest(root)
+        names = manifest["splits"].get(split)
+        if names is None:
+            raise ConfigError(f"{root}: dataset.yaml has no split {split!r} (has {sorted(manifest['splits'])})")
+        if manifest["layout"] == "dsec":
+            files = {name: _synthetic_dsec_folder(root, split, name) / TRACKS for name in names}
+        else:
+            files = {name: root / split / f"{name}_bbox.npy" for name in names}
+        missing = [name for name, path in files.items() if not path.is_file()]
+        if missing:
+            raise ConfigError(f"{root}: dataset.yaml names {len(files)} {split!r} sequences but {len(missing)} have "
+                              f"no readable label file: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        return LabelFiles("synthetic", dict(sorted(files.items())), _synthetic_protocol(manifest), manifest["layout"],
+                          (manifest["width"], manifest["height"]))
+    for folder in (root / split, root):
+        found = {p.parent.parent.name: p for p in sorted(folder.glob(f"*/{LABELS_RELATIVE}"))}
+        if found:
+            return LabelFiles("rvt", found)
+    if any(root.glob(f"*/{TRACKS}")) or any(root.glob(f"*/*/{TRACKS}")):
+        return LabelFiles("dsec", dsec_label_files(root, split))
+    for folder in (root, root / split):
+        found = {p.name[:-len("_bbox.npy")]: p for p in sorted(folder.glob("*_bbox.npy"))}
+        found = {name: path for name, path in found.items()
+                 if not (name.endswith(PSEUDO_SUFFIX) and name[:-len(PSEUDO_SUFFIX)] in found)}
+        if found:
+            return LabelFiles("gen1", found)
+    raise ConfigError(f"{root}: no label files (dataset.yaml, DSEC-Det <seq>/{TRACKS.as_posix()}, RVT "
+                      f"<seq>/{LABELS_RELATIVE}, <sequence>_bbox.npy) in it or in its {split!r} folder")
+
+
 def _manifest(root: Path) -> dict:
+    """dataset.yaml, its keys and their types checked (plain sequence names, integer class ids, positive size)."""
+    path = root / "dataset.yaml"
     try:
-        manifest = yaml.safe_load((root / "dataset.yaml").read_text())
-    except yaml.YAMLError as exc:
-        raise FormatError(root / "dataset.yaml", f"not valid YAML ({exc})") from None
+        manifest = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise FormatError(path, f"not readable YAML ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise FormatError(path, "expected a mapping of keys")
     for key in ("layout", "classes", "width", "height", "splits"):
         if key not in manifest:
-            raise FormatError(root / "dataset.yaml", f"missing key {key!r}")
+            raise FormatError(path, f"missing key {key!r}")
+    if manifest["layout"] not in ("dsec", "gen1"):
+        raise FormatError(path, f"layout must be dsec or gen1, got {str(manifest['layout'])[:40]!r}")
+    classes, splits = manifest["classes"], manifest["splits"]
+    if not isinstance(classes, dict) or not classes or not all(
+            type(k) is int and 0 <= k <= 255 and isinstance(v, str) for k, v in classes.items()):
+        raise FormatError(path, "classes must map class ids 0-255 to names")
+    if not all(type(manifest[k]) is int and 0 < manifest[k] <= 65535 for k in ("width", "height")):
+        raise FormatError(path, "width and height must be positive integers up to 65535")
+    if not isinstance(splits, dict) or not all(
+            isinstance(names, list) and all(isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")
+                                            for n in names) for names in splits.values()):
+        raise FormatError(path, "splits must map split names to lists of plain sequence names")
     return manifest
 
 
