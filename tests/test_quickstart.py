@@ -37,6 +37,18 @@ def test_quickstart_writes_metrics_predictions_plot_and_report(tmp_path):
     assert (out / "ap_vs_rate.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "| fusion | 20 |" in report and "| frames | 90 |" in report
+    fusion20 = next(r for r in saved if r["model"] == "fusion" and r["rate_hz"] == 20.0)
+    assert f"| fusion (events + RGB) | {100 * fusion20['AP']:.1f} / {100 * fusion20['AP50']:.1f} | " in report
+
+
+def test_rate_table_has_the_readme_layout():
+    from flexdet.training.quickstart import rate_table
+
+    rows = [{"model": m, "rate_hz": r, "AP": ap, "AP50": ap50} for m, r, ap, ap50 in
+            (("fusion", 20.0, 0.397, 0.731), ("fusion", 180.0, 0.402, None), ("frames", 20.0, 0.434, 0.712))]
+    assert rate_table(rows).splitlines()[:4] == ["| model | 20 Hz | 180 Hz |", "|---|---|---|",
+                                                 "| fusion (events + RGB) | 39.7 / 73.1 | 40.2 / - |",
+                                                 "| frames only | 43.4 / 71.2 | - / - |"]
 
 
 def test_quickstart_cli_rejects_unknown_models(tmp_path, capsys):
