@@ -73,7 +73,12 @@ def test_outputs_hold_exactly_the_rows(tmp_path):
     assert "| fusion+fal | 180 | 1 | 40.00 | 0.00 | 80.00 |" in readme
     assert "FAL gain at 180 Hz >= +2 AP: yes (+4.00)" in readme
     assert (tmp_path / "frequency.png").read_bytes()[:4] == b"\x89PNG"
-    assert "FAL teacher" not in readme
+    assert "FAL teacher" not in readme and "Schedules' costs" not in readme
+    chained = rows + [{"model": "fusion@chains", "rate_hz": 180.0, "AP": 0.44, "AP50": 0.8, "states": 9,
+                       "state_kB": 2239.5}]
+    write_frequency(tmp_path, chained, FrequencyOptions(), {"total": 60.0})
+    assert "| fusion@chains | 180 | 9 | 2239.5 | 1 | one step |" in (tmp_path / "README.md").read_text()
+    write_frequency(tmp_path, rows, FrequencyOptions(), {"total": 60.0})
     teacher = [{"model": "fusion+fal", "rate_hz": 180.0, "AP": 0.3125, "AP50": 0.5}]
     write_frequency(tmp_path, rows, FrequencyOptions(), {"total": 60.0}, {"teacher": teacher})
     assert json.loads((tmp_path / "frequency.json").read_text()) == rows  # the teacher is not a compared row

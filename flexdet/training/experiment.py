@@ -275,6 +275,15 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
                      "labels add), and FlexEvent's regime: a teacher with the fusion model's whole budget, the "
                      "student on top (the budget split's cost):\n\n"
                      + metrics_markdown(extra["ablations"], ["model", "rate_hz", "AP", "AP50"]) + "\n")
+    costs = {(r["model"], float(r["rate_hz"])): r for r in rows if "states" in r}
+    if costs:
+        lines = ["| model | rate_hz | states held | state memory (kB) | network steps per output | latency |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {model} | {rate:g} | {r['states']} | {r['state_kB']:g} | 1 | one step |"
+                  for (model, rate), r in costs.items()]
+        sections += ("\n## Schedules' costs\nThe chains schedule holds one recurrent state per output period within "
+                     "the trained window (frame maps included in its memory) and runs one network step per output, as "
+                     "the stream does; its latency is one step:\n\n" + "\n".join(lines) + "\n")
     if extra.get("curves"):
         plot_learning_curves(out / "learning_curves.png", extra["curves"])
         sections += "\n## Learning curves\nTraining loss (total) per logged step:\n\n![curves](learning_curves.png)\n"
