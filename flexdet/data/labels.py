@@ -6,7 +6,9 @@ declared size is checked against the bytes it holds before anything is allocated
 
 from __future__ import annotations
 
+import io
 import os
+import tokenize
 import zipfile
 from pathlib import Path
 from typing import IO
@@ -22,6 +24,8 @@ _DEFAULTS = {"class_confidence": 1.0, "track_id": 0}
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 # deflate cannot expand data more than about 1032 times: a member declaring more is a lie or a bomb.
 DEFLATE_MAX_RATIO = 1032
+# numpy refuses .npy headers over 10,000 bytes; magic, version and length add 12 at most.
+HEADER_LIMIT = 10_012
 
 
 def source_names(field: str) -> tuple[str, ...]:
@@ -36,10 +40,10 @@ def field_sources(path: os.PathLike[str] | str, dtype: np.dtype, known_only: boo
     for name in dtype.names or ():
         canonical = _ALIASES.get(name, name)
         if canonical in sources:
-            raise FormatError(path, f"ambiguous fields: '{sources[canonical]}' and '{name}' both mean "
+            raise FormatError(path, f"ambiguous fields: {sources[canonical]!r} and {name!r} both mean "
                                     f"'{canonical}'; keep one")
         if known_only and canonical not in BOX_DTYPE.names:
-            raise FormatError(path, f"unknown field '{name}' (box fields are {', '.join(BOX_DTYPE.names)}, "
+            raise FormatError(path, f"unknown field {name!r} (box fields are {', '.join(BOX_DTYPE.names)}, "
                                     f"or {', '.join(_ALIASES)})")
         sources[canonical] = name
     return sources
@@ -75,7 +79,8 @@ def load_rows(path: os.PathLike[str] | str) -> np.ndarray:
             return _read_npy(path, handle, path.stat().st_size)
     except FormatError:
         raise
-    except (OSError, ValueError, EOFError, SyntaxError, zipfile.BadZipFile, NotImplementedError) as exc:
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
+            NotImplementedError) as exc:
         raise FormatError(path, f"not a readable box file ({type(exc).__name__}: {exc})") from None
 
 
@@ -95,22 +100,24 @@ def _read_npz_labels(path: Path) -> np.ndarray:
 
 def _read_npy(path: Path, handle: IO[bytes], size: int) -> np.ndarray:
     """Rows of the .npy stream `handle` of `size` bytes: 1-D, structured, no objects, exactly as many bytes as
-    its header declares."""
-    version = np.lib.format.read_magic(handle)
+    its header declares. The header is parsed from at most HEADER_LIMIT bytes read first, so a lying header
+    length allocates nothing either."""
+    head = io.BytesIO(handle.read(min(size, HEADER_LIMIT)))
+    version = np.lib.format.read_magic(head)
     if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(head)
     elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        shape, _, dtype = np.lib.format.read_array_header_2_0(head)
     else:
         raise FormatError(path, f".npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
     if dtype.names is None or len(shape) != 1 or dtype.hasobject or dtype.itemsize == 0:
         raise FormatError(path, f"expected a 1-D structured array of boxes, got {dtype} {shape}")
-    offset = handle.tell()
+    offset = head.tell()
     declared = shape[0] * dtype.itemsize
     if declared != size - offset:
         raise FormatError(path, f"header declares {shape[0]} rows of {dtype.itemsize} bytes ({declared} bytes) "
                                 f"but the file holds {size - offset} bytes after the header")
-    data = handle.read(declared)
+    data = head.read() + handle.read(declared - (min(size, HEADER_LIMIT) - offset))
     if len(data) != declared:
         raise FormatError(path, f"file ends after {len(data)} of its {declared} declared bytes")
     return np.frombuffer(data, dtype=dtype, count=shape[0])
@@ -124,10 +131,10 @@ def normalise_boxes(path: os.PathLike[str] | str, rows: np.ndarray, known_only: 
     names = field_sources(path, rows.dtype, known_only)
     missing = [name for name in _REQUIRED if name not in names]
     if missing:
-        raise FormatError(path, f"box array lacks field(s) {missing} (has {list(rows.dtype.names)})")
+        raise FormatError(path, f"box array lacks field(s) {missing} (has {list(rows.dtype.names)!r})")
     for field in BOX_DTYPE.names:
         if field in names and (rows.dtype[names[field]].kind not in "iufb" or rows.dtype[names[field]].shape):
-            raise FormatError(path, f"field '{names[field]}' has non-numeric dtype {rows.dtype[names[field]]}")
+            raise FormatError(path, f"field {names[field]!r} has non-numeric dtype {rows.dtype[names[field]]}")
     boxes = np.zeros(len(rows), dtype=BOX_DTYPE)
     for field in BOX_DTYPE.names:
         boxes[field] = _fitted(path, rows[names[field]], names[field], BOX_DTYPE[field]) if field in names \
@@ -146,13 +153,13 @@ def _fitted(path: os.PathLike[str] | str, column: np.ndarray, name: str, target:
     else:
         info = np.iinfo(target)
         if column.dtype.kind == "f":
+            wide = column.astype(np.float64)
             with np.errstate(invalid="ignore"):
-                bad = ~np.isfinite(column) | (column != np.floor(column)) | (column < info.min) | \
-                    (column >= info.max + 1)
+                bad = ~np.isfinite(wide) | (wide != np.floor(wide)) | (wide < info.min) | (wide >= info.max + 1)
         else:
             bad = (column < info.min) | (column > info.max)
         reason = f"not an integer in {info.min}..{info.max}"
     if np.any(bad):
         row = int(np.argmax(bad))
-        raise FormatError(path, f"row {row}: field '{name}' = {column[row].item()!r} is {reason}")
+        raise FormatError(path, f"row {row}: field {name!r} = {column[row].item()!r} is {reason}")
     return column.astype(target)

@@ -38,14 +38,15 @@ def split_names(root: Path | None = None) -> dict[str, tuple[str, ...]]:
 def _read_split(path: Path) -> dict[str, tuple[str, ...]]:
     try:
         loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise FormatError(path, f"not a readable split file ({exc})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise FormatError(path, f"not a readable split file ({' '.join(str(exc).split())})") from None
     if not isinstance(loaded, dict) or not all(isinstance(loaded.get(s), list) for s in SPLITS):
         raise FormatError(path, f"expected lists of sequence names under {', '.join(SPLITS)}")
     for split in SPLITS:
         for name in loaded[split]:
             if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
-                raise FormatError(path, f"{split}: {str(name)[:60]!r} is not a plain sequence folder name")
+                shown = repr(name[:60]) if isinstance(name, str) else f"a {type(name).__name__}"
+                raise FormatError(path, f"{split}: {shown} is not a plain sequence folder name")
     return {split: tuple(loaded[split]) for split in SPLITS}
 
 
