@@ -14,10 +14,14 @@ import os
 import re
 import shutil
 import socket
+import stat
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from flexdet.errors import ConfigError
 
 
 def _default_mode() -> int:
@@ -159,3 +163,94 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+LOCK_NAME = ".flexdet-lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: os.PathLike[str] | str, option: str = "--out") -> Iterator[Path]:
+    """Hold `folder/.flexdet-lock` (this process's pid@host) while writing the folder: a folder locked by a
+    running process is a ConfigError; a lock whose process is gone (same host) is taken over with a note on
+    stderr. The lock is removed on exit."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, mine = folder / LOCK_NAME, f"{os.getpid()}@{_HOST}"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _DEFAULT_MODE)
+        except FileExistsError:
+            _take_stale_lock(lock, option)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(mine + "\n")
+        break
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text().strip() == mine:
+                lock.unlink()
+
+
+def _take_stale_lock(lock: Path, option: str) -> None:
+    """Remove `lock` when the process it names is gone (noting it on stderr); a ConfigError when it runs."""
+    try:
+        holder = lock.read_text().strip()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{option} {lock.parent}: cannot read its lock {lock} ({exc.strerror})") from None
+    match = re.fullmatch(r"(\d+)@([A-Za-z0-9-]+)", holder)
+    if match and not (match.group(2) == _HOST and _process_gone(int(match.group(1)))):
+        raise ConfigError(f"{option} {lock.parent} is being written by process {match.group(1)} on "
+                          f"{match.group(2)} (lock {lock}); wait for it to finish or choose another {option}")
+    with contextlib.suppress(FileNotFoundError):
+        if lock.read_text().strip() == holder:  # not a lock another process took over meanwhile
+            lock.unlink()
+            print(f"note: took over {lock}: the process that held it ({holder or 'unnamed'}) is gone",
+                  file=sys.stderr)
+
+
+def folder_writable(folder: Path) -> bool:
+    """Whether `folder` may be written: the OS allows it and its mode has a write bit.
+
+    The mode check keeps root (for whom `os.access` is always true) out of read-only data folders.
+    """
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def require_output_dir(path: os.PathLike[str] | str, option: str = "--out") -> Path:
+    """`path` checked, before any long work, to be a folder this process can create or write into: a
+    ConfigError naming the option and the path otherwise."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {folder}: exists and is not a folder")
+    _require_writable_parent(folder, option)
+    return folder
+
+
+def require_output_file(path: os.PathLike[str] | str, option: str) -> Path:
+    """`path` checked, before any long work, to be a file this process can create or replace: a ConfigError
+    naming the option and the path otherwise."""
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{option} {file}: is a folder, not a file")
+    _require_writable_parent(file.parent, option, file)
+    return file
+
+
+def _require_writable_parent(folder: Path, option: str, target: Path | None = None) -> None:
+    """The nearest existing folder at or above `folder` must be a writable folder."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    named = target or folder
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {named}: {existing} is a file, not a folder")
+    if not folder_writable(existing):
+        raise ConfigError(f"{option} {named}: {existing} is not writable")

@@ -6,7 +6,6 @@ like any flexdet model (demo, eval, export) with RVT's input rule and post-proce
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, save with the input specification and class names, print what was found."""
+    from flexdet.atomic import require_output_dir
     from flexdet.convert import convert_checkpoint
     from flexdet.models.checkpoint import MODEL_FILE, save_model
 
+    out = require_output_dir(args.out)
     converted, input_spec = convert_checkpoint(args.checkpoint)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = save_model(out / MODEL_FILE, converted.model, input_spec, converted.class_names)
     spec = converted.input

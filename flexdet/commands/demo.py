@@ -41,9 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flexdet.atomic import require_output_file
     from flexdet.demo import DemoConfig, load_detector, open_source, print_summary, run_demo
     from flexdet.demo.sinks import display_available
     from flexdet.errors import ConfigError
+
+    for option, path in (("--out", args.out), ("--log", args.log), ("--snapshot", args.snapshot)):
+        if path:
+            require_output_file(path, option)
 
     headless = args.headless
     if not headless and not display_available():  # a server or an ssh session: headless is the default there

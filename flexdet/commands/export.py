@@ -33,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
     """Build or load the model, then write every artifact into --out."""
     import torch
 
+    from flexdet.atomic import require_output_dir
     from flexdet.errors import ConfigError
     from flexdet.export.bundle import export_bundle
     from flexdet.export.metadata import metadata_for_model
 
+    require_output_dir(args.out)
     if bool(args.checkpoint) == bool(args.preset):
         raise ConfigError("give either a CHECKPOINT or --preset NAME")
     if args.opset < 17:

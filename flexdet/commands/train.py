@@ -26,6 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train into --out while holding its lock (rank 0 of a torchrun job holds it for the job)."""
+    import contextlib
+    import os
+
+    from flexdet.atomic import folder_lock, require_output_dir
+
+    require_output_dir(args.out)
+    lock = folder_lock(args.out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with lock:
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from flexdet.errors import ConfigError

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flexdet.data.readers.index import folder_writable, user_cache_path
+from flexdet.atomic import folder_writable
+from flexdet.data.readers.index import user_cache_path
 from flexdet.errors import ConfigError
 
 CHUNK_US = 100_000  # µs of events read, fired and written at a time
