@@ -44,7 +44,7 @@ _UNUSED = re.compile(r"^(rgb_backbone\.fpn_(lateral|output)2\.|rvt_block\.0\.(em
 
 def is_flexevent(state: dict) -> bool:
     """Whether a checkpoint's tensors are FlexEvent's (RVT stages under `rvt_block`, a detectron2 frame branch)."""
-    keys = [k[len("mdl."):] if k.startswith("mdl.") else k for k in state]
+    keys = [k[len("mdl."):] if k.startswith("mdl.") else k for k in state if isinstance(k, str)]
     return any(k.startswith("rvt_block.") for k in keys) and any(k.startswith("rgb_backbone.") for k in keys)
 
 
@@ -57,16 +57,16 @@ def convert_flexevent(path: os.PathLike[str] | str) -> rvt.ConvertedModel:
 
 def flexevent_from_payload(source: str, payload: dict) -> rvt.ConvertedModel:
     """`convert_flexevent` on a checkpoint already read by `load_foreign_checkpoint`."""
-    state = payload.get("state_dict", payload)
-    if not isinstance(state, dict) or not is_flexevent(state):
+    state = rvt.tensor_dict(source, payload.get("state_dict", payload))
+    if not is_flexevent(state):
         raise CheckpointError(f"{source}: not a FlexEvent checkpoint (no 'mdl.rvt_block.*' and "
                               "'mdl.rgb_backbone.*' tensors)")
-    weights = {(k[len("mdl."):] if k.startswith("mdl.") else k): v for k, v in state.items()
-               if isinstance(v, torch.Tensor)}
+    weights = {(k[len("mdl."):] if k.startswith("mdl.") else k): v for k, v in state.items()}
     config = model_config(source, weights)
-    model = rvt.loaded_detector(source, config, map_state_dict(source, weights, config), "FlexEvent")
     mode, classes = CLASS_MODES[config.num_classes]
     height, width = CROP_HEIGHT // SCALE, SENSOR_HW[1] // SCALE
+    model = rvt.loaded_detector(source, config, lambda: map_state_dict(source, weights, config), "FlexEvent",
+                                (height, width))
     return rvt.ConvertedModel(
         model=model.eval(), source=f"FlexEvent ({mode})", dataset="dsec", class_names=list(classes),
         postprocess={"conf_thresh": rvt.CONF_THRESH, "eval_conf_thresh": rvt.EVAL_CONF_THRESH,
@@ -100,7 +100,7 @@ def model_config(source: str, weights: dict[str, torch.Tensor]) -> ModelConfig:
     if options["num_classes"] not in CLASS_MODES:
         raise CheckpointError(f"{source}: a FlexEvent head with {options['num_classes']} classes is neither the "
                               "2-class nor the 8-class (7 outputs) DSEC-Det model")
-    fpn_width = int(rvt._tensor(source, weights, "rgb_backbone.fpn_lateral3.weight").shape[0])
+    fpn_width = int(rvt._tensor(source, weights, "rgb_backbone.fpn_lateral3.weight", 4).shape[0])
     if "rgb_backbone.bottom_up.res4.5.conv1.weight" not in weights or \
             "rgb_backbone.bottom_up.res4.6.conv1.weight" in weights:
         raise CheckpointError(f"{source}: the frame branch is not detectron2's ResNet-50 (res4 has 6 blocks there)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError
+from flexdet.models.checkpoint import bounded_build, load_weights
 from flexdet.models.config import ModelConfig
 from flexdet.models.detector import FlexDetector
 
@@ -61,22 +63,21 @@ def convert_rvt(path: os.PathLike[str] | str) -> ConvertedModel:
 
 def rvt_from_payload(source: str, payload: dict) -> ConvertedModel:
     """`convert_rvt` on a checkpoint already read by `load_foreign_checkpoint`."""
-    state = payload.get("state_dict")
-    if not isinstance(state, dict) or not any(k.startswith("mdl.backbone.") for k in state):
+    state = tensor_dict(source, payload.get("state_dict"))
+    if not any(k.startswith("mdl.backbone.") for k in state):
         raise CheckpointError(f"{source}: not an RVT checkpoint (no 'state_dict' with 'mdl.backbone.*' tensors)")
     weights = {k[len("mdl."):]: v for k, v in state.items() if k.startswith("mdl.")}
-    rvt_config = _stored_config(payload)
+    rvt_config = _stored_config(source, payload)
     config, dataset = _model_config(source, weights, rvt_config)
-    model = loaded_detector(source, config, map_state_dict(source, weights, config), "RVT/SSM")
     classes, sensor_hw, downscale, _ = DATASETS[dataset]
     height, width = sensor_hw[0] // downscale, sensor_hw[1] // downscale
+    model = loaded_detector(source, config, lambda: map_state_dict(source, weights, config), "RVT/SSM",
+                            (height, width))
     padded = model.padded_size(height, width)
-    post = rvt_config.get("model", {}).get("postprocess", {})
     return ConvertedModel(
         model=model.eval(), source=_sizes(config)[config.widths[0]], dataset=dataset, class_names=list(classes),
-        postprocess={"conf_thresh": float(post.get("confidence_threshold", CONF_THRESH)),
-                     "eval_conf_thresh": EVAL_CONF_THRESH,
-                     "nms_thresh": float(post.get("nms_threshold", NMS_THRESH)),
+        postprocess={"conf_thresh": config.conf_thresh, "eval_conf_thresh": EVAL_CONF_THRESH,
+                     "nms_thresh": config.nms_thresh,
                      "rule": "rvt", "max_detections": 0, "ranking": "objectness * class_confidence",
                      "reported_score": "class_confidence", "nms": "per-class (batched)"},
         input={"representation": "stacked_histogram", "time_norm": "events", "end_inclusive": True,
@@ -86,14 +87,38 @@ def rvt_from_payload(source: str, payload: dict) -> ConvertedModel:
         rvt_config=rvt_config)
 
 
-def loaded_detector(source: str, config: ModelConfig, state: dict[str, torch.Tensor], family: str) -> FlexDetector:
-    """A FlexDetector of `config` holding the mapped `state`, every tensor of both sides used."""
-    model = FlexDetector(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: {family} weights do not fill the flexdet model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    return model
+def loaded_detector(source: str, config: ModelConfig, mapped: Callable[[], dict[str, torch.Tensor]], family: str,
+                    input_hw: tuple[int, int]) -> FlexDetector:
+    """A FlexDetector of `config` holding the state `mapped()` returns, every tensor of both sides used: sized on
+    the meta device before it is built (flexdet.models.checkpoint.bounded_build), its padded input at most twice
+    the input per side, and any tensor whose shape the mapping cannot take a one-line CheckpointError."""
+    try:
+        state = mapped()
+    except (RuntimeError, ValueError, IndexError, KeyError, TypeError, ArithmeticError) as exc:  # odd shapes, gaps
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source}: {family} tensors flexdet cannot map ({type(exc).__name__}: {first})") \
+            from None
+    model = bounded_build(source, lambda: FlexDetector(config), state)
+    padded = model.padded_size(*input_hw)
+    if padded[0] > 2 * input_hw[0] or padded[1] > 2 * input_hw[1]:
+        raise CheckpointError(f"{source}: partition_split_32={config.partition_split} pads the {input_hw[1]}x"
+                              f"{input_hw[0]} input to {padded[1]}x{padded[0]} (more than twice each side)")
+    return load_weights(source, model, state, f"the flexdet model of these {family} tensors")
+
+
+def tensor_dict(source: str, state: Any) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights checked to be a mapping of string names to real tensors with finite values
+    (an all-NaN or infinite tensor would convert into a model that finds nothing)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: no 'state_dict' mapping of names to tensors in the checkpoint")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{source}: weight name {key!r} is not a string")
+        if not isinstance(value, torch.Tensor) or value.is_complex():
+            raise CheckpointError(f"{source}: weight '{key}' is a {type(value).__name__}, not a real tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: weight '{key}' holds NaN or infinite values")
+    return state
 
 
 def input_spec(converted: ConvertedModel) -> InputSpec:
@@ -107,22 +132,42 @@ def input_spec(converted: ConvertedModel) -> InputSpec:
                      end_inclusive=spec["end_inclusive"], window_us=spec["window_us"])
 
 
-def _stored_config(payload: dict) -> dict:
+def _stored_config(source: str, payload: dict) -> dict:
     """RVT's merged hydra config when the checkpoint carries one (hyper_parameters.full_config), else {}."""
-    hyper = to_plain(payload.get("hyper_parameters") or {})
+    hyper = to_plain(payload.get("hyper_parameters") or {}, source)
     full = hyper.get("full_config", hyper) if isinstance(hyper, dict) else {}
     return full if isinstance(full, dict) else {}
 
 
+def _setting(source: str, config: dict, dotted: str, kind: type, default: Any, low: float, high: float) -> Any:
+    """The value at `dotted` of RVT's stored config (default when absent), checked to be a `kind` in
+    [low, high]: a one-line CheckpointError naming the key otherwise."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return default
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if number is None or not low <= number <= high or (kind is int and number != int(number)):
+        raise CheckpointError(f"{source}: stored config {dotted}={value!r} is not a {kind.__name__} in "
+                              f"[{low:g}, {high:g}]")
+    return kind(number)
+
+
 def _model_config(source: str, weights: dict[str, torch.Tensor], rvt_config: dict) -> tuple[ModelConfig, str]:
-    num_classes = int(_tensor(source, weights, "yolox_head.cls_preds.0.weight").shape[0])
-    backbone = rvt_config.get("model", {}).get("backbone", {})
-    dataset = rvt_config.get("dataset", {}).get("name") or NUM_CLASSES_TO_DATASET.get(num_classes)
-    if dataset not in DATASETS or len(DATASETS[dataset][0]) != num_classes:
+    num_classes = int(_tensor(source, weights, "yolox_head.cls_preds.0.weight", 4).shape[0])
+    name = rvt_config.get("dataset", {}).get("name") if isinstance(rvt_config.get("dataset"), dict) else None
+    dataset = name or NUM_CLASSES_TO_DATASET.get(num_classes)
+    if not isinstance(dataset, str) or dataset not in DATASETS or len(DATASETS[dataset][0]) != num_classes:
         raise CheckpointError(f"{source}: cannot tell the RVT dataset: {num_classes} classes, config says "
                               f"{dataset!r} (gen1 has 2 classes, gen4 3)")
-    options = architecture_options(source, weights, backbone.get("stage", {}).get("attention", {}).get("dim_head"),
-                                   int(backbone.get("partition_split_32", DATASETS[dataset][3])))
+    options = architecture_options(
+        source, weights, _setting(source, rvt_config, "model.backbone.stage.attention.dim_head", int, None, 1, 1024),
+        _setting(source, rvt_config, "model.backbone.partition_split_32", int, DATASETS[dataset][3], 1, 64))
+    options["conf_thresh"] = _setting(source, rvt_config, "model.postprocess.confidence_threshold", float,
+                                      CONF_THRESH, 0.0, 1.0)
+    options["nms_thresh"] = _setting(source, rvt_config, "model.postprocess.nms_threshold", float, NMS_THRESH,
+                                     0.0, 1.0)
     s5 = ssm.is_s5_vit(weights)
     config = ModelConfig(
         preset=f"{'s5vit' if s5 else 'rvt'}-{SIZES[options['widths'][0]][-1].lower()}-{dataset}", use_frames=False,
@@ -135,20 +180,20 @@ def architecture_options(source: str, weights: dict[str, torch.Tensor], head_dim
     """ModelConfig fields of RVT's MaxViTRNN + YOLOX PAFPN/head read from its tensors (RVT-layout keys without
     'mdl.'): sizes, RVT's layer options and its post-processing. Shared by RVT, SSM and FlexEvent (whose event
     branch, FPN and head are RVT's)."""
-    stem = _tensor(source, weights, "backbone.stages.0.downsample_cf2cl.conv.weight")
+    stem = _tensor(source, weights, "backbone.stages.0.downsample_cf2cl.conv.weight", 4)
     embed_dim, in_channels = int(stem.shape[0]), int(stem.shape[1])
     if embed_dim not in SIZES:
         raise CheckpointError(f"{source}: RVT embed_dim {embed_dim} is none of the released sizes {SIZES}")
     depth = len({m.group(1) for k in weights if (m := re.match(r"fpn\.C3_p4\.m\.(\d+)\.", k))})
-    fc1 = _tensor(source, weights, "backbone.stages.0.att_blocks.0.att_window.mlp.net.0.0.weight")
+    fc1 = _tensor(source, weights, "backbone.stages.0.att_blocks.0.att_window.mlp.net.0.0.weight", 2)
     return dict(
-        num_classes=int(_tensor(source, weights, "yolox_head.cls_preds.0.weight").shape[0]),
+        num_classes=int(_tensor(source, weights, "yolox_head.cls_preds.0.weight", 4).shape[0]),
         use_events=True, in_channels=in_channels, widths=[embed_dim * m for m in (1, 2, 4, 8)],
         attention_stages=[True] * 4, head_dim=int(head_dim or HEAD_DIMS[embed_dim]),
         mlp_ratio=int(fc1.shape[0]) // embed_dim, partition_split=partition_split,
         stem_kernel=int(stem.shape[-1]), downsample_bias=False, position_conv=False, skip_first_norm=True,
         spectral_stages=[False] * 4, neck_depth=depth, bn_eps=1e-5,
-        head_width=int(_tensor(source, weights, "yolox_head.stems.0.conv.weight").shape[0]),
+        head_width=int(_tensor(source, weights, "yolox_head.stems.0.conv.weight", 4).shape[0]),
         conf_thresh=CONF_THRESH, nms_thresh=NMS_THRESH, max_detections=0, clip_to_input=False,
         postprocess_rule="rvt")
 
@@ -158,9 +203,13 @@ def _sizes(config: ModelConfig) -> dict[int, str]:
     return ssm.SIZES if config.recurrence == "s5" else SIZES
 
 
-def _tensor(source: str, weights: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+def _tensor(source: str, weights: dict[str, torch.Tensor], key: str, ndim: int | None = None) -> torch.Tensor:
+    """weights[key], which must be there (with `ndim` dimensions, when given)."""
     if key not in weights:
         raise CheckpointError(f"{source}: RVT checkpoint lacks 'mdl.{key}'")
+    if ndim is not None and weights[key].dim() != ndim:
+        raise CheckpointError(f"{source}: 'mdl.{key}' has shape {tuple(weights[key].shape)}, expected {ndim} "
+                              "dimensions")
     return weights[key]
 
 
@@ -196,6 +245,9 @@ def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelC
             heads = dim // config.head_dim
             for p in ("weight", "bias"):  # rows per head [q_h, k_h, v_h] -> [q; k; v]
                 qkv = out[target + f"attn.qkv.{p}"]
+                if qkv.shape[0] != 3 * dim:
+                    raise CheckpointError(f"{source}: 'mdl.{prefix}self_attn.qkv.{p}' has shape {tuple(qkv.shape)}, "
+                                          f"expected {3 * dim} rows (q, k, v of width {dim})")
                 out[target + f"attn.qkv.{p}"] = qkv.reshape(heads, 3, config.head_dim, -1).transpose(0, 1).reshape(
                     qkv.shape)
             for gamma_key, proj in (("ls1.gamma", "attn.proj"), ("ls2.gamma", "mlp.fc2")):

@@ -67,15 +67,20 @@ class ForeignObject:
         return f"<foreign {self.qualname}>"
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """The pure-Python unpickler (the C one allocates a length a corrupt opcode declares before reading it),
+    with every global and persistent id checked."""
+
     def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, source: str) -> None:
         super().__init__(file)
         self.archive, self.prefix, self.source = archive, prefix, source
         self.records: dict[str, type] = {}
+        # Tensors are copied out of their storages: at most twice the bytes the file holds (shared storages).
+        self.copy_budget = 2 * os.path.getsize(source) + 2**20
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
+            return self._rebuild_tensor
         if module == "torch._utils" and name == "_rebuild_parameter":
             return _rebuild_parameter
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -105,18 +110,55 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(dtype, torch.dtype):
             raise CheckpointError(f"{self.source}: storage {key} has no known element type ({dtype!r})")
         try:
-            raw = self.archive.read(f"{self.prefix}/data/{key}")
-        except KeyError as error:
-            raise CheckpointError(f"{self.source}: storage {key} is missing from the archive") from error
-        flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-        if flat.numel() != numel and dtype is not torch.uint8:
-            raise CheckpointError(f"{self.source}: storage {key} holds {flat.numel()} values, expected {numel}")
-        return flat
+            info = self.archive.getinfo(f"{self.prefix}/data/{key}")
+        except KeyError:
+            raise CheckpointError(f"{self.source}: storage {key} is missing from the archive") from None
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        if not _is_int(numel) or info.file_size != numel * itemsize:
+            raise CheckpointError(f"{self.source}: storage {key} declares {numel!r} values of {itemsize} bytes "
+                                  f"but its archive member holds {info.file_size} bytes")
+        raw = self.archive.read(info)
+        return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+
+    def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> torch.Tensor:
+        """A tensor view of a flat storage, checked to lie inside it without overlapping itself (so no view
+        holds more values than its storage: stride-0 expansions are refused), copied to compact memory."""
+        if not isinstance(storage, torch.Tensor) or not _is_int(offset) or not _int_tuple(size) \
+                or not _int_tuple(stride) or len(size) != len(stride) or offset < 0 \
+                or min((*size, *stride, 0)) < 0:
+            raise CheckpointError(f"{self.source}: a tensor record has no valid storage, offset, size and stride")
+        numel = 1
+        for length in size:
+            numel *= length
+        extent = offset + sum((length - 1) * step for length, step in zip(size, stride)) + 1
+        if numel and (numel > storage.numel() or extent > storage.numel()
+                      or _overlapping(size, stride)):
+            raise CheckpointError(f"{self.source}: a tensor of size {tuple(size)} and stride {tuple(stride)} at "
+                                  f"offset {offset} does not fit its storage of {storage.numel()} values")
+        self.copy_budget -= numel * storage.element_size()
+        if self.copy_budget < 0:
+            raise CheckpointError(f"{self.source}: the checkpoint's tensors add up to more than twice the file "
+                                  "size (views repeating the same storage)")
+        return torch.as_strided(storage, tuple(size), tuple(stride), offset).clone()
 
 
-def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
-    """A tensor view of a flat storage, copied so it owns compact memory."""
-    return torch.as_strided(storage, tuple(size), tuple(stride), offset).clone()
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_tuple(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) <= 16 and all(_is_int(v) for v in value)
+
+
+def _overlapping(size: tuple, stride: tuple) -> bool:
+    """Whether a strided view addresses some storage element twice (a dimension of length > 1 whose stride is
+    not larger than the span of the smaller-stride dimensions)."""
+    span = 1
+    for length, step in sorted((pair for pair in zip(size, stride) if pair[0] > 1), key=lambda pair: pair[1]):
+        if step < span:
+            return True
+        span = step * (length - 1) + span
+    return False
 
 
 def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
@@ -131,9 +173,10 @@ def load_foreign_checkpoint(path: os.PathLike[str] | str) -> dict:
         raise CheckpointError(f"{source}: checkpoint file not found")
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as error:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:  # names, versions
         raise CheckpointError(f"{source}: not a torch zip checkpoint (saved by torch >= 1.6): {error}") from error
     with archive:
+        check_members(archive, source)
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
             raise CheckpointError(f"{source}: expected one <archive>/data.pkl in the zip, found {len(pickles)}")
@@ -153,21 +196,47 @@ def load_foreign_checkpoint(path: os.PathLike[str] | str) -> dict:
     return payload
 
 
-def to_plain(obj: Any) -> Any:
+def check_members(archive: zipfile.ZipFile, source: str) -> None:
+    """Refuse a zip whose members declare more bytes than the whole file holds (torch stores members
+    uncompressed, so only a compressed or forged member can): nothing is read or allocated first."""
+    size = os.path.getsize(source)
+    for info in archive.infolist():
+        if info.file_size > size:
+            raise CheckpointError(f"{source}: zip member {info.filename!r} declares {info.file_size} bytes, more "
+                                  f"than the whole file ({size} bytes): a compressed or forged member")
+
+
+def to_plain(obj: Any, source: str = "checkpoint") -> Any:
     """omegaconf records (DictConfig, ListConfig, value nodes) as plain dicts/lists/values; other records as
-    their pickled state; containers recursively."""
-    if isinstance(obj, ForeignObject):
-        name = obj.qualname.rsplit(".", 1)[-1]
-        state = obj.state if isinstance(obj.state, dict) else {}
-        if name == "DictConfig":
-            return {key: to_plain(value) for key, value in (state.get("_content") or {}).items()}
-        if name == "ListConfig":
-            return [to_plain(value) for value in (state.get("_content") or [])]
-        if obj.qualname.startswith("omegaconf.nodes."):
-            return to_plain(state.get("_val"))
-        return to_plain(obj.state) if obj.state is not None else to_plain(list(obj.args))
-    if isinstance(obj, dict):
-        return {key: to_plain(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_plain(value) for value in obj)
-    return obj
+    their pickled state; containers recursively (a cycle or nesting deeper than MAX_DEPTH is a CheckpointError)."""
+    return _plain(obj, source, [])
+
+
+MAX_DEPTH = 64
+
+
+def _plain(obj: Any, source: str, path: list[int]) -> Any:
+    if not isinstance(obj, (ForeignObject, dict, list, tuple)):
+        return obj
+    if id(obj) in path or len(path) >= MAX_DEPTH:
+        raise CheckpointError(f"{source}: the stored configuration is cyclic or nested more than {MAX_DEPTH} deep")
+    path.append(id(obj))
+    try:
+        if isinstance(obj, ForeignObject):
+            name = obj.qualname.rsplit(".", 1)[-1]
+            state = obj.state if isinstance(obj.state, dict) else {}
+            if name == "DictConfig":
+                content = state.get("_content")
+                items = content.items() if isinstance(content, dict) else ()
+                return {key: _plain(value, source, path) for key, value in items}
+            if name == "ListConfig":
+                content = state.get("_content")
+                return [_plain(value, source, path) for value in (content if isinstance(content, list) else ())]
+            if obj.qualname.startswith("omegaconf.nodes."):
+                return _plain(state.get("_val"), source, path)
+            return _plain(obj.state if obj.state is not None else list(obj.args), source, path)
+        if isinstance(obj, dict):
+            return {key: _plain(value, source, path) for key, value in obj.items()}
+        return type(obj)(_plain(value, source, path) for value in obj)
+    finally:
+        path.pop()

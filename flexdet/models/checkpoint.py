@@ -10,6 +10,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,16 @@ class LoadedModel:
 def read_torch_file(path: os.PathLike[str] | str, what: str, map_location: str | torch.device = "cpu") -> Any:
     """`torch.load(path, weights_only=True)`; a missing file, a file torch did not write or one holding pickled
     objects raises a one-line CheckpointError (`what` names what was expected)."""
+    from flexdet.convert.safe_unpickle import check_members
+
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"{file}: {what} not found")
-    with open(file, "rb") as handle:
-        head = handle.read(2)
-    if not (zipfile.is_zipfile(file) or head[:1] == b"\x80"):  # torch >= 1.6 zip, or a legacy pickle
-        raise CheckpointError(f"{file} is not a {what} (not a file written by torch.save)")
+    try:  # torch >= 1.6 zips only: a legacy pickle's declared storage sizes are allocated before reading
+        with zipfile.ZipFile(file) as archive:
+            check_members(archive, str(file))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        raise CheckpointError(f"{file} is not a {what} (not a zip file written by torch.save)") from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a file
             warnings.simplefilter("ignore")
@@ -76,15 +80,57 @@ def model_from_state(source: os.PathLike[str] | str, config: dict, state: dict) 
 
     try:
         model_config = from_dict(ModelConfig, {**config, "frame_weights": None}, source=f"{source}:model_config")
-        model = build_model(model_config, model_config.num_classes, model_config.use_frames)
     except FlexdetError as exc:
         raise CheckpointError(f"{source}: invalid model config ({exc})") from None
+    model = bounded_build(source, lambda: build_model(model_config, model_config.num_classes,
+                                                      model_config.use_frames), state)
+    return load_weights(source, model, state, "the stored model config").eval()
+
+
+def bounded_build(source: os.PathLike[str] | str, build: Callable[[], torch.nn.Module],
+                  state: dict) -> torch.nn.Module:
+    """`build()` once on the meta device (no memory) to size it, then for real: a model whose weights need
+    more than twice the bytes `state` holds (half-precision files) plus 1 MiB is refused before allocating."""
+    tensors = [t for t in (state.values() if isinstance(state, dict) else ()) if isinstance(t, torch.Tensor)]
+    stored = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{source}: weights do not match the stored model config "
-                              f"({str(exc).splitlines()[0]})") from None
-    return model.eval()
+        with torch.device("meta"):
+            sizing = build()
+        needed = sum(t.numel() * t.element_size() for t in (*sizing.parameters(), *sizing.buffers()))
+        if needed > 2 * stored + 2**20:
+            raise CheckpointError(f"{source}: the model config describes {needed / 2**20:.1f} MiB of weights "
+                                  f"but the checkpoint holds {stored / 2**20:.1f} MiB")
+        return build()
+    except (FlexdetError, ValueError, TypeError, ArithmeticError, RuntimeError, IndexError, KeyError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: invalid model config ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from None
+
+
+def load_weights(source: os.PathLike[str] | str, model: torch.nn.Module, state: Any, what: str) -> torch.nn.Module:
+    """`model` with `state` loaded, checked first: the same keys (names of missing / unexpected ones), each
+    a tensor of the parameter's shape and kind (floating or not), floating values finite."""
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        raise CheckpointError(f"{source}: the weights are not a mapping of names to tensors")
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not match {what}: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for key, target in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or value.is_complex() or \
+                value.is_floating_point() != target.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{source}: weights do not match {what}: '{key}' is {kind}, expected {target.dtype}")
+        if value.shape != target.shape:
+            raise CheckpointError(f"{source}: weights do not match {what}: '{key}' has shape "
+                                  f"{tuple(value.shape)}, expected {tuple(target.shape)}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: weight '{key}' holds NaN or infinite values")
+    model.load_state_dict(state)
+    return model
 
 
 def save_model(path: os.PathLike[str] | str, model: torch.nn.Module, spec: InputSpec,
@@ -100,12 +146,15 @@ def save_model(path: os.PathLike[str] | str, model: torch.nn.Module, spec: Input
     return Path(path)
 
 
-def class_names(model: torch.nn.Module, classes: list[str] | None) -> list[str]:
-    """`classes` checked against the model's class count, or class_0 .. class_{K-1}."""
+def class_names(model: torch.nn.Module, classes: Any, source: str = "class names") -> list[str]:
+    """`classes` (None, or a list of strings) checked against the model's class count, or class_0 ..
+    class_{K-1}; `source` names where they came from in the error."""
     count = model.config.num_classes
+    if classes is not None and not (isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{source}: class names must be a list of strings, got {classes!r:.80}")
     names = list(classes) if classes else [f"class_{k}" for k in range(count)]
     if len(names) != count:
-        raise CheckpointError(f"{len(names)} class names given for a model with {count} classes")
+        raise CheckpointError(f"{source}: {len(names)} class names given for a model with {count} classes")
     return names
 
 
@@ -147,8 +196,11 @@ def _training_checkpoint(file: Path, payload: dict) -> LoadedModel:
             raise CheckpointError(f"{file}: checkpoint lacks '{key}'")
     model = model_from_state(file, payload["model_config"], payload["model"])
     dataset = payload.get("dataset") or {}
+    if not isinstance(dataset, dict):
+        raise CheckpointError(f"{file}: 'dataset' is not a mapping")
     spec = _stored_spec(file, payload) or _legacy_training_spec(model, payload["config"], dataset)
-    return LoadedModel(model, spec, class_names(model, dataset.get("classes")), file, payload["config"], dataset)
+    return LoadedModel(model, spec, class_names(model, dataset.get("classes"), str(file)), file, payload["config"],
+                       dataset)
 
 
 def _model_checkpoint(file: Path, payload: dict) -> LoadedModel:
@@ -158,7 +210,8 @@ def _model_checkpoint(file: Path, payload: dict) -> LoadedModel:
     model = model_from_state(file, config, state)
     deploy = payload.get("deploy") if isinstance(payload.get("deploy"), dict) else {}
     spec = _stored_spec(file, payload) or _legacy_deploy_spec(file, model, deploy)
-    return LoadedModel(model, spec, class_names(model, payload.get("classes") or deploy.get("classes")), file)
+    classes = payload["classes"] if payload.get("classes") is not None else deploy.get("classes")
+    return LoadedModel(model, spec, class_names(model, classes, str(file)), file)
 
 
 def _stored_spec(file: Path, payload: dict) -> InputSpec | None:
