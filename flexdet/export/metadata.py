@@ -93,6 +93,35 @@ def metadata_for_model(model: Any, spec: InputSpec, classes: list[str] | None = 
                           state_names=model.state_names(), model_config=to_dict(config), **fields)
 
 
+def check_agreement(copies: dict[str, dict[str, Any]], fields: tuple[str, ...] | None = None) -> None:
+    """Refuse an export whose copies of the deploy fields (metadata.json, the ONNX file's entry, model.pt)
+    differ: a CheckpointError naming both files and the first field that differs. `copies` maps a file to the
+    to_dict form of what it stores; `fields` restricts the comparison to those top-level fields."""
+    from flexdet.errors import CheckpointError
+
+    absent = "<absent>"
+    flat = {name: _flat({k: v for k, v in tree.items() if fields is None or k in fields})
+            for name, tree in copies.items()}
+    (first, left), *others = flat.items()
+    for name, right in others:
+        for key in sorted(left.keys() | right.keys()):
+            if left.get(key, absent) != right.get(key, absent):
+                raise CheckpointError(f"{first} and {name} disagree on {key} ({left.get(key, absent)!r} vs "
+                                      f"{right.get(key, absent)!r}): refusing an export whose copies differ; "
+                                      "export it again")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as {dotted key: value}, lists compared whole; the flexdet version is not compared."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif key != "flexdet_version":
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def write_onnx_metadata(model_proto: Any, metadata: DeployMetadata) -> None:
     """Set (or replace) the `flexdet` entry of an onnx.ModelProto's metadata_props."""
     for prop in list(model_proto.metadata_props):

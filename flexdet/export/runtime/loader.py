@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flexdet.config import to_dict
 from flexdet.errors import CheckpointError, ConfigError, FormatError
 from flexdet.export.bundle import CHECKPOINT_NAME, ENGINE_SUFFIX, METADATA_NAME, ONNX_NAME
-from flexdet.export.metadata import DeployMetadata, read_onnx_metadata
+from flexdet.export.metadata import DeployMetadata, check_agreement, read_onnx_metadata
 from flexdet.export.runtime.streaming import StreamingRuntime
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "auto")
@@ -25,6 +26,7 @@ class Artifacts:
     """What a path gives: deploy metadata and whichever of model / checkpoint / ONNX / engine exist."""
 
     metadata: DeployMetadata | None = None
+    metadata_source: str = "metadata"
     model: Any = None
     onnx: Path | None = None
     engine: Path | None = None
@@ -107,21 +109,33 @@ def resolve_artifacts(path: os.PathLike[str] | str, height: int | None = None, w
         return _resolve_directory(file)
     suffix = file.suffix.lower()
     if suffix == ".onnx":
-        return _with_checkpoint(Artifacts(read_onnx_metadata(file), onnx=file), file.with_name(CHECKPOINT_NAME))
+        return _with_checkpoint(Artifacts(read_onnx_metadata(file), str(file), onnx=file),
+                                file.with_name(CHECKPOINT_NAME))
     if suffix in (ENGINE_SUFFIX, ".plan"):
-        return _with_checkpoint(Artifacts(_metadata_json(file.with_name(METADATA_NAME)), engine=file),
+        json_path = file.with_name(METADATA_NAME)
+        return _with_checkpoint(Artifacts(_metadata_json(json_path), str(json_path), engine=file),
                                 file.with_name(CHECKPOINT_NAME))
     return _from_checkpoint(file)
+
+
+def _agreed_metadata(artifacts: Artifacts, json_path: Path | None) -> None:
+    """Set the deploy metadata from metadata.json and / or the ONNX file's entry, refused when both exist and
+    differ (flexdet.export.metadata.check_agreement)."""
+    copies = {}
+    if json_path is not None:
+        copies[str(json_path)] = _metadata_json(json_path)
+    if artifacts.onnx is not None:
+        copies[str(artifacts.onnx)] = read_onnx_metadata(artifacts.onnx)
+    check_agreement({name: to_dict(metadata) for name, metadata in copies.items()})
+    artifacts.metadata_source, artifacts.metadata = next(iter(copies.items()))
 
 
 def _resolve_directory(folder: Path) -> Artifacts:
     onnx_path, engine_path = folder / ONNX_NAME, (folder / ONNX_NAME).with_suffix(ENGINE_SUFFIX)
     artifacts = Artifacts(onnx=onnx_path if onnx_path.is_file() else None,
                           engine=engine_path if engine_path.is_file() else None)
-    if (folder / METADATA_NAME).is_file():
-        artifacts.metadata = _metadata_json(folder / METADATA_NAME)
-    elif artifacts.onnx is not None:
-        artifacts.metadata = read_onnx_metadata(artifacts.onnx)
+    if (folder / METADATA_NAME).is_file() or artifacts.onnx is not None:
+        _agreed_metadata(artifacts, folder / METADATA_NAME if (folder / METADATA_NAME).is_file() else None)
     if (folder / CHECKPOINT_NAME).is_file():
         if artifacts.metadata is None:  # a folder holding only model.pt (e.g. from flexdet convert)
             return _from_checkpoint(folder / CHECKPOINT_NAME)
@@ -133,11 +147,17 @@ def _resolve_directory(folder: Path) -> Artifacts:
 
 
 def _with_checkpoint(artifacts: Artifacts, checkpoint: Path) -> Artifacts:
-    """Attach the torch model from `checkpoint` when the file exists."""
+    """Attach the torch model from `checkpoint` when the file exists; its input specification and classes
+    must agree with the metadata's."""
     if checkpoint.is_file():
         from flexdet.models.checkpoint import load_model
 
-        artifacts.model = load_model(checkpoint).model
+        loaded = load_model(checkpoint)
+        if artifacts.metadata is not None:
+            stored = {"input": to_dict(loaded.spec) if loaded.spec is not None else {}, "classes": loaded.classes}
+            check_agreement({artifacts.metadata_source: to_dict(artifacts.metadata), str(checkpoint): stored},
+                            fields=("input", "classes"))
+        artifacts.model = loaded.model
         artifacts.checkpoint = checkpoint
     return artifacts
 
@@ -154,7 +174,11 @@ def _from_checkpoint(file: Path) -> Artifacts:
 def _metadata_json(path: Path) -> DeployMetadata:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (an engine needs the {METADATA_NAME} written beside it by export)")
-    return DeployMetadata.from_json(path.read_text(), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"not UTF-8 text ({exc.reason})", offset=exc.start) from None
+    return DeployMetadata.from_json(text, source=str(path))
 
 
 def _choose_backend(backend: str, device: str | None) -> str:
