@@ -8,6 +8,7 @@ this module turns YAML mappings into those dataclasses (nested ones included) an
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -35,7 +36,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config") -> 
         raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {name: _convert(hints[name], value, f"{source}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a dataclass's own checks (__post_init__) do not know the file
+        if str(exc).startswith(source):
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def to_dict(obj: Any) -> dict:
@@ -47,12 +53,44 @@ def load_yaml(cls: type[T], path: os.PathLike[str] | str) -> T:
     """Read a YAML file into dataclass `cls`."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
+    return from_dict(cls, parse_yaml(text, str(path)) or {}, source=str(path))
+
+
+MAX_YAML_NODES = 100_000  # values in a document with every alias expanded; flexdet's configs hold < 1,000
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load(text)` whose document, aliases expanded, holds at most MAX_YAML_NODES values (a 1 KB
+    alias bomb stands for billions); any YAML problem is a one-line ConfigError naming `source`."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        count = _expanded_nodes(node, {})
+        if count > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: YAML document expands to {count} values through aliases "
+                              f"(at most {MAX_YAML_NODES})")
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return from_dict(cls, data, source=str(path))
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_nodes(node: yaml.Node, counts: dict[int, int]) -> int:
+    """Values under `node` with aliases expanded (each shared node counted once per reference, memoised)."""
+    if id(node) not in counts:
+        counts[id(node)] = 0  # a recursive alias counts as one value (construction then fails or stays finite)
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else []
+        counts[id(node)] = 1 + sum(_expanded_nodes(child, counts) for child in children)
+    return counts[id(node)]
 
 
 def save_yaml(obj: Any, path: os.PathLike[str] | str) -> None:
@@ -73,7 +111,7 @@ def apply_overrides(obj: T, overrides: list[str] | Mapping[str, Any]) -> T:
             target = target[part]
         if parts[-1] not in target:
             raise ConfigError(f"override {key!r}: unknown key; known: {sorted(target)}")
-        target[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+        target[parts[-1]] = parse_yaml(value, f"override {key}") if isinstance(value, str) else value
     return from_dict(type(obj), data, source="overrides")
 
 
@@ -127,15 +165,20 @@ def _convert(hint: Any, value: Any, source: str) -> Any:
 
 
 def _to_float(value: Any, source: str) -> float:
-    """A number, or a string that spells one: PyYAML (YAML 1.1) reads `1e-3` without a dot as a string."""
+    """A finite number, or a string that spells one: PyYAML (YAML 1.1) reads `1e-3` without a dot as a string."""
+    number = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
-    raise ConfigError(f"{source}: expected a number, got {value!r}")
+    if number is None:
+        raise ConfigError(f"{source}: expected a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{source}: expected a finite number, got {value!r}")
+    return number
 
 
 def _plain(value: Any) -> Any:

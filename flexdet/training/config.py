@@ -123,6 +123,9 @@ class TrainConfig:
         validate(self)
 
 
+MAX_RATE_HZ = 1e6  # one window per microsecond, the resolution of event times
+
+
 def validate(config: TrainConfig) -> None:
     """Raise ConfigError on values no training run can use."""
     data, optim = config.data, config.optim
@@ -149,6 +152,9 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("data.batch_size, data.clip_steps, data.downsample and data.bins must be >= 1")
     if not data.rates_hz or min(data.rates_hz) <= 0:
         raise ConfigError(f"data.rates_hz must be positive rates, got {data.rates_hz}")
+    if max(data.rates_hz) > MAX_RATE_HZ:
+        raise ConfigError(f"data.rates_hz: {max(data.rates_hz):g} Hz gives windows shorter than the 1 µs resolution "
+                          f"of event times (at most {MAX_RATE_HZ:g} Hz)")
     if not 0.0 <= data.stream_fraction <= 1.0:
         raise ConfigError(f"data.stream_fraction must be in [0, 1], got {data.stream_fraction}")
     if optim.steps < 1:

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from flexdet.config import apply_overrides, from_dict
+from flexdet.config import apply_overrides, from_dict, parse_yaml
 from flexdet.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "synth"
@@ -174,7 +172,7 @@ def load_preset(name: str = "quickstart", difficulty: str | None = None) -> Synt
     path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"synth: unknown preset {name!r}; shipped presets: {preset_names()}")
-    config = from_dict(SynthConfig, yaml.safe_load(path.read_text()) or {}, source=str(path))
+    config = from_dict(SynthConfig, parse_yaml(path.read_text(), str(path)) or {}, source=str(path))
     if difficulty is not None:
         config = apply_overrides(config, difficulty_overrides(difficulty))
     return config
@@ -186,7 +184,7 @@ def difficulty_overrides(difficulty: str) -> dict:
     if not path.is_file():
         known = sorted(p.stem for p in (PRESET_DIR / "difficulty").glob("*.yaml"))
         raise ConfigError(f"synth: unknown difficulty {difficulty!r}; known: {known}")
-    overrides = yaml.safe_load(path.read_text()) or {}
+    overrides = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: expected a mapping of dotted keys to values")
     return overrides

@@ -74,15 +74,16 @@ def generate_dataset(out: os.PathLike[str] | str, config: SynthConfig,
                      progress: Callable[[SequencePlan], None] | None = None) -> Path:
     """Simulate and write every sequence of `config` under `out`, then `out/dataset.yaml`; returns `out`."""
     out = Path(out)
+    plans = plan_sequences(config)  # a configuration that cannot be planned fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / CONFIG_STAMP
     wanted = yaml.safe_dump(to_dict(config), sort_keys=False)
-    if stamp.exists() and stamp.read_text() != wanted:
+    clean_stale_temporaries(out)
+    written = [entry for entry in out.iterdir() if entry.name != CONFIG_STAMP]
+    if stamp.exists() and stamp.read_text() != wanted and written:
         raise ConfigError(f"{out}: holds a synthetic dataset made with a different configuration; "
                           "choose another --out or delete it")
-    atomic_write_text(stamp, wanted)
-    clean_stale_temporaries(out)
-    plans = plan_sequences(config)
+    atomic_write_text(stamp, wanted)  # a stamp with nothing written beside it (a failed run) is replaced
     todo = [p for p in plans if not sequence_done(out, config, p)]
     for plan in plans:
         if plan not in todo and progress:
