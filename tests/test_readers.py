@@ -178,13 +178,13 @@ def test_dat_without_header_is_read_as_cd_records(tmp_path):
 
 
 # ---------------------------------------------------------------- index cache
-def test_index_is_cached_beside_and_rebuilt_when_the_file_changes(tmp_path):
+def test_index_is_cached_in_the_user_cache_and_rebuilt_when_the_file_changes(tmp_path):
     path = tmp_path / "a_td.dat"
     first = random_events(2_000, 304, 240, 100_000, seed=1)
     write_dat(path, first, 304, 240)
     open_recording(path).close()
-    index_file = path.with_name(path.name + INDEX_SUFFIX)
-    assert index_file.is_file()
+    assert not path.with_name(path.name + INDEX_SUFFIX).exists()  # never written into the dataset's folder
+    (index_file,) = (tmp_path / "cache" / "flexdet" / "index").glob("*" + INDEX_SUFFIX)
     cached_mtime = index_file.stat().st_mtime_ns
     with open_recording(path) as rec:
         assert_same_events(rec.read(), first)

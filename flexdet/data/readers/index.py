@@ -1,8 +1,8 @@
 """Sparse time index of a sequential event file: byte offset + decoder state every `step_us` of time.
 
-Built once by a full decoding pass and cached as `<file>.flexdet-index` (an npz written atomically);
-where the folder is read-only the cache goes to `$XDG_CACHE_HOME/flexdet/index/` (default
-`~/.cache/flexdet/index/`) under a hash of path, size and mtime. A cache whose recorded size/mtime,
+Built once by a full decoding pass and cached (an npz written atomically) in `$XDG_CACHE_HOME/flexdet/index/`
+(default `~/.cache/flexdet/index/`) under a hash of path, size and mtime, never in the dataset's folder; a
+`<file>.flexdet-index` beside the file (older flexdet wrote one there) is still read. A cache whose recorded size/mtime,
 format, step or version differ from the file's is ignored and rebuilt.
 
 Checkpoint k holds `offsets[k]` (byte offset of the next word), `states[k]` (decoder state there, with
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +62,8 @@ def _signature(source: Path) -> dict[str, int]:
 
 
 def cache_paths(source: Path) -> list[Path]:
-    """Where the index of `source` may live: beside it first, then the user cache."""
+    """Where the index of `source` may be read from: beside it (where earlier flexdet versions wrote it), then
+    the user cache."""
     return [source.with_name(source.name + INDEX_SUFFIX), user_cache_path(source, "index", INDEX_SUFFIX)]
 
 
@@ -96,30 +96,17 @@ def load_index(source: Path, kind: str, step_us: int) -> SparseIndex | None:
     return None
 
 
-def folder_writable(folder: Path) -> bool:
-    """Whether `folder` may be written: the OS allows it and its mode has a write bit.
-
-    The mode check keeps root (for whom `os.access` is always true) out of read-only data folders.
-    """
-    try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-
-
 def save_index(source: Path, kind: str, step_us: int, index: SparseIndex) -> Path | None:
-    """Cache `index` beside `source`, or in the user cache when that folder is not writable."""
+    """Cache `index` in the user cache (never beside the recording: a dataset folder is not written unasked);
+    None when the cache cannot be written."""
     buffer = io.BytesIO()
     np.savez(buffer, offsets=index.offsets, states=index.states, counts=index.counts, kind=np.str_(kind),
              version=INDEX_VERSION, step_us=step_us, **_signature(source),
              **{k: getattr(index, k) for k in ("num_events", "t_first", "t_last", "time_corrections",
                                                 "max_x", "max_y", "end_offset")})
-    beside, cached = cache_paths(source)
-    for candidate in ([beside] if folder_writable(source.parent) else []) + [cached]:
-        try:
-            atomic_write_bytes(candidate, buffer.getvalue())
-            return candidate
-        except OSError:
-            continue
-    return None
+    cached = user_cache_path(source, "index", INDEX_SUFFIX)
+    try:
+        atomic_write_bytes(cached, buffer.getvalue())
+    except OSError:
+        return None
+    return cached

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from flexdet.data.readers.base import Recording
+from flexdet.data.readers.npy import load_npy
 from flexdet.errors import FlexdetError, FormatError
 
 REPRESENTATIONS_DIR = "event_representations_v2"
@@ -45,8 +46,9 @@ class RvtSequence(Recording):
         except (OSError, KeyError) as exc:
             raise FormatError(files[0], f"not an RVT representation file ({exc})") from None
         if self._data.ndim != 4:
+            shape = self._data.shape  # read before the file closes
             self._file.close()
-            raise FormatError(files[0], f"'data' has shape {self._data.shape}; expected (N, C, H, W)")
+            raise FormatError(files[0], f"'data' has shape {shape}; expected (N, C, H, W)")
         stored_h, stored_w = int(self._data.shape[2]), int(self._data.shape[3])
         overridden = width is not None or height is not None
         super().__init__(sequence_dir, width if width is not None else stored_w,
@@ -104,10 +106,10 @@ def read_window_index(sequence_dir: Path, representation: Path | None = None) ->
     representation = representation or _representation_dir(Path(sequence_dir))
     arrays = []
     for name in ("timestamps_us.npy", "objframe_idx_2_repr_idx.npy"):
-        try:
-            arrays.append(np.load(representation / name, allow_pickle=False).astype(np.int64).reshape(-1))
-        except (OSError, ValueError) as exc:
-            raise FormatError(representation / name, f"unreadable ({exc})") from None
+        array = load_npy(representation / name)
+        if array.dtype.kind not in "iu":
+            raise FormatError(representation / name, f"expected integers, got {array.dtype}")
+        arrays.append(array.astype(np.int64).reshape(-1))
     ends, label_windows = arrays
     if np.any(np.diff(ends) <= 0):
         raise FormatError(representation / "timestamps_us.npy", "window end times are not increasing")
