@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("flexdet.commands.eval", "evaluate a checkpoint at any detection rate (stream, interframe, global)"),
     "score": ("flexdet.commands.score", "score prediction files of any tool under a benchmark's official rules"),
     "quickstart": ("flexdet.commands.quickstart", "synthetic data -> train fusion/events/frames nano models -> AP vs rate"),
+    "serve": ("flexdet.commands.serve", "serve an export to many cameras with Triton, each stream's state kept"),
     "demo": ("flexdet.commands.demo", "live detection on a recording, video, webcam or event camera, boxes on screen"),
     "pseudo-label": ("flexdet.commands.pseudo_label", "FlexTune pseudo labels between labelled frames from a teacher"),
     "fal": ("flexdet.commands.fal", "FAL chain: teacher -> pseudo labels -> student -> AP at every rate"),

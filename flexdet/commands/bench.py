@@ -9,7 +9,8 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `flexdet bench`."""
-    parser.add_argument("--model", required=True, help="export folder, .onnx, .pt, .engine or a preset name")
+    parser.add_argument("--model", help="export folder, .onnx, .pt, .engine or a preset name (with --server: also "
+                                        "run the streams in process for comparison)")
     parser.add_argument("--backend", default="auto", choices=("torch", "onnxruntime", "tensorrt", "auto"))
     parser.add_argument("--steps", type=int, default=200, help="timed steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
@@ -27,10 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch backend: torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="torch backend: CUDA graphs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--server", help="a `flexdet serve` URL (http://HOST:PORT or grpc://HOST:PORT): steps/s and "
+                                         "p50/p99 per step of --streams streams, batched by the server and not")
+    parser.add_argument("--streams", type=int, default=8, help="--server: concurrent streams (default 8)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the runtime, stream the events through it, print the figures."""
+    from flexdet.errors import ConfigError
+
+    if args.server:
+        return _run_server(args)
+    if not args.model:
+        raise ConfigError("give --model (or --server URL)")
     from flexdet.export.benchmark import benchmark, recording_events, uniform_events
     from flexdet.export.runtime import load_runtime
 
@@ -68,4 +78,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'stage':<16}{'p50 ms':>10}{'p99 ms':>10}")
     for stage in ("representation", "inference", "postprocess", "total"):
         print(f"{stage:<16}{report[stage + '_ms_p50']:>10.3f}{report[stage + '_ms_p99']:>10.3f}")
+    return 0
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    """`--server`: the load table of flexdet.serving.load.server_load."""
+    from functools import partial
+
+    from flexdet.export.runtime import load_runtime
+    from flexdet.serving.load import server_load
+
+    local = partial(load_runtime, args.model, backend="onnxruntime", intra_op_num_threads=args.threads or 1) \
+        if args.model else None
+    rows = server_load(args.server, args.streams, args.steps, args.warmup, args.step_us, args.event_rate, local)
+    if args.json:
+        print(json.dumps({"server": args.server, "rows": rows}))
+        return 0
+    print(f"{args.server}: {args.streams} streams, {args.steps} timed steps each, one step = {args.step_us} us")
+    print(f"{'mode':<18}{'steps/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'steps/call':>12}")
+    for row in rows:
+        print(f"{row['mode']:<18}{row['steps_per_s']:>10.1f}{row['step_ms_p50']:>10.2f}{row['step_ms_p99']:>10.2f}"
+              f"{row['mean_batch']:>12.2f}")
     return 0

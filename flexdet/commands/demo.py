@@ -10,6 +10,7 @@ detection step.
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,9 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True,
                         help="recording path (.dat/.raw/.h5/.aedat4/.npz or DSEC sequence folder), video file, "
                              "webcam:N, dv:[NAME] (iniVation) or prophesee:[SERIAL]")
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model",
                         help="directory written by flexdet export, .onnx, .pt checkpoint, or preset name "
                              "(random weights)")
+    parser.add_argument("--server", help="run the model on a `flexdet serve` server at this URL instead "
+                                         "(http://HOST:PORT or grpc://HOST:PORT)")
+    parser.add_argument("--stream-id", type=int, help="--server: this stream's id (default: the process id)")
     parser.add_argument("--rate", default="20", help="detection rate in Hz (default 20)")
     parser.add_argument("--backend", default="auto", help="runtime backend: auto | torch | onnxruntime | tensorrt")
     parser.add_argument("--device", help="torch device for the torch backend, e.g. cuda")
@@ -50,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if path:
             require_output_file(path, option)
 
+    if bool(args.model) == bool(args.server):
+        raise ConfigError("give either --model or --server")
     headless = args.headless
     if not headless and not display_available():  # a server or an ssh session: headless is the default there
         if not (args.out or args.log):
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                               "demo.mp4 and/or --log detections.jsonl")
         print("note: no display (DISPLAY is not set): running headless")
         headless = True
-    config = DemoConfig(source=args.source, model=args.model, rate_hz=args.rate, backend=args.backend,
+    config = DemoConfig(source=args.source, model=args.model or args.server, rate_hz=args.rate, backend=args.backend,
                         device=args.device, speed=args.speed, headless=headless, out=args.out, log=args.log,
                         score_thresh=args.score_thresh, duration_s=args.duration, width=args.width,
                         height=args.height, queue_size=args.queue, overload=args.on_overload,
@@ -65,10 +71,29 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     source = open_source(config.source, config.width, config.height)
     try:
-        detector = load_detector(config.model, config.backend, source.width, source.height, config.score_thresh,
-                                 config.device)
+        if args.server:
+            detector = _server_detector(args.server, args.stream_id or os.getpid(), source.width, source.height,
+                                        config.score_thresh)
+        else:
+            detector = load_detector(config.model, config.backend, source.width, source.height, config.score_thresh,
+                                     config.device)
     except BaseException:
         source.close()
         raise
     print_summary(run_demo(config, source, detector))
     return 0
+
+
+def _server_detector(url: str, stream_id: int, width: int, height: int, score_thresh: float):
+    """The demo's StepDetector over stream `stream_id` of the model served at `url` (a width x height camera)."""
+    from flexdet.demo.detector import StepDetector
+    from flexdet.errors import ConfigError
+    from flexdet.serving import Client
+
+    if not 0 <= score_thresh <= 1:
+        raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
+    runtime = Client(url).stream(stream_id, conf_thresh=score_thresh)
+    note = runtime.fit_camera(width, height)
+    if note:
+        print(f"note: {note}")
+    return StepDetector(runtime)

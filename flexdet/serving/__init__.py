@@ -17,6 +17,7 @@ _EXPORTS = {
     "TritonServer": "flexdet.serving.server",
     "ServerError": "flexdet.serving.errors",
     "StreamLostError": "flexdet.serving.errors",
+    "UnreachableError": "flexdet.serving.errors",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -23,7 +23,7 @@ from flexdet.errors import ConfigError, MissingDependencyError
 from flexdet.export.metadata import DeployMetadata
 from flexdet.export.onnx_export import EVENTS_INPUT, FRAMES_INPUT, RAW_OUTPUT
 from flexdet.export.runtime.streaming import StreamingRuntime
-from flexdet.serving.errors import ServerError, StreamLostError
+from flexdet.serving.errors import ServerError, StreamLostError, UnreachableError
 from flexdet.serving.repository import METADATA_PARAMETER, MODEL_NAME
 from flexdet.serving.states import UNKNOWN_STREAM
 
@@ -123,6 +123,7 @@ class RemoteBackend:
         self.connection = client.connect()
         self._start = True
         self._live = False
+        self._closed = False
         self._frame: np.ndarray | None = None
         self.holding = False  # whether this stream's step holds the kernel lock (RemoteStream.step)
 
@@ -147,6 +148,9 @@ class RemoteBackend:
         import torch
 
         self.release()
+        if self._closed:
+            raise ServerError(f"stream {self.stream_id} was closed (its sequence ended); open it again with "
+                              f"client.stream({self.stream_id})")
         inputs = [self._input(EVENTS_INPUT, events.astype(self.client.events_dtype, copy=False))]
         if self._frame is not None:
             inputs.append(self._input(FRAMES_INPUT, np.ascontiguousarray(self._frame, np.float32)))
@@ -156,15 +160,18 @@ class RemoteBackend:
 
     def cleanup(self) -> None:
         """End the sequence so the server frees the stream's state now (nothing to free if it lost it already)."""
-        if not self._live:
+        if self._closed:
             return
-        self._live = False
+        self._closed = True
+        if not self._live:
+            self.connection.close()
+            return
         spec = self.client.metadata.input
         zeros = np.zeros((1, spec.channels, self.client.metadata.height, self.client.metadata.width),
                          self.client.events_dtype)
         try:
             self._infer([self._input(EVENTS_INPUT, zeros)], start=False, end=True)
-        except StreamLostError:
+        except (StreamLostError, UnreachableError):
             pass
         self.connection.close()
 
@@ -176,9 +183,14 @@ class RemoteBackend:
 
     def _infer(self, inputs: list, start: bool, end: bool) -> Any:
         outputs = [_module(self.client.protocol).InferRequestedOutput(RAW_OUTPUT)]
-        with translate_errors(self.client.url, self.stream_id):
-            return self.connection.infer(self.client.model, inputs, outputs=outputs, sequence_id=self.stream_id,
-                                         sequence_start=start, sequence_end=end)
+        try:
+            with translate_errors(self.client.url, self.stream_id):
+                return self.connection.infer(self.client.model, inputs, outputs=outputs, sequence_id=self.stream_id,
+                                             sequence_start=start, sequence_end=end)
+        except UnreachableError:
+            self.connection.close()  # a new connection for the next request: gRPC's would wait in reconnect backoff
+            self.connection = self.client.connect()
+            raise
 
 
 def _module(protocol: str) -> Any:
@@ -210,8 +222,8 @@ class translate_errors:  # noqa: N801  (used as `with translate_errors(url):`)
                 raise StreamLostError(f"{where}: the server holds no state for this stream (it restarted, or the "
                                       "stream was silent past the idle timeout); start a new sequence") from None
             if "UNAVAILABLE" in str(exc.status()) or "failed to connect" in message.lower():
-                raise ServerError(f"{where}: cannot reach the server ({message})") from None
+                raise UnreachableError(f"{where}: cannot reach the server ({message})") from None
             raise ServerError(f"{where}: {message}") from None
         if isinstance(exc, OSError):
-            raise ServerError(f"{where}: cannot reach the server ({type(exc).__name__}: {exc})") from None
+            raise UnreachableError(f"{where}: cannot reach the server ({type(exc).__name__}: {exc})") from None
         return False

@@ -12,3 +12,7 @@ class ServerError(FlexdetError):
 class StreamLostError(ServerError):
     """The server holds no state for this stream any more (it restarted, or the stream idled out): start a new
     sequence with `client.stream(stream_id)`."""
+
+
+class UnreachableError(ServerError):
+    """Nothing answers at the server's address (it is down or restarting); the next request reconnects."""

@@ -78,11 +78,11 @@ def write_onnx_repository(export_dir: os.PathLike[str] | str, out: os.PathLike[s
     options.validate()
     if accelerator not in ("onnxruntime", "tensorrt"):
         raise ConfigError(f"accelerator must be onnxruntime or tensorrt, got {accelerator!r}")
-    metadata, graphs = dynamic_batch_graphs(export_dir, Path(out) / MODEL_NAME / "1")
-    if metadata.use_frames:
+    if _metadata(export_dir).use_frames:
         raise ConfigError("--write-repository serves event-only models (a fused model's frame encoder runs only "
                           "when a frame arrives, which implicit state cannot express); serve it with `flexdet "
                           "serve`, whose python backend runs both graphs")
+    metadata, graphs = dynamic_batch_graphs(export_dir, Path(out) / MODEL_NAME / "1")
     proto = onnx.load(str(graphs["model"]))
     types = {value.name: value.type.tensor_type for value in [*proto.graph.input, *proto.graph.output]}
     data_type = _TRITON_TYPES[types[EVENTS_INPUT].elem_type]
@@ -106,9 +106,7 @@ def dynamic_batch_graphs(export_dir: os.PathLike[str] | str, folder: Path) -> tu
     were exported for one stream; (metadata, {"model": path, "frame_encoder": path?})."""
     export = Path(export_dir)
     graph = export / ONNX_NAME
-    if not graph.is_file():
-        raise CheckpointError(f"{export}: no {ONNX_NAME} here (give a folder written by `flexdet export`)")
-    metadata = read_onnx_metadata(graph)
+    metadata = _metadata(export)
     folder.mkdir(parents=True, exist_ok=True)
     if metadata.dynamic_batch:
         written = {"model": Path(shutil.copy2(graph, folder / ONNX_NAME))}
@@ -126,6 +124,14 @@ def dynamic_batch_graphs(export_dir: os.PathLike[str] | str, folder: Path) -> tu
     written = export_onnx(load_model(export / CHECKPOINT_NAME).model, metadata, folder / ONNX_NAME,
                           opset=metadata.opset, dynamic_batch=True, fp16=metadata.dtype == "float16", device="cpu")
     return metadata, written
+
+
+def _metadata(export_dir: os.PathLike[str] | str) -> DeployMetadata:
+    """The deploy metadata inside the export's step graph."""
+    graph = Path(export_dir) / ONNX_NAME
+    if not graph.is_file():
+        raise CheckpointError(f"{export_dir}: no {ONNX_NAME} here (give a folder written by `flexdet export`)")
+    return read_onnx_metadata(graph)
 
 
 def with_sequence_controls(proto, state_names: list[str]):
@@ -155,7 +161,9 @@ def with_sequence_controls(proto, state_names: list[str]):
         for k, value in enumerate(node.input):
             if value in renamed:
                 node.input[k] = renamed[value]
-    graph.node[:0] = nodes  # READY - START: 1 for a running step, 0 for a first step (READY = START = 1)
+    existing = list(graph.node)  # READY - START: 1 for a running step, 0 for a first step (READY = START = 1)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
     return proto
 
 

@@ -3,8 +3,8 @@ step graph, each stream's recurrent state kept by correlation id (`StreamStates`
 
 Triton's sequence batcher routes every request of a stream with its correlation id and START / END flags, and
 puts the steps of different streams into one `execute` call: their states are stacked into one batch, run as one
-call of the dynamic-batch graph, and split back. A request that cannot run (unknown stream, too many streams, a
-batch of more than one step) gets its own error response; the others in the call run. This file imports only
+call of the dynamic-batch graph, and split back. A request that cannot run (unknown stream, too many streams) gets
+its own error response; the others in the call run. This file imports only
 inside Triton's python backend stub (`triton_python_backend_utils`).
 """
 
@@ -80,17 +80,10 @@ class TritonPythonModel:
         stream = int(_input(request, "CORRID").reshape(-1)[0])
         start = bool(_input(request, "START").reshape(-1)[0])
         end = bool(_input(request, "END").reshape(-1)[0])
-        events = _input(request, EVENTS_INPUT)
-        if events.shape[0] != 1:
-            raise ServerError(f"stream {stream}: a request carries one step (batch 1), got a batch of "
-                              f"{events.shape[0]}")
-        frames = pb_utils.get_input_tensor_by_name(request, FRAMES_INPUT)
+        events = _input(request, EVENTS_INPUT)  # Triton's sequence batcher lets through a batch of 1 only
+        frames = pb_utils.get_input_tensor_by_name(request, FRAMES_INPUT)  # only a fused model's config has it
         if frames is not None:
             frames = _array(frames)
-            if frames.shape[0] != 1:
-                raise ServerError(f"stream {stream}: frames must hold one frame (batch 1), got {frames.shape[0]}")
-            if not self.metadata.use_frames:
-                raise ServerError(f"stream {stream}: this model has no frame branch (event-only); send no frames")
         if start:
             self.states.start(stream, self.zero)
         return stream, events, self.states.get(stream), frames, end
