@@ -27,9 +27,15 @@ INSTALL_REQUIRES = [
     "onnxruntime>=1.17",  # export, bench and demo run ONNX graphs out of the box
 ]
 
+# `flexdet serve`: the tritonserver binary the nvidia-pytriton wheel ships (x86-64 Linux only; its 0.6+ releases
+# cap numpy below 2, 0.5.5 does not) and the HTTP / gRPC client.
+SERVE = ["nvidia-pytriton>=0.5.5; platform_system == 'Linux' and platform_machine == 'x86_64'",
+         "tritonclient[http,grpc]>=2.44"]
+
 EXTRAS = {
     "ort": [],  # kept for old install lines: onnxruntime is in the base install now
-    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "onnxslim>=0.1.30", "ruff>=0.6"],
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "onnxslim>=0.1.30", "ruff>=0.6", *SERVE],
+    "serve": SERVE,
     # TensorRT engines; for onnxruntime on CUDA replace the CPU build: pip uninstall -y onnxruntime &&
     # pip install onnxruntime-gpu (both provide the `onnxruntime` module, so pip cannot hold them side by side).
     "gpu": ["tensorrt>=10.0"],

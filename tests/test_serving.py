@@ -9,11 +9,13 @@ import time
 
 import numpy as np
 import pytest
-from test_runtime import _exported_bundle, _sorted
+import torch
+from test_runtime import _exported_bundle, _sorted, build
 
 from flexdet.cli import main as cli_main
+from flexdet.data.input_spec import identity_spec
 from flexdet.errors import ConfigError, FlexdetError
-from flexdet.export import load_runtime
+from flexdet.export import export_bundle, load_runtime, metadata_for_model
 from flexdet.export.benchmark import step_windows, uniform_events
 from flexdet.serving import (
     Client,
@@ -38,9 +40,15 @@ MAX_STREAMS, IDLE_S = 9, 4.0
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """An event-only and a fused nano model (random weights with spread-out scores), exported for one stream."""
+    """An event-only nano model exported for one stream (the writer re-exports it with a dynamic batch axis) and a
+    fused one exported with a dynamic batch axis (random weights with spread-out scores)."""
+    torch.manual_seed(22)
+    fused = build("nano", use_frames=True)
+    fused_dir = tmp_path_factory.mktemp("serve_fused")
+    export_bundle(fused, metadata_for_model(fused, identity_spec(HEIGHT, WIDTH, window_us=WINDOW)), fused_dir,
+                  dynamic_batch=True)
     return {"events": _exported_bundle(tmp_path_factory.mktemp("serve_events"), 21, use_frames=False),
-            "fused": _exported_bundle(tmp_path_factory.mktemp("serve_fused"), 22, use_frames=True)}
+            "fused": fused_dir}
 
 
 @pytest.fixture(scope="module")
