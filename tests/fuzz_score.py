@@ -51,7 +51,9 @@ import time
 import tokenize
 import tracemalloc
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import yaml
@@ -155,6 +157,7 @@ def build_seed(kind: str, root: Path) -> tuple[list[str], dict[str, Path], dict[
 
 
 def _save_raw(path: Path, array: np.ndarray) -> None:
+    """np.save `array` to `path` as it is (objects pickled: the mutation is the file)."""
     with open(path, "wb") as handle:
         np.save(handle, array, allow_pickle=array.dtype.hasobject)
 
@@ -170,7 +173,8 @@ def _with_field_dtype(rows: np.ndarray, field: str, dtype: str) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
+    """Silence numpy's cast warnings while a mutation casts values on purpose."""
     import warnings
 
     with warnings.catch_warnings():
@@ -179,6 +183,7 @@ def _quiet():
 
 
 def mutate_value(rng: np.random.Generator, path: Path) -> str:
+    """One value of one field set to an interesting number, the field maybe stored in another dtype."""
     rows = np.load(path)
     field = str(rng.choice(rows.dtype.names))
     row = int(rng.integers(0, len(rows)))
@@ -196,6 +201,7 @@ def mutate_value(rng: np.random.Generator, path: Path) -> str:
 
 
 def mutate_dtype(rng: np.random.Generator, path: Path) -> str:
+    """The fields: renamed, added, dropped, reordered, retyped, not 1-D structured, objects or subarrays."""
     rows = np.load(path)
     names = list(rows.dtype.names)
     choice = int(rng.integers(0, 8))
@@ -247,6 +253,7 @@ def mutate_dtype(rng: np.random.Generator, path: Path) -> str:
 
 
 def mutate_rows(rng: np.random.Generator, path: Path) -> str:
+    """The rows: dropped, duplicated, shuffled, none, reversed or added at far times."""
     rows = np.load(path)
     choice = int(rng.integers(0, 6))
     if choice == 0:
@@ -270,6 +277,7 @@ def mutate_rows(rng: np.random.Generator, path: Path) -> str:
 
 
 def mutate_bytes(rng: np.random.Generator, path: Path) -> str:
+    """The bytes: truncated, flipped, a lying shape or version, garbage appended, npz, empty or text."""
     raw = bytearray(path.read_bytes())
     rows = np.load(path)
     header_end = raw.index(b"\n") + 1
@@ -496,7 +504,7 @@ TARGETS_DTYPE = np.dtype(list(TARGETS.items()))
 
 
 @contextlib.contextmanager
-def zipfile_member(raw: bytes):
+def zipfile_member(raw: bytes) -> Iterator[bytes]:
     """The bytes of an npz's labels.npy (the oracle reads only what np.savez writes: stored members)."""
     import zipfile
 
@@ -623,7 +631,7 @@ def child(cases: list[tuple[str, int]], seed: int, memory_limit: int) -> None:
         print(f"R {kind} {index} {outcome} {peak} {json.dumps(detail)}", flush=True)
 
 
-def _pump(stream, lines: queue.Queue) -> None:
+def _pump(stream: IO[str], lines: queue.Queue) -> None:
     """Forward a child's output lines to `lines`, then None at its end."""
     for line in stream:
         lines.put(line)

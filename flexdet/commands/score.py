@@ -14,8 +14,13 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flexdet.training.benchmarks import Benchmark
+    from flexdet.training.datasets.sequences import LabelFiles
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 BENCHMARK_NAMES = ("gen1", "1mpx", "dsec2", "dsec8", "flexevent2", "flexevent8", "synthetic")
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def fitting_benchmark(name: str, labels):
+def fitting_benchmark(name: str, labels: LabelFiles) -> Benchmark:
     """The benchmark `name` for these labels, refused when it does not fit their layout or sensor size."""
     from flexdet.errors import ConfigError
     from flexdet.training.benchmarks import get_benchmark
@@ -114,7 +119,7 @@ def fitting_benchmark(name: str, labels):
     return benchmark
 
 
-def check_class_ids(name: str, labels, rows: list[np.ndarray]) -> None:
+def check_class_ids(name: str, labels: LabelFiles, rows: list[np.ndarray]) -> None:
     """Refuse labels holding class ids that the benchmark's label files never have (1 Mpx labels under gen1)."""
     from flexdet.errors import ConfigError
 
@@ -126,13 +131,15 @@ def check_class_ids(name: str, labels, rows: list[np.ndarray]) -> None:
                               f"files' ids {sorted(allowed)}")
 
 
-def scoring_rule(benchmark, granularity: str) -> str:
+def scoring_rule(benchmark: Benchmark, granularity: str) -> str:
     """One sentence: how instants and predictions are matched, and how flexdet eval's stream schedule differs."""
-    tolerance = f"within {benchmark.time_tol_us / 1000:g} ms of" if benchmark.time_tol_us else "stamped exactly at"
-    if granularity == "sequence":
-        matched = f"with every prediction row {tolerance} it pooled (the Prophesee toolbox's rule)"
+    tolerance = benchmark.time_tol_us / 1000
+    if not tolerance:
+        matched = "with the predictions stamped exactly at it"
+    elif granularity == "sequence":
+        matched = f"with every prediction within {tolerance:g} ms of it pooled (the Prophesee toolbox's rule)"
     else:
-        matched = f"with the prediction rows of the one time {tolerance} it nearest to it (RVT's validation rule)"
+        matched = f"with the predictions of the one time nearest to it within {tolerance:g} ms (RVT's validation rule)"
     empty = ("instants left without ground truth by the filter are scored too" if benchmark.score_empty_instants
              else "instants left without ground truth by the filter are not scored")
     return (f"each labelled instant of the label files is one image, scored {matched}; {empty}. flexdet eval's "
@@ -140,7 +147,7 @@ def scoring_rule(benchmark, granularity: str) -> str:
             f"the dense 1 ms ground truth, so between label instants too), so its AP differs from this one")
 
 
-def prediction_files(folder: Path, labels_root: Path, labels, split: str) -> list[Path]:
+def prediction_files(folder: Path, labels_root: Path, labels: LabelFiles, split: str) -> list[Path]:
     """`folder/<sequence>.npy` of each labelled sequence; a folder holding the labels, a missing file or a file
     of no labelled sequence is an error."""
     from flexdet.errors import ConfigError
@@ -162,7 +169,9 @@ def prediction_files(folder: Path, labels_root: Path, labels, split: str) -> lis
             hint = (f"; it holds the rate folders {', '.join(rates)} (flexdet eval's predictions/<rate>hz): pick one "
                     f"rate folder, e.g. --predictions {folder / rates[0]}")
         elif any(f"{name}_bbox.npy" in files for name in missing):
-            hint = "; <sequence>_bbox.npy is a label file's name, and label files are never read as predictions"
+            hint = ("; <sequence>_bbox.npy is a label file's name, and label files are never read as predictions "
+                    "(flexdet eval's prophesee/<rate>hz export is for the Prophesee toolbox: score its "
+                    "predictions/<rate>hz)")
         raise ConfigError(f"--predictions {folder}: no <sequence>.npy for {len(missing)} of the {len(labels.files)} "
                           f"labelled sequence(s) of split {split!r}: {', '.join(missing[:5])}"
                           f"{' ...' if len(missing) > 5 else ''}{hint}")
