@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the repository, then (unless --write-repository) run the server until Ctrl-C."""
+    import signal
+    import sys
     import tempfile
 
     from flexdet.serving.repository import ServeOptions, write_onnx_repository, write_python_repository
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -v {model.parent.resolve()}:/models "
               "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
         return 0
+    # SIGTERM (a service manager, `kill`) unwinds like Ctrl-C, so the server process is stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with tempfile.TemporaryDirectory(prefix="flexdet-repository-") as scratch:
         write_python_repository(args.export_dir, args.repository or scratch, options)
         server = TritonServer(args.repository or scratch, args.address, args.http_port, args.grpc_port)
