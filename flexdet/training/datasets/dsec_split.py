@@ -11,8 +11,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import yaml
-
+from flexdet.config import parse_yaml
 from flexdet.errors import ConfigError, FormatError
 
 SPLITS = ("train", "val", "test")
@@ -37,9 +36,10 @@ def split_names(root: Path | None = None) -> dict[str, tuple[str, ...]]:
 @cache
 def _read_split(path: Path) -> dict[str, tuple[str, ...]]:
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise FormatError(path, f"not a readable split file ({' '.join(str(exc).split())})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(path, f"not a readable split file ({exc})") from None
+    loaded = parse_yaml(text, str(path))
     if not isinstance(loaded, dict) or not all(isinstance(loaded.get(s), list) for s in SPLITS):
         raise FormatError(path, f"expected lists of sequence names under {', '.join(SPLITS)}")
     for split in SPLITS:

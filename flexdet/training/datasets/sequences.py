@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from flexdet.config import parse_yaml
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
@@ -333,9 +333,10 @@ def _manifest(root: Path) -> dict:
     """dataset.yaml, its keys and their types checked (plain sequence names, integer class ids, positive size)."""
     path = root / "dataset.yaml"
     try:
-        manifest = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise FormatError(path, f"not readable YAML ({' '.join(str(exc).split())})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(path, f"not a readable text file ({exc})") from None
+    manifest = parse_yaml(text, str(path))
     if not isinstance(manifest, dict):
         raise FormatError(path, "expected a mapping of keys")
     for key in ("layout", "classes", "width", "height", "splits"):
