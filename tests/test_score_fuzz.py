@@ -24,6 +24,7 @@ def test_mutated_score_inputs_end_in_a_correct_score_or_a_one_line_error():
     assert outcomes == {"accepted", "refused"}  # the mutations neither all break nor all pass
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 def test_the_oracle_reports_a_reader_that_lets_bad_values_through(monkeypatch):
     """With the value checks removed (a column converted as numpy casts it), mutants with nan, inf or wrapped
     values are scored; the oracle must call some of them wrong."""
