@@ -4,6 +4,7 @@ and a server restart give clear errors and disturb no other stream."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -29,7 +30,7 @@ from flexdet.serving import (
 )
 from flexdet.serving.server import free_port, platform_problem
 
-pytest.importorskip("tritonclient")
+pytestmark = pytest.mark.slow  # a tritonserver starts twice (~30-50 s each on a busy 2-core CPU)
 if platform_problem():
     pytest.skip(platform_problem(), allow_module_level=True)
 
@@ -177,6 +178,25 @@ def test_more_streams_than_max_are_refused_and_a_dead_clients_state_frees_after_
         stream.close()
 
 
+def test_demo_against_the_server_logs_the_in_process_detections(server, exports, tmp_path):
+    from flexdet.data.writers import write_npz
+
+    source = tmp_path / "camera.npz"
+    write_npz(source, uniform_events(HEIGHT, WIDTH, 4e5, 300_000, seed=11), WIDTH, HEIGHT)
+    logs = {}
+    for name, target in (("served", ["--server", server.grpc_url, "--stream-id", "900"]),
+                         ("local", ["--model", str(exports["events"]), "--backend", "onnxruntime"])):
+        logs[name] = tmp_path / f"{name}.jsonl"
+        assert cli_main(["demo", "--source", str(source), *target, "--rate", "20", "--duration", "0.25",
+                         "--speed", "0", "--headless", "--log", str(logs[name]), "--score-thresh", "0.01"]) == 0
+    served, local = ([json.loads(line) for line in logs[name].read_text().splitlines()] for name in logs)
+    assert len(served) == len(local) == 5 and sum(len(r["boxes"]) for r in local) > 0
+    for a, b in zip(served, local):
+        assert a["labels"] == b["labels"]
+        np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-2)
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-4)
+
+
 def test_container_repository_refuses_a_fused_model(exports, tmp_path):
     with pytest.raises(ConfigError, match="event-only models"):
         write_onnx_repository(exports["fused"], tmp_path, ServeOptions())
@@ -186,8 +206,6 @@ def test_bench_against_the_server_reports_batched_unbatched_and_in_process(serve
     code = cli_main(["bench", "--server", server.grpc_url, "--model", str(exports["events"]), "--streams", "2",
                      "--steps", "3", "--warmup", "1", "--json"])
     assert code == 0
-    import json
-
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [row["mode"] for row in rows] == ["server batched", "server unbatched", "in-process"]
     assert all(row["steps"] == 6 and row["steps_per_s"] > 0 for row in rows)

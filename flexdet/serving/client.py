@@ -14,6 +14,8 @@ specification, classes and thresholds come from the server (the `flexdet_metadat
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -201,29 +203,22 @@ def _module(protocol: str) -> Any:
     return module
 
 
-class translate_errors:  # noqa: N801  (used as `with translate_errors(url):`)
-    """Turn tritonclient's and the network's exceptions into ServerError / StreamLostError with one-line messages."""
+@contextmanager
+def translate_errors(url: str, stream_id: int | None = None) -> Iterator[None]:
+    """Turn tritonclient's and the network's exceptions into ServerError / StreamLostError / UnreachableError with
+    one-line messages naming the server and the stream."""
+    from tritonclient.utils import InferenceServerException
 
-    def __init__(self, url: str, stream_id: int | None = None) -> None:
-        self.url, self.stream_id = url, stream_id
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, traceback) -> bool:
-        if exc is None:
-            return False
-        from tritonclient.utils import InferenceServerException
-
-        where = f"server {self.url}" + (f", stream {self.stream_id}" if self.stream_id is not None else "")
-        if isinstance(exc, InferenceServerException):
-            message = " ".join(str(exc.message() or exc).split())
-            if "START flag" in message or UNKNOWN_STREAM in message:
-                raise StreamLostError(f"{where}: the server holds no state for this stream (it restarted, or the "
-                                      "stream was silent past the idle timeout); start a new sequence") from None
-            if "UNAVAILABLE" in str(exc.status()) or "failed to connect" in message.lower():
-                raise UnreachableError(f"{where}: cannot reach the server ({message})") from None
-            raise ServerError(f"{where}: {message}") from None
-        if isinstance(exc, OSError):
-            raise UnreachableError(f"{where}: cannot reach the server ({type(exc).__name__}: {exc})") from None
-        return False
+    where = f"server {url}" + (f", stream {stream_id}" if stream_id is not None else "")
+    try:
+        yield
+    except InferenceServerException as exc:
+        message = " ".join(str(exc.message() or exc).split())
+        if "START flag" in message or UNKNOWN_STREAM in message:
+            raise StreamLostError(f"{where}: the server holds no state for this stream (it restarted, or the "
+                                  "stream was silent past the idle timeout); start a new sequence") from None
+        if "UNAVAILABLE" in str(exc.status()) or "failed to connect" in message.lower():
+            raise UnreachableError(f"{where}: cannot reach the server ({message})") from None
+        raise ServerError(f"{where}: {message}") from None
+    except OSError as exc:
+        raise UnreachableError(f"{where}: cannot reach the server ({type(exc).__name__}: {exc})") from None
