@@ -173,3 +173,22 @@ def test_chained_runtime_equals_the_evaluated_chains_schedule(dataset, rate):
         np.testing.assert_allclose(out["scores"], want["scores"], atol=1e-5)
         boxes += len(got)
     assert boxes > 0
+
+
+def test_chains_refuse_a_backend_that_holds_its_one_state_in_place(dataset, capsys):
+    from flexdet.cli import main
+    from flexdet.errors import ConfigError
+    from flexdet.export.metadata import metadata_for_model
+    from flexdet.export.runtime.chains import ChainedRuntime
+    from flexdet.export.runtime.streaming import torch_runtime
+
+    model = build_model("nano", num_classes=2, use_frames=False).eval()
+    runtime = torch_runtime(model, metadata_for_model(model, dataset.input_spec()), torch.device("cpu"))
+    runtime.backend._graph = object()  # what a CUDA-graph backend holds: its state buffers are the graph's
+    with pytest.raises(ConfigError, match="CUDA graphs"):
+        ChainedRuntime(runtime, 180)
+    assert ChainedRuntime(runtime, 20).count == 1  # one state: nothing to switch
+    assert main(["bench", "--model", "nano", "--backend", "onnxruntime", "--steps", "3", "--warmup", "1",
+                 "--step-us", "5556", "--schedule", "chains", "--json"]) == 0
+    report = __import__("json").loads(capsys.readouterr().out)
+    assert report["states"] == 9 and report["schedule"] == "chains" and report["steps"] == 3

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--compile", action="store_true", help="torch backend: torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="torch backend: CUDA graphs")
+    parser.add_argument("--schedule", choices=("stream", "chains"), default="stream",
+                        help="stream: one state stepped at every step; chains: the chains schedule at the rate "
+                             "1e6 / --step-us (round(rate x window) states in turn, what `flexdet demo` runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server", help="a `flexdet serve` URL (http://HOST:PORT or grpc://HOST:PORT): steps/s and "
                                          "p50/p99 per step of --streams streams, batched by the server and not")
@@ -41,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_server(args)
     if not args.model:
         raise ConfigError("give --model (or --server URL)")
+    from fractions import Fraction
+
     from flexdet.export.benchmark import benchmark, recording_events, uniform_events
     from flexdet.export.runtime import load_runtime
+    from flexdet.export.runtime.chains import ChainedRuntime
 
     opts = {"use_frames": args.frames}
     if args.backend == "onnxruntime" and args.threads:
@@ -65,16 +71,21 @@ def run(args: argparse.Namespace) -> int:
         else:
             rate = args.event_rate if args.events_per_step is None else args.events_per_step * 1e6 / window_us
             events = uniform_events(*runtime.sensor_size, rate, duration)
-        report = benchmark(runtime, events, args.steps, args.step_us, args.warmup, args.frame_every)
+        stepper = runtime
+        if args.schedule == "chains":
+            stepper = ChainedRuntime(runtime, Fraction(1_000_000, args.step_us))
+        report = benchmark(stepper, events, args.steps, args.step_us, args.warmup, args.frame_every)
     finally:
         runtime.close()
-    report["model"] = args.model
+    report["model"], report["schedule"] = args.model, args.schedule
+    report["states"] = getattr(stepper, "count", 1)
     report["height"], report["width"] = runtime.sensor_size
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{args.model} on {report['backend']} at {report['height']}x{report['width']}, "
-          f"{report['events_per_step']:.0f} events/step: {report['steps_per_s']:.1f} steps/s")
+          f"{report['events_per_step']:.0f} events/step, schedule {args.schedule} ({report['states']} states): "
+          f"{report['steps_per_s']:.1f} steps/s")
     print(f"{'stage':<16}{'p50 ms':>10}{'p99 ms':>10}")
     for stage in ("representation", "inference", "postprocess", "total"):
         print(f"{stage:<16}{report[stage + '_ms_p50']:>10.3f}{report[stage + '_ms_p99']:>10.3f}")

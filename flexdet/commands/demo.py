@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "(http://HOST:PORT or grpc://HOST:PORT)")
     parser.add_argument("--stream-id", type=int, help="--server: this stream's id (default: the process id)")
     parser.add_argument("--rate", default="20", help="detection rate in Hz (default 20)")
+    parser.add_argument("--schedule", choices=("chains", "stream"),
+                        help="which recurrent state each step advances: chains (default; round(rate x window) "
+                             "states in turn, each on the trained window: the schedule `flexdet eval --schedule "
+                             "chains` scores) or stream (one state at every step; the default with --server, whose "
+                             "server keeps one state per stream)")
     parser.add_argument("--backend", default="auto", help="runtime backend: auto | torch | onnxruntime | tensorrt")
     parser.add_argument("--device", help="torch device for the torch backend, e.g. cuda")
     parser.add_argument("--speed", type=float, default=1.0,
@@ -72,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(config.source, config.width, config.height)
     try:
         if args.server:
+            if args.schedule == "chains":
+                raise ConfigError("--schedule chains runs several states per camera; a server keeps one per stream "
+                                  "(use --schedule stream, or --model to run the chains here)")
             detector = _server_detector(args.server, args.stream_id or os.getpid(), source.width, source.height,
                                         config.score_thresh)
         else:
             detector = load_detector(config.model, config.backend, source.width, source.height, config.score_thresh,
-                                     config.device)
+                                     config.device, args.schedule or "chains", config.rate_hz)
     except BaseException:
         source.close()
         raise
@@ -96,4 +104,4 @@ def _server_detector(url: str, stream_id: int, width: int, height: int, score_th
     note = runtime.fit_camera(width, height)
     if note:
         print(f"note: {note}")
-    return StepDetector(runtime)
+    return StepDetector(runtime, schedule="stream")

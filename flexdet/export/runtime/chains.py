@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from flexdet.data.clock import Rate, exact_rate
+from flexdet.errors import ConfigError
 from flexdet.export.runtime.streaming import StreamingRuntime
 
 
@@ -31,6 +32,12 @@ class ChainedRuntime:
     def __init__(self, runtime: StreamingRuntime, rate_hz: Rate) -> None:
         self.runtime = runtime
         self.count = chain_count(rate_hz, runtime.spec.window_us)
+        backend = runtime.backend
+        if self.count > 1 and (not hasattr(backend, "frame_keys") or getattr(backend, "_graph", None) is not None):
+            raise ConfigError(f"the chains schedule switches between {self.count} states; the {runtime.backend_name} "
+                              f"backend{' with CUDA graphs' if getattr(backend, '_graph', None) is not None else ''} "
+                              f"holds one in place: use onnxruntime or torch (without CUDA graphs), or the stream "
+                              f"schedule")
         self.reset()
 
     def reset(self, batch_size: int = 1, sequence: str = "") -> None:
