@@ -87,6 +87,19 @@ def test_latest_before_end_pairs_the_freshest_frame_before_the_window_end(dsec_r
         times, int(times[1]) + 30_000, int(times[2]) + 30_000) == 1
 
 
+def test_the_recipe_chooses_the_frame_rule(dsec_root):
+    from flexdet.training.config import load_train_config
+    from flexdet.training.trainer import training_input_spec
+
+    dataset = open_dataset(dsec_root, "train")
+    fresh = load_train_config(preset="quickstart", overrides=["data.frame_rule=latest_before_end"])
+    assert training_input_spec(fresh, dataset, False).frame_rule == "latest_before_end"
+    assert training_input_spec(load_train_config(preset="quickstart"), dataset, False).frame_rule == "latest_at_start"
+    dataset.close()
+    with pytest.raises(ConfigError, match="data.frame_rule"):
+        load_train_config(preset="quickstart", overrides=["data.frame_rule=nearest"])
+
+
 def test_frame_is_the_latest_at_window_start(dsec_root):
     dataset = open_dataset(dsec_root, "train")
     sequence = dataset.sequences[0]

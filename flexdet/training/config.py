@@ -10,7 +10,7 @@ from typing import Any
 
 from flexdet.config import apply_overrides, load_yaml
 from flexdet.data.geometry import EVENT_DOWNSCALE_RULES
-from flexdet.data.input_spec import TIME_NORMS
+from flexdet.data.input_spec import FRAME_RULES, TIME_NORMS
 from flexdet.errors import ConfigError
 from flexdet.training.fal.config import FALConfig
 
@@ -43,7 +43,9 @@ class DataConfig:
     nearest_exact, which they are; otherwise bin). Clips are `clip_steps` steps at one
     of `rates_hz` (window = 1/rate); `stream_fraction` of each batch are streaming clips (state carried).
     `bins`, `clip`, `time_norm` ("window" or RVT's "events"), `end_inclusive` (RVT: the event at the window
-    end counts) define the stacked histograms (`flexdet.data.input_spec.InputSpec`).
+    end counts) define the stacked histograms and `frame_rule` which RGB frame a window is paired with
+    (`flexdet.data.input_spec.InputSpec`; label-aligned training windows get the same frame under both rules, so
+    "latest_before_end" only changes what off-label windows, and the checkpoint's runtime and demo, pair).
     `labels`: "auto" (dense ground truth where the data has it), "sparse" (the label file's instants only, what
     a real dataset offers) or "pseudo" (label file + pseudo_tracks.npy, FAL student). `clip_align`: clip
     starts are multiples of it, so with a 2x grid every batch step is all-GT or all-pseudo. `clip_end`: "any"
@@ -60,6 +62,7 @@ class DataConfig:
     bins: int = 10
     clip: int = 10
     time_norm: str = "window"
+    frame_rule: str = "latest_at_start"
     end_inclusive: bool = False
     rates_hz: list[float] = field(default_factory=lambda: [20.0])
     clip_steps: int = 11
@@ -144,6 +147,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"data.event_downscale must be one of {EVENT_DOWNSCALES}, got {data.event_downscale!r}")
     if data.time_norm not in TIME_NORMS:
         raise ConfigError(f"data.time_norm must be one of {TIME_NORMS}, got {data.time_norm!r}")
+    if data.frame_rule not in FRAME_RULES:
+        raise ConfigError(f"data.frame_rule must be one of {FRAME_RULES}, got {data.frame_rule!r}")
     if not 1 <= data.clip <= 255:
         raise ConfigError(f"data.clip must be in [1, 255], got {data.clip}")
     if data.cache not in ("memory", "disk", "none"):

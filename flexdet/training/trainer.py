@@ -73,7 +73,7 @@ def training_input_spec(config: TrainConfig, dataset: Dataset, dual_windows: boo
     data = config.data
     return dataset.input_spec(bins=data.bins, clip=data.clip, time_norm=data.time_norm,
                               end_inclusive=data.end_inclusive, window_us=window_of(data.rates_hz[0]),
-                              dual_windows=dual_windows)
+                              dual_windows=dual_windows, frame_rule=data.frame_rule)
 
 
 class Trainer:
