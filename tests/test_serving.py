@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_runtime import _exported_bundle, _sorted, build
+from test_runtime import _sorted, build
 
 from flexdet.cli import main as cli_main
 from flexdet.data.input_spec import identity_spec
@@ -42,20 +42,21 @@ MAX_STREAMS, IDLE_S = 9, 4.0
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """An event-only nano model exported for one stream (the writer re-exports it with a dynamic batch axis) and a
-    fused one exported with a dynamic batch axis (random weights with spread-out scores)."""
-    torch.manual_seed(22)
-    fused = build("nano", use_frames=True)
-    fused_dir = tmp_path_factory.mktemp("serve_fused")
-    export_bundle(fused, metadata_for_model(fused, identity_spec(HEIGHT, WIDTH, window_us=WINDOW)), fused_dir,
-                  dynamic_batch=True)
-    return {"events": _exported_bundle(tmp_path_factory.mktemp("serve_events"), 21, use_frames=False),
-            "fused": fused_dir}
+    """An event-only and a fused nano model exported with a dynamic batch axis (random weights with spread-out
+    scores; re-exporting a one-stream export is tested in test_serving_repository.py)."""
+    folders = {}
+    for seed, kind in ((21, "events"), (22, "fused")):
+        torch.manual_seed(seed)
+        model = build("nano", use_frames=kind == "fused")
+        folders[kind] = tmp_path_factory.mktemp(f"serve_{kind}")
+        export_bundle(model, metadata_for_model(model, identity_spec(HEIGHT, WIDTH, window_us=WINDOW)),
+                      folders[kind], dynamic_batch=True)
+    return folders
 
 
 @pytest.fixture(scope="module")
 def server(exports, tmp_path_factory):
-    """One server for the module with both models (re-exported with a dynamic batch axis by the writer)."""
+    """One server for the module with both models."""
     repository = tmp_path_factory.mktemp("repository")
     options = ServeOptions(max_streams=MAX_STREAMS, idle_timeout_s=IDLE_S, max_batch=8)
     write_python_repository(exports["events"], repository, options)

@@ -9,7 +9,7 @@ import pytest
 from test_runtime import _exported_bundle
 
 from flexdet.cli import main as cli_main
-from flexdet.export import load_runtime
+from flexdet.export import load_runtime, read_onnx_metadata
 from flexdet.export.benchmark import step_windows, uniform_events
 from flexdet.serving import ServerError
 from flexdet.serving.states import StreamStates
@@ -24,7 +24,8 @@ def export(tmp_path_factory):
 
 def test_container_repository_steps_like_the_in_process_runtime(export, tmp_path, capsys):
     """Triton's implicit state feeds each out_X back as in_X and sets START on a stream's first request: the
-    written graph, driven so, gives the in-process raw output at every step, whatever state START meets."""
+    written graph (re-exported with a dynamic batch axis from the one-stream export), driven so, gives the
+    in-process raw output at every step, whatever state START meets."""
     assert cli_main(["serve", str(export), "--write-repository", str(tmp_path), "--max-streams", "4"]) == 0
     assert "tritonserver --model-repository=/models" in capsys.readouterr().out
     config = (tmp_path / "flexdet" / "config.pbtxt").read_text()
@@ -32,7 +33,9 @@ def test_container_repository_steps_like_the_in_process_runtime(export, tmp_path
     names = local.metadata.state_names
     assert all(f'input_name: "in_{name}" output_name: "out_{name}"' in config for name in names)
     assert config.count("zero_data: true") == len(names) and 'backend: "onnxruntime"' in config
-    session = ort.InferenceSession(str(tmp_path / "flexdet" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    graph = tmp_path / "flexdet" / "1" / "model.onnx"
+    assert not local.metadata.dynamic_batch and read_onnx_metadata(graph).dynamic_batch  # re-exported from model.pt
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     shapes = {i.name: [1, *i.shape[1:]] for i in session.get_inputs()}
     state = {f"in_{n}": np.random.default_rng(0).normal(size=shapes[f"in_{n}"]).astype(np.float32) for n in names}
     events = uniform_events(HEIGHT, WIDTH, 4e5, 150_000, seed=4)
