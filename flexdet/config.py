@@ -34,6 +34,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config") -> 
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
+    missing = sorted(name for name, f in fields.items() if name not in data and f.init
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"{source}: missing key(s) {missing} for {cls.__name__}")
     hints = typing.get_type_hints(cls)
     kwargs = {name: _convert(hints[name], value, f"{source}.{name}") for name, value in data.items()}
     try:

@@ -154,6 +154,16 @@ def test_metadata_json_disagreeing_with_model_pt_and_onnx_is_refused_naming_the_
         assert "metadata.json" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_metadata_json_missing_required_fields_is_a_one_line_error(export_dir, tmp_path):
+    from flexdet.export.runtime.loader import load_runtime
+
+    folder = _copy_export(export_dir, tmp_path)
+    (folder / "metadata.json").write_text(json.dumps({**json.loads((folder / "metadata.json").read_text()),
+                                                      "input": {}}))
+    with pytest.raises(ConfigError, match=r"metadata\.json\.input: missing key\(s\) \['geometry'\]"):
+        load_runtime(folder, backend="torch")
+
+
 def test_model_pt_disagreeing_with_the_onnx_file_is_refused(export_dir, tmp_path, nano_model_pt):
     from flexdet.data.input_spec import identity_spec
     from flexdet.export.runtime.loader import load_runtime
