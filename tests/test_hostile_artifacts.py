@@ -244,6 +244,19 @@ def test_a_zip_bomb_member_is_refused_from_its_declared_size(tmp_path):
     assert "more than the whole file" in result.stdout, (result.stdout, result.stderr[-500:])
 
 
+def test_a_damaged_pickle_member_or_persistent_id_is_a_one_line_error(tmp_path):
+    from flexdet.convert.safe_unpickle import load_foreign_checkpoint
+
+    torch.save({"state_dict": {"x": torch.zeros(4)}}, tmp_path / "a.ckpt")
+    data = bytearray((tmp_path / "a.ckpt").read_bytes())
+    start = data.find(b"data.pkl") + len(b"data.pkl")
+    data[data.find(b"\x80\x02", start) + 3] ^= 0xFF  # inside data.pkl's bytes: its CRC no longer matches
+    (tmp_path / "crc.ckpt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged zip member") as info:
+        load_foreign_checkpoint(tmp_path / "crc.ckpt")
+    assert "\n" not in str(info.value)
+
+
 def test_model_widths_in_model_pt_are_bounded_before_the_model_is_built(nano_model_pt, tmp_path):
     payload = torch.load(nano_model_pt, weights_only=True)
     payload["model_config"]["widths"] = [4096, 8192, 16384, 32768]

@@ -105,7 +105,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
         if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage":
-            raise CheckpointError(f"{self.source}: unknown persistent id {pid!r} in the checkpoint")
+            raise CheckpointError(f"{self.source}: unknown persistent id (a {type(pid).__name__}) in the checkpoint")
         _, dtype, key, _location, numel = pid
         if not isinstance(dtype, torch.dtype):
             raise CheckpointError(f"{self.source}: storage {key} has no known element type ({dtype!r})")
@@ -182,9 +182,14 @@ def load_foreign_checkpoint(path: os.PathLike[str] | str) -> dict:
             raise CheckpointError(f"{source}: expected one <archive>/data.pkl in the zip, found {len(pickles)}")
         prefix = pickles[0].split("/")[0]
         order = f"{prefix}/byteorder"
-        if order in archive.namelist() and archive.read(order).strip() not in (b"little", b""):
+        try:
+            byteorder = archive.read(order).strip() if order in archive.namelist() else b""
+            pickled = archive.read(pickles[0])
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:  # CRC, inflate
+            raise CheckpointError(f"{source}: damaged zip member ({error})") from None
+        if byteorder not in (b"little", b""):
             raise CheckpointError(f"{source}: big-endian checkpoints are not supported")
-        unpickler = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, source)
+        unpickler = _RestrictedUnpickler(io.BytesIO(pickled), archive, prefix, source)
         try:
             payload = unpickler.load()
         except CheckpointError:
