@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from flexdet.atomic import atomic_path
+from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError, FlexdetError
 
@@ -244,7 +245,7 @@ def _legacy_training_spec(model: torch.nn.Module, config: dict, dataset: dict) -
         geometry = Geometry(width * scale, height * scale, None, scale)
     rates = data.get("rates_hz") or [20.0]
     return InputSpec(geometry, bins=int(data.get("bins") or model.config.in_channels // 2),
-                     window_us=int(round(1e6 / float(rates[0]))), dual_windows=bool(model.config.dual_windows))
+                     window_us=window_of(rates[0]), dual_windows=bool(model.config.dual_windows))
 
 
 def _legacy_deploy_spec(file: Path, model: torch.nn.Module, deploy: dict) -> InputSpec:
