@@ -272,6 +272,23 @@ def test_model_widths_in_model_pt_are_bounded_before_the_model_is_built(nano_mod
     assert "MiB of weights but the checkpoint holds" in result.stdout, (result.stdout, result.stderr[-500:])
 
 
+def test_a_neck_depth_of_a_million_in_model_pt_is_refused_at_once(nano_model_pt, tmp_path):
+    """Found by tests/fuzz_artifacts.py (export case 1437, seed 2): building a million neck blocks, even on the meta
+    device, hung the loader for minutes."""
+    payload = torch.load(nano_model_pt, weights_only=True)
+    payload["model_config"]["neck_depth"] = 1_000_000
+    torch.save(payload, tmp_path / "model.pt")
+    result = run_child(f"""
+        from flexdet.models.checkpoint import load_model
+        from flexdet.errors import FlexdetError
+        try:
+            load_model({str(tmp_path / 'model.pt')!r})
+        except FlexdetError as exc:
+            print("FlexdetError:", exc)
+        """, 2.0)
+    assert "model.neck_depth: must be in 1..64" in result.stdout, (result.stdout, result.stderr[-500:])
+
+
 def test_a_yaml_alias_bomb_is_refused(tmp_path):
     from flexdet.config import load_yaml
     from flexdet.training.config import TrainConfig

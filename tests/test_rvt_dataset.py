@@ -198,3 +198,21 @@ def test_short_training_run_on_rvt_folder_then_eval(tmp_path):
                  "--rates", "20", "--out", str(tmp_path / "eval")]) == 0
     rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert rows[0]["steps_scored"] > 0 and "AP" in rows[0]
+
+
+@pytest.mark.parametrize("first_rows", ["negative", "reversed"])
+def test_label_frame_indices_that_are_negative_or_reversed_are_refused(tmp_path, first_rows):
+    import shutil
+
+    from flexdet.errors import FormatError
+
+    root = tmp_path / "rvt"
+    shutil.copytree(RVT_ROOT / "test", root / "test")
+    path = next((root / "test").glob("*/labels_v2/labels.npz"))
+    with np.load(path) as archive:
+        labels, rows = archive["labels"], archive["objframe_idx_2_label_idx"].copy()
+    assert len(rows) > 1
+    rows = np.concatenate(([-1], rows[1:])) if first_rows == "negative" else rows[::-1].copy()
+    np.savez(path, labels=labels, objframe_idx_2_label_idx=rows)
+    with pytest.raises(FormatError, match="objframe_idx_2_label_idx must be increasing"):
+        open_dataset(root, "test").close()

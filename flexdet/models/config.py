@@ -20,6 +20,8 @@ POSTPROCESS_RULES = ("flexdet", "rvt")
 FRAME_NORMS = ("batch", "frozen")
 FUSER_RULES = ("flexdet", "flexevent")
 
+MAX_NECK_DEPTH = 64  # YOLOX's largest PAFPN uses 4 (round(3 x 1.33)); a stored million would take minutes to build
+
 
 @dataclass
 class ModelConfig:
@@ -149,6 +151,8 @@ class ModelConfig:
             raise ConfigError(f"model.frame_backbone: expected one of {FRAME_BACKBONES}, got {self.frame_backbone!r}")
         if self.partition_split < 1:
             raise ConfigError(f"model.partition_split: must be >= 1, got {self.partition_split}")
+        if not 1 <= self.neck_depth <= MAX_NECK_DEPTH:  # each is a block built module by module: bound the time
+            raise ConfigError(f"model.neck_depth: must be in 1..{MAX_NECK_DEPTH}, got {self.neck_depth}")
         for width, spectral in zip(self.widths, self.spectral_stages):
             if spectral and width % self.spectral_groups:
                 raise ConfigError(f"model.spectral_groups={self.spectral_groups} does not divide width {width}")

@@ -503,6 +503,9 @@ def _rvt_sequence(folder: Path, sequence_length: int) -> Sequence:
         raise FormatError(path, f"not RVT labels with 'labels' and 'objframe_idx_2_label_idx' ({exc})") from None
     if len(first_rows) != len(index.label_windows) or (len(first_rows) and first_rows.max() >= len(rows)):
         raise FormatError(path, f"{len(first_rows)} label frames for {len(index.label_windows)} labelled windows")
+    if len(first_rows) and (first_rows.min() < 0 or np.any(np.diff(first_rows) <= 0)):
+        raise FormatError(path, "objframe_idx_2_label_idx must be increasing row indices from 0 (each label frame's "
+                                "first row)")
     frame_times = np.asarray(rows["t"], np.int64)[first_rows]
     first = int(index.label_windows[0]) if len(index.label_windows) else 0
     offset = max(first - sequence_length + 1, 0)
