@@ -141,3 +141,22 @@ def test_interframe_evaluation_honours_rates_and_explains_its_rows(train_only_da
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [(r["rate_hz"], r["delta_ms"]) for r in saved] == [(20.0, 50.0), (90.0, 11.111)]
     assert "interframe: each row scores" in out and "delta_ms" in out
+
+
+def test_the_readme_names_every_extra_and_what_each_installs():
+    """The README's extras sentence lists exactly setup.py's extras, and says what the dependency lists say (it
+    once promised onnxruntime-gpu from `gpu`, which installs TensorRT only)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tree = ast.parse((root / "setup.py").read_text())
+    extras = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                  and any(getattr(t, "id", None) == "EXTRAS" for t in node.targets))
+    names = {key.value for key in extras.keys}
+    readme = (root / "README.md").read_text()
+    sentence = readme[readme.index("Extras:"):readme.index(".\n", readme.index("Extras:"))]
+    assert set(re.findall(r"`(\w+)` \(", sentence)) == names
+    gpu = next(value for key, value in zip(extras.keys, extras.values) if key.value == "gpu")
+    assert [ast.literal_eval(e) for e in gpu.elts] == ["tensorrt>=10.0"] and "`gpu` (TensorRT;" in sentence
