@@ -38,3 +38,25 @@ def test_readme_presets_table_is_the_commands_output(capsys):
     assert main(["presets", "--markdown"]) == 0
     table = capsys.readouterr().out.strip()
     assert table in README.read_text(encoding="utf-8"), "README's presets table is stale: paste `flexdet presets --markdown`"
+
+
+def test_parameter_counts_the_presets_state_are_the_built_models():
+    """A summary's "about X M params event-only" is the model build_model makes (they once said 4.4 / 18.5 M where
+    the models have 4.49 / 18.88 M), and so are the counts in the README's models paragraph."""
+    import re
+
+    from flexdet.models import build_model
+
+    def built(name: str) -> float:
+        model = build_model(name, num_classes=2, use_frames=False)
+        return sum(t.numel() for t in model.parameters()) / 1e6
+
+    stated = {path.stem: float(m.group(1)) for path in preset_files()["model size"]
+              if (m := re.search(r"about ([\d.]+) M params event-only", describe(path)))}
+    assert set(stated) >= {"tiny", "base"}
+    for name, millions in stated.items():
+        assert abs(built(name) - millions) < 0.051, name
+    paragraph = README.read_text()
+    for name in ("tiny", "small", "base"):
+        millions = float(re.search(rf"`{name}` \(([\d.]+) M", paragraph).group(1))
+        assert abs(built(name) - millions) < 0.051, name
