@@ -174,3 +174,20 @@ def test_multi_rate_clips_end_on_labels_and_s5_steps_follow_each_window(data_roo
         trainer.close()
     expected = torch.tensor([50_000 / (1e6 / [20, 40, 60][clip.rate_index]) for clip in clips]).reciprocal()
     assert torch.is_tensor(seen[0]) and torch.allclose(seen[0], expected, rtol=1e-6)
+
+
+def test_a_run_folder_is_its_last_checkpoint_and_resume_knows_its_data(data_root, tmp_path, capsys):
+    """`flexdet eval RUN` means RUN/checkpoints/last.pt, and `flexdet train --out RUN --resume` trains on the data the
+    run was started with (newcomer issue, item 4); a new run still needs --data."""
+    from flexdet.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "quickstart", "--data", str(data_root), "--out", str(run), *TINY,
+                 "optim.steps=2", "--stop-after", "1"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    assert "resuming" in capsys.readouterr().out and load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    loaded = load_model(run)
+    assert loaded.path == run / "checkpoints" / "last.pt" and loaded.train_config["optim"]["steps"] == 2
+    assert main(["train", "--preset", "quickstart", "--out", str(tmp_path / "new")]) == 2
+    assert "--data" in capsys.readouterr().err

@@ -21,7 +21,8 @@ INTERFRAME_NOTE = ("interframe: each row scores, for every pair of consecutive f
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint (RUN/checkpoints/last.pt)")
+    parser.add_argument("checkpoint", help="training checkpoint (RUN/checkpoints/last.pt), a run folder (its last "
+                                           "checkpoint) or any flexdet model / export folder")
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--rates", help="comma-separated detection rates in Hz (default 20,60,90,180; interframe: "
                                          "DAGr's ten deltas, 0 to 50 ms after a frame)")

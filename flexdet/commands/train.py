@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--preset", help="shipped recipe name (see flexdet/configs/train/), e.g. quickstart")
     parser.add_argument("--recipe", choices=("teacher", "student"), help="FAL recipe laid over the chosen one")
     parser.add_argument("--init", help="checkpoint whose weights the run starts from (the student's teacher)")
-    parser.add_argument("--data", required=True, help="dataset folder (synthetic, DSEC-Det, Gen1/1Mpx or RVT)")
+    parser.add_argument("--data", help="dataset folder (synthetic, DSEC-Det, Gen1/1Mpx or RVT); with --resume the "
+                                       "run's own by default")
     parser.add_argument("--out", default="runs/train", help="run folder (checkpoints, TensorBoard, config)")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from OUT/checkpoints/last.pt with the run's saved configuration")
@@ -39,26 +40,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from flexdet.errors import ConfigError
+    from flexdet.models.checkpoint import run_checkpoint
     from flexdet.training.distributed import cleanup
-    from flexdet.training.trainer import CHECKPOINT_NAME, train
+    from flexdet.training.trainer import train
 
-    checkpoint = Path(args.out) / "checkpoints" / CHECKPOINT_NAME
+    checkpoint = run_checkpoint(args.out)
     if checkpoint.is_file() and not (args.resume or args.overwrite):
         raise ConfigError(f"{args.out} already holds a run ({checkpoint}); continue it with --resume, replace it "
                           "with --overwrite, or choose another --out")
+    data = args.data
     if args.resume and checkpoint.is_file():
         from flexdet.models.checkpoint import read_training_checkpoint
         from flexdet.training.config import resume_config
 
-        config = resume_config(read_training_checkpoint(checkpoint)["config"], args.overrides, str(checkpoint))
-        print(f"resuming {checkpoint} with the run's saved configuration")
+        payload = read_training_checkpoint(checkpoint)
+        config = resume_config(payload["config"], args.overrides, str(checkpoint))
+        data = data or (payload.get("dataset") or {}).get("root")
+        print(f"resuming {checkpoint} with the run's saved configuration (data {data})")
     else:
         config = _recipe(args)
+    if not data:
+        raise ConfigError("--data: which dataset to train on (only --resume of an existing run knows its own)")
     try:
-        result = train(config, args.data, args.out, resume=args.resume, stop_after=args.stop_after)
+        result = train(config, data, args.out, resume=args.resume, stop_after=args.stop_after)
     finally:
         cleanup()
     print(f"step {result.step}: checkpoint {result.checkpoint}")

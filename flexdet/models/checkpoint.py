@@ -159,11 +159,18 @@ def class_names(model: torch.nn.Module, classes: Any, source: str = "class names
     return names
 
 
+def run_checkpoint(run_dir: os.PathLike[str] | str) -> Path:
+    """Where a training run folder keeps its last checkpoint (the trainer writes it, `load_model` reads it)."""
+    return Path(run_dir) / "checkpoints" / "last.pt"
+
+
 def load_model(path: os.PathLike[str] | str, map_location: str | torch.device = "cpu") -> LoadedModel:
-    """Load any flexdet artefact; CheckpointError names the file and what is wrong."""
+    """Load any flexdet artefact (a run folder means its last checkpoint); CheckpointError names the file and what
+    is wrong."""
     file = Path(path)
     if file.is_dir():
-        file = file / MODEL_FILE
+        last = run_checkpoint(file)
+        file = last if last.is_file() and not (file / MODEL_FILE).exists() else file / MODEL_FILE
     elif file.suffix.lower() in (".onnx", ".engine", ".plan"):
         file = file.with_name(MODEL_FILE)
     payload = read_torch_file(file, "flexdet/RVT checkpoint", map_location)

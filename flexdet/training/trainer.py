@@ -25,14 +25,12 @@ from flexdet.config import save_yaml, to_dict
 from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.errors import CheckpointError, ConfigError
-from flexdet.models.checkpoint import load_model, read_training_checkpoint
+from flexdet.models.checkpoint import load_model, read_training_checkpoint, run_checkpoint
 from flexdet.training.checkpoint import rng_states, save_checkpoint, set_rng_states
 from flexdet.training.config import TrainConfig
 from flexdet.training.datasets import ClipLoader, ClipSampler, Dataset, WindowCache, open_dataset
 from flexdet.training.distributed import DistContext, mean_across, setup_distributed, shard
 from flexdet.training.fal.recipes import training_labels
-
-CHECKPOINT_NAME = "last.pt"
 
 
 class LossModule(nn.Module):
@@ -121,7 +119,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoints" / CHECKPOINT_NAME
+        return run_checkpoint(self.out_dir)
 
     def dataset_info(self) -> dict:
         """What evaluation needs to know about the training data, as plain data."""
