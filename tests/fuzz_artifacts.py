@@ -30,10 +30,8 @@ import io
 import json
 import os
 import pickletools
-import queue
 import random
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +39,8 @@ import time
 import zipfile
 from collections import Counter
 from pathlib import Path
+
+from fuzz_driver import drive
 
 KINDS = ("rvt", "flexevent", "model", "export")
 OUTCOMES = ("refused", "equal", "changed", "wrong", "bad-message", "traceback", "code-executed", "memory",
@@ -476,52 +476,26 @@ def run(kind: str, indices: list[int], seed: int = 0, timeout_s: float = 120.0, 
     [detail, peak RSS MB, seconds])} plus {-1: ("legit", [peak RSS MB of the clean artefact])}."""
     work = folder or tempfile.mkdtemp(prefix=f"fuzz-{kind}-")
     results: dict[int, tuple[str, list]] = {}
-    todo = list(indices)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    while todo:
-        chunk, todo = todo[:batch], todo[batch:]
-        process = subprocess.Popen([sys.executable, __file__, "--child", kind, json.dumps(chunk), str(seed), work],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        lines: queue.Queue = queue.Queue()
-        stderr: queue.Queue = queue.Queue()
-        threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
-        threading.Thread(target=_pump, args=(process.stderr, stderr), daemon=True).start()
-        current, limit = None, first_timeout_s
-        while True:
-            try:
-                line = lines.get(timeout=limit)
-            except queue.Empty:
-                process.kill()
-                process.wait()
-                if current is not None:
-                    results[current] = ("hang", [f"no answer within {limit:.0f} s", 0, limit])
-                break
-            if line is None:
-                process.wait()
-                if current is not None:
-                    tail = "".join(list(stderr.queue)[-4:-1]).strip().replace("\n", " | ")[-300:]
-                    results[current] = ("crash", [f"exit status {process.returncode}: {tail}", 0, 0])
-                break
-            parts = line.rstrip("\n").split(" ", 3)
-            if parts[0] == "S":
-                current, limit = int(parts[2]), timeout_s
-            elif parts[0] == "R":
-                results[int(parts[2])] = (parts[3].split(" ", 1)[0], json.loads(parts[3].split(" ", 1)[1]))
-                if log and results[int(parts[2])][0] in BAD_OUTCOMES:
-                    log(f"{kind} #{parts[2]}: {results[int(parts[2])]}")
-                current = None
-            elif parts[0] == "L":
-                results[-1] = ("legit", [float(parts[2])])
-        rest = [i for i in chunk if i not in results and i != current]
-        todo = rest + todo
+
+    def on_line(line: str) -> None:
+        parts = line.rstrip("\n").split(" ", 3)
+        if parts[0] == "R":
+            results[int(parts[2])] = (parts[3].split(" ", 1)[0], json.loads(parts[3].split(" ", 1)[1]))
+            if log and results[int(parts[2])][0] in BAD_OUTCOMES:
+                log(f"{kind} #{parts[2]}: {results[int(parts[2])]}")
+        elif parts[0] == "L":
+            results[-1] = ("legit", [float(parts[2])])
+
+    def on_hang(index: int, limit: float) -> None:
+        results[index] = ("hang", [f"no answer within {limit:.0f} s", 0, limit])
+
+    def on_crash(index: int, status: int, tail: str) -> None:
+        results[index] = ("crash", [f"exit status {status}: {tail}", 0, 0])
+
+    drive(lambda chunk: [sys.executable, __file__, "--child", kind, json.dumps(chunk), str(seed), work], indices,
+          first_timeout_s=first_timeout_s, timeout_s=timeout_s, on_line=on_line, on_hang=on_hang,
+          on_crash=on_crash, key=lambda _, index: index, batch=batch, env=dict(os.environ, OMP_NUM_THREADS="1"))
     return results
-
-
-def _pump(stream, sink: queue.Queue) -> None:
-    """Every line of `stream` into `sink`, then None."""
-    for line in stream:
-        sink.put(line)
-    sink.put(None)
 
 
 def table(all_results: dict[str, dict[int, tuple[str, list]]]) -> str:

@@ -18,7 +18,7 @@ per-file timeout, and every file ends in one outcome:
 Cases are deterministic: (format, index, seed) always builds the same file, `--show FORMAT:INDEX` rebuilds
 one and writes it to the current folder.
 
-    nice -n 10 python benchmarks/fuzz_readers.py --files 2000
+    nice -n 10 python tests/fuzz_readers.py --files 2000
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ import argparse
 import io
 import json
 import os
-import queue
 import resource
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from fuzz_driver import drive
 
 FORMATS = ("dat", "evt2", "evt3", "aedat4", "dsec", "npz")
 SUFFIX = {"dat": ".dat", "evt2": ".raw", "evt3": ".raw", "aedat4": ".aedat4", "dsec": ".h5", "npz": ".npz"}
@@ -534,48 +533,24 @@ def run(cases: list[tuple[str, int]], seed: int, memory_bytes: int = 4 << 30, ti
     """Outcome of every case, read by child processes of at most `batch` cases; a crash or a hang ends the
     child, is recorded for the case it was on, and a fresh child continues after it."""
     results: dict[tuple[str, int], tuple[str, str]] = {}
-    todo = list(cases)
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    while todo:
-        chunk, todo = todo[:batch], todo[batch:]
-        spec = json.dumps(chunk)
-        process = subprocess.Popen([sys.executable, __file__, "--child", spec, "--seed", str(seed)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                   preexec_fn=_limit(memory_bytes))
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)],
-                         daemon=True).start()
-        stderr: list[str] = []
-        threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True).start()
-        current, limit = None, first_timeout_s
-        while True:
-            try:
-                line = lines.get(timeout=limit)
-            except queue.Empty:
-                process.kill()
-                process.wait()
-                if current is not None:
-                    results[current] = ("hang", f"no answer within {limit:.0f} s")
-                break
-            if line is None:
-                process.wait()
-                if current is not None:
-                    tail = "".join(stderr[-3:]).strip().replace("\n", " | ")[-300:]
-                    results[current] = ("crash", f"exit status {process.returncode}: {tail}")
-                break
-            parts = line.rstrip("\n").split(" ", 4)
-            if parts[0] == "S":
-                current, limit = (parts[1], int(parts[2])), timeout_s
-            elif parts[0] == "R":
-                results[(parts[1], int(parts[2]))] = (parts[3], json.loads(parts[4]))
-                if log and parts[3] in BAD_OUTCOMES:
-                    log(f"{parts[1]} #{parts[2]}: {parts[3]} {json.loads(parts[4])}")
-                current = None
-        done = set(results)
-        rest = [c for c in chunk if c not in done]
-        if current is not None and rest and rest[0] == current:
-            rest = rest[1:]
-        todo = rest + todo
+
+    def on_line(line: str) -> None:
+        parts = line.rstrip("\n").split(" ", 4)
+        if parts[0] == "R":
+            results[(parts[1], int(parts[2]))] = (parts[3], json.loads(parts[4]))
+            if log and parts[3] in BAD_OUTCOMES:
+                log(f"{parts[1]} #{parts[2]}: {parts[3]} {json.loads(parts[4])}")
+
+    def on_hang(case: tuple[str, int], limit: float) -> None:
+        results[case] = ("hang", f"no answer within {limit:.0f} s")
+
+    def on_crash(case: tuple[str, int], status: int, tail: str) -> None:
+        results[case] = ("crash", f"exit status {status}: {tail}")
+
+    drive(lambda chunk: [sys.executable, __file__, "--child", json.dumps(chunk), "--seed", str(seed)], cases,
+          first_timeout_s=first_timeout_s, timeout_s=timeout_s, on_line=on_line, on_hang=on_hang,
+          on_crash=on_crash, batch=batch, env=dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1"),
+          preexec_fn=_limit(memory_bytes))
     return results
 
 

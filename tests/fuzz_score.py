@@ -40,23 +40,20 @@ import io
 import json
 import math
 import os
-import queue
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tokenize
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import yaml
+from fuzz_driver import drive
 
 SEEDS = ("gen1", "dsec", "synthetic")
 OUTCOMES = ("accepted", "refused", "wrong", "over-refused", "traceback", "memory", "hang", "harness")
@@ -631,51 +628,30 @@ def child(cases: list[tuple[str, int]], seed: int, memory_limit: int) -> None:
         print(f"R {kind} {index} {outcome} {peak} {json.dumps(detail)}", flush=True)
 
 
-def _pump(stream: IO[str], lines: queue.Queue) -> None:
-    """Forward a child's output lines to `lines`, then None at its end."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 def run(cases: list[tuple[str, int]], seed: int = 0, timeout_s: float = 60.0, first_timeout_s: float = 240.0,
         memory_limit: int = 6 * 2**30) -> dict[tuple[str, int], tuple[str, int, str]]:
     """Every case's (outcome, peak bytes, detail), run in child processes; a child that dies or stops answering
     marks its current case (crash -> traceback, silence -> hang) and the rest go to a new child."""
     results: dict[tuple[str, int], tuple[str, int, str]] = {}
-    pending = list(cases)
-    while pending:
-        command = [sys.executable, __file__, "--child", json.dumps(pending), "--seed", str(seed),
-                   "--memory-limit", str(memory_limit)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
-        current, timeout = None, first_timeout_s
-        while True:
-            try:
-                line = lines.get(timeout=timeout)
-            except queue.Empty:
-                process.kill()
-                if current is not None:
-                    results[current] = ("hang", 0, "no answer")
-                break
-            if line is None:
-                if current is not None:
-                    results[current] = ("traceback", 0, f"child died (exit {process.wait()})")
-                break
-            parts = line.rstrip("\n").split(" ", 5)
-            if parts[0] == "S":
-                current, timeout = (parts[1], int(parts[2])), timeout_s
-            elif parts[0] == "R":
-                results[(parts[1], int(parts[2]))] = (parts[3], int(parts[4]), json.loads(parts[5]))
-                current = None
-        process.wait()
-        left = [case for case in pending if case not in results]
-        if len(left) == len(pending):  # the child died before its first case: the harness's fault
-            results.update({case: ("harness", 0, "child failed before its first case") for case in left})
-            break
-        pending = left
+
+    def on_line(line: str) -> None:
+        parts = line.rstrip("\n").split(" ", 5)
+        if parts[0] == "R":
+            results[(parts[1], int(parts[2]))] = (parts[3], int(parts[4]), json.loads(parts[5]))
+
+    def on_hang(case: tuple[str, int], limit: float) -> None:
+        results[case] = ("hang", 0, "no answer")
+
+    def on_crash(case: tuple[str, int], status: int, tail: str) -> None:
+        results[case] = ("traceback", 0, f"child died (exit {status})")
+
+    def on_stuck(left: list[tuple[str, int]]) -> None:  # the child died before its first case: the harness's fault
+        results.update({case: ("harness", 0, "child failed before its first case") for case in left})
+
+    drive(lambda pending: [sys.executable, __file__, "--child", json.dumps(pending), "--seed", str(seed),
+                           "--memory-limit", str(memory_limit)], cases,
+          first_timeout_s=first_timeout_s, timeout_s=timeout_s, on_line=on_line, on_hang=on_hang,
+          on_crash=on_crash, on_stuck=on_stuck, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return results
 
 

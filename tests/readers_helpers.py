@@ -47,7 +47,7 @@ def assert_same_events(events: np.ndarray, expected) -> None:
 
 
 def load_benchmark_script(name: str):
-    """A script of benchmarks/ (e.g. fuzz_readers) imported as a module, so tests run its functions."""
+    """A script of benchmarks/ (e.g. window_screenshot) imported as a module, so tests run its functions."""
     import importlib.util
     from pathlib import Path
 

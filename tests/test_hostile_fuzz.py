@@ -1,4 +1,4 @@
-"""Structured fuzzing of every reader (benchmarks/fuzz_readers.py) in memory-limited child processes, and of
+"""Structured fuzzing of every reader (tests/fuzz_readers.py) in memory-limited child processes, and of
 checkpoints and export folders (tests/fuzz_artifacts.py).
 
 Each format gets mutated headers, declared sizes, signed / byte-swapped dtypes, index tables and compressed
@@ -10,16 +10,13 @@ dozen mutants here; `python tests/fuzz_artifacts.py --count 2000` runs the long 
 from __future__ import annotations
 
 import pytest
-from readers_helpers import load_benchmark_script
-
-
-def _fuzz_module():
-    return load_benchmark_script("fuzz_readers")
 
 
 @pytest.fixture(scope="module")
 def fuzz():
-    return _fuzz_module()
+    import fuzz_readers
+
+    return fuzz_readers
 
 
 def test_mutated_files_of_every_format_end_in_data_or_a_flexdet_error(fuzz, request):
