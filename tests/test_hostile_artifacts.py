@@ -257,35 +257,30 @@ def test_a_damaged_pickle_member_or_persistent_id_is_a_one_line_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_model_widths_in_model_pt_are_bounded_before_the_model_is_built(nano_model_pt, tmp_path):
-    payload = torch.load(nano_model_pt, weights_only=True)
-    payload["model_config"]["widths"] = [4096, 8192, 16384, 32768]
-    torch.save(payload, tmp_path / "model.pt")
-    result = run_child(f"""
+def load_changed_model_pt(model_pt: Path, folder: Path, key: str, value) -> subprocess.CompletedProcess:
+    """`load_model` in a 2 GiB child on a copy of model.pt whose model_config[key] is `value`; prints the error."""
+    payload = torch.load(model_pt, weights_only=True)
+    payload["model_config"][key] = value
+    torch.save(payload, folder / "model.pt")
+    return run_child(f"""
         from flexdet.models.checkpoint import load_model
         from flexdet.errors import FlexdetError
         try:
-            load_model({str(tmp_path / 'model.pt')!r})
+            load_model({str(folder / 'model.pt')!r})
         except FlexdetError as exc:
             print("FlexdetError:", exc)
         """, 2.0)
+
+
+def test_model_widths_in_model_pt_are_bounded_before_the_model_is_built(nano_model_pt, tmp_path):
+    result = load_changed_model_pt(nano_model_pt, tmp_path, "widths", [4096, 8192, 16384, 32768])
     assert "MiB of weights but the checkpoint holds" in result.stdout, (result.stdout, result.stderr[-500:])
 
 
 def test_a_neck_depth_of_a_million_in_model_pt_is_refused_at_once(nano_model_pt, tmp_path):
     """Found by tests/fuzz_artifacts.py (export case 1437, seed 2): building a million neck blocks, even on the meta
     device, hung the loader for minutes."""
-    payload = torch.load(nano_model_pt, weights_only=True)
-    payload["model_config"]["neck_depth"] = 1_000_000
-    torch.save(payload, tmp_path / "model.pt")
-    result = run_child(f"""
-        from flexdet.models.checkpoint import load_model
-        from flexdet.errors import FlexdetError
-        try:
-            load_model({str(tmp_path / 'model.pt')!r})
-        except FlexdetError as exc:
-            print("FlexdetError:", exc)
-        """, 2.0)
+    result = load_changed_model_pt(nano_model_pt, tmp_path, "neck_depth", 1_000_000)
     assert "model.neck_depth: must be in 1..64" in result.stdout, (result.stdout, result.stderr[-500:])
 
 
