@@ -36,6 +36,12 @@ def run_child(code: str, memory_gib: float = 2.0, timeout: float = 300) -> subpr
                           timeout=timeout)
 
 
+def error_in_child(setup: str, call: str, memory_gib: float) -> subprocess.CompletedProcess:
+    """`call` after `setup` in a `run_child` process, printing the FlexdetError it raises (one line expected)."""
+    return run_child(f"{setup}\nfrom flexdet.errors import FlexdetError\ntry:\n    {call}\n"
+                     f"except FlexdetError as exc:\n    print(type(exc).__name__ + ':', exc)\n", memory_gib)
+
+
 def cli(*argv: str, capsys) -> tuple[int, str]:
     """Exit status and stderr of `flexdet argv`."""
     status = main([str(a) for a in argv])
@@ -233,14 +239,7 @@ def test_a_zip_bomb_member_is_refused_from_its_declared_size(tmp_path):
     path = _hand_pickled_checkpoint(tmp_path / "bomb.ckpt", (4,), (1,), 4, b"\0" * 2**31, compress=True)
     assert path.stat().st_size < 3 * 2**20
     assert "more than the whole file" in _convert_in_child(path, memory_gib=1.0)
-    result = run_child(f"""
-        from flexdet.models.checkpoint import load_model
-        from flexdet.errors import FlexdetError
-        try:
-            load_model({str(path)!r})
-        except FlexdetError as exc:
-            print("FlexdetError:", exc)
-        """, 1.0)
+    result = error_in_child("from flexdet.models.checkpoint import load_model", f"load_model({str(path)!r})", 1.0)
     assert "more than the whole file" in result.stdout, (result.stdout, result.stderr[-500:])
 
 
@@ -262,14 +261,8 @@ def load_changed_model_pt(model_pt: Path, folder: Path, key: str, value) -> subp
     payload = torch.load(model_pt, weights_only=True)
     payload["model_config"][key] = value
     torch.save(payload, folder / "model.pt")
-    return run_child(f"""
-        from flexdet.models.checkpoint import load_model
-        from flexdet.errors import FlexdetError
-        try:
-            load_model({str(folder / 'model.pt')!r})
-        except FlexdetError as exc:
-            print("FlexdetError:", exc)
-        """, 2.0)
+    return error_in_child("from flexdet.models.checkpoint import load_model",
+                          f"load_model({str(folder / 'model.pt')!r})", 2.0)
 
 
 def test_model_widths_in_model_pt_are_bounded_before_the_model_is_built(nano_model_pt, tmp_path):
@@ -306,14 +299,7 @@ def test_an_npy_header_claiming_10_12_rows_is_refused_before_reading(tmp_path):
     with open(path, "wb") as handle:
         np.lib.format.write_array_header_1_0(handle, header)
         handle.write(b"\0" * 64)
-    result = run_child(f"""
-        from flexdet.data.readers.npy import load_npy
-        from flexdet.errors import FormatError
-        try:
-            load_npy({str(path)!r})
-        except FormatError as exc:
-            print("FormatError:", exc)
-        """, 1.0)
+    result = error_in_child("from flexdet.data.readers.npy import load_npy", f"load_npy({str(path)!r})", 1.0)
     assert "declares 1000000000000 values" in result.stdout, (result.stdout, result.stderr[-500:])
     np.save(tmp_path / "ok.npy", np.arange(5))
     assert load_npy(tmp_path / "ok.npy").tolist() == [0, 1, 2, 3, 4]
