@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.training.coco_eval import coco_metrics
-from flexdet.training.ground_truth import interframe_targets, persistent_pairs
+from flexdet.evaluation.coco_eval import coco_metrics
+from flexdet.datasets.ground_truth import interframe_targets, persistent_pairs
 
 
 def random_frames(n_frames: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -1,6 +1,6 @@
 """Time FlexTune pseudo-labelling (teacher forward + time-reversed as one batch of two, thresholds, NMS,
 tracker, write) against the baseline of one plain forward stream of the same teacher over the same windows
-(flexdet.training.evaluate.StreamRunner); ratio = pseudo-labelling / baseline (2 directions: ideal <= 2).
+(flexdet.evaluation.evaluate.StreamRunner); ratio = pseudo-labelling / baseline (2 directions: ideal <= 2).
 
     /work/venv/bin/python benchmarks/bench_fal.py [--duration 3] [--size 256x192] [--frames]
 """
@@ -18,10 +18,10 @@ import torch
 from flexdet.config import apply_overrides
 from flexdet.data.synthetic import generate_dataset, load_preset
 from flexdet.models import build_model
-from flexdet.training.datasets.sequences import open_dataset
-from flexdet.training.evaluate import StreamRunner
-from flexdet.training.fal.config import FALConfig
-from flexdet.training.fal.generate import base_times, fine_grid, pseudo_label_dataset
+from flexdet.datasets.sequences import open_dataset
+from flexdet.evaluation.evaluate import StreamRunner
+from flexdet.fal.config import FALConfig
+from flexdet.fal.generate import base_times, fine_grid, pseudo_label_dataset
 
 
 def main() -> None:

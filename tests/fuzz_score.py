@@ -522,7 +522,7 @@ def expected_report(kind: str, expect: str, clean: dict | None, labels: dict[str
         return None
     if expect == "same":
         return clean
-    from flexdet.training.benchmarks import get_benchmark, score_sequences
+    from flexdet.datasets.benchmarks import get_benchmark, score_sequences
 
     try:
         gt = [reference_rows(path, False) for path in labels.values()]
@@ -542,7 +542,7 @@ def _synthetic_benchmark():
     """The synthetic seed's benchmark: its two classes (DSEC ids 0 and 2) at 128x96."""
     import dataclasses
 
-    from flexdet.training.benchmarks import get_benchmark
+    from flexdet.datasets.benchmarks import get_benchmark
 
     base = get_benchmark("synthetic", class_names=["pedestrian", "car"], width=128, height=96)
     return dataclasses.replace(base, class_map={0: 0, 2: 1})

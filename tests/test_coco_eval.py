@@ -12,7 +12,7 @@ import torch
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.errors import FlexdetError
-from flexdet.training.coco_eval import coco_metrics
+from flexdet.evaluation.coco_eval import coco_metrics
 
 HEIGHT, WIDTH = 240, 304
 
@@ -196,8 +196,8 @@ def test_garbage_inputs_raise_clear_errors():
 def test_prophesee_dtype_predictions_keep_their_scores():
     # The Prophesee/RVT box dtype has track_id BEFORE class_confidence; read by position the track ids
     # (here anti-correlated with the scores) would rank the predictions.
-    from flexdet.training.coco_eval import predictions_as_boxes
-    from flexdet.training.results import PROPHESEE_BOX_DTYPE
+    from flexdet.evaluation.coco_eval import predictions_as_boxes
+    from flexdet.evaluation.results import PROPHESEE_BOX_DTYPE
 
     gt = boxes([(0, 0, 50, 50, 0)])
     pred = np.zeros(2, PROPHESEE_BOX_DTYPE)
@@ -214,7 +214,7 @@ def test_prophesee_dtype_predictions_keep_their_scores():
 
 
 def test_match_instants_pools_or_takes_the_nearest_set():
-    from flexdet.training.coco_eval import match_instants
+    from flexdet.evaluation.coco_eval import match_instants
 
     gt = boxes([(0, 0, 50, 50, 0), (0, 0, 50, 50, 0)])
     gt["t"] = [100_000, 150_000]

@@ -231,8 +231,8 @@ def test_the_live_stream_halves_events_as_the_dataset_file_and_gives_the_same_de
     import shutil
 
     from flexdet.data.readers import open_recording
+    from flexdet.datasets.sequences import open_dataset
     from flexdet.export.runtime.loader import load_runtime
-    from flexdet.training.datasets.sequences import open_dataset
 
     root = tmp_path / "dsec"
     shutil.copytree(SEQUENCE.parents[1], root, ignore=shutil.ignore_patterns("events_2x.h5"))

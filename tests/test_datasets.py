@@ -12,20 +12,12 @@ import torch
 from flexdet.config import apply_overrides
 from flexdet.data.events import make_events
 from flexdet.data.synthetic import generate_dataset, load_preset
+from flexdet.datasets import WindowCache, get_benchmark, open_dataset, stream_windows
+from flexdet.datasets.sequences import _dsec_folders
 from flexdet.errors import ConfigError
+from flexdet.training.augment import ClipAugment, augment_boxes, augment_images
+from flexdet.training.clips import ClipLoader, ClipSampler
 from flexdet.training.config import AugmentConfig
-from flexdet.training.datasets import (
-    ClipAugment,
-    ClipLoader,
-    ClipSampler,
-    WindowCache,
-    augment_boxes,
-    augment_images,
-    open_dataset,
-    stream_windows,
-)
-from flexdet.training.datasets.sequences import _dsec_folders
-from flexdet.training.protocols import get_protocol
 
 SMALL = {"scene.width": 96, "scene.height": 64, "scene.duration_s": 0.6, "dataset.sequences": 3,
          "dataset.split": [0.34, 0.33, 0.33], "dataset.workers": 1}
@@ -121,7 +113,7 @@ def test_frame_is_the_latest_at_window_start(dsec_root):
 
 
 def _clip(sequence, rate_index, start, steps, augment=ClipAugment()):  # noqa: B008 (frozen dataclass)
-    from flexdet.training.datasets import Clip
+    from flexdet.training.clips import Clip
     return Clip(sequence, rate_index, start, steps, augment, True)
 
 
@@ -205,7 +197,7 @@ def test_real_dsec_split_and_half_resolution_geometry(tmp_path):
     assert [p.name for p in _dsec_folders(tmp_path, "test")] == ["thun_01_a"]
     from flexdet.data.geometry import Geometry
 
-    protocol = get_protocol("dsec2")
+    protocol = get_benchmark("dsec2")
     geometry = Geometry(*protocol.sensor_size, protocol.crop_height, protocol.scale)
     assert geometry.size == (320, 215)
     events = make_events(t=[0, 1, 2], x=[639, 10, 11], y=[429, 430, 3], p=[1, 1, 0])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from flexdet.datasets.dsec_split import SHIPPED_SPLIT, dsec_folders, split_names
 from flexdet.errors import ConfigError
-from flexdet.training.datasets.dsec_split import SHIPPED_SPLIT, dsec_folders, split_names
 
 PEER_SPLIT = Path("../shared/data/peers/dsec_det_split.yaml")
 
@@ -72,7 +72,7 @@ def test_synthetic_dsec_keeps_val_in_train_and_opens_by_split(tmp_path):
     from test_synthetic import small_config
 
     from flexdet.data.synthetic import generate_dataset
-    from flexdet.training.datasets import open_dataset
+    from flexdet.datasets import open_dataset
 
     config = small_config(**{"dataset.sequences": 3, "dataset.split": [0.34, 0.33, 0.33]})
     generate_dataset(tmp_path, config)
@@ -92,7 +92,7 @@ def test_synthetic_gen1_split_folders_hold_only_what_rvt_preprocessing_reads(tmp
     from test_synthetic import small_config
 
     from flexdet.data.synthetic import generate_dataset
-    from flexdet.training.datasets import open_dataset
+    from flexdet.datasets import open_dataset
 
     generate_dataset(tmp_path, small_config(**{"dataset.layout": "gen1", "dataset.sequences": 1,
                                                "dataset.split": [1.0, 0.0, 0.0]}))

@@ -8,10 +8,10 @@ import torch
 from test_datasets import tiny_dataset
 
 from flexdet.data.boxes import FILE_BOX_DTYPE, boxes_to_xyxy
+from flexdet.datasets import open_dataset, stream_windows
+from flexdet.datasets.ground_truth import interframe_deltas, labels_at
+from flexdet.evaluation.evaluate import ScoredRun, StreamRunner, evaluate, interframe_runs, score
 from flexdet.models import build_model
-from flexdet.training.datasets import open_dataset, stream_windows
-from flexdet.training.evaluate import ScoredRun, StreamRunner, evaluate, interframe_runs, score
-from flexdet.training.ground_truth import interframe_deltas, labels_at
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_interframe_ground_truth_is_interpolated_by_track(dataset, model):
 def test_label_times_off_the_stream_grid_are_scored_on_the_nearest_step_within_the_tolerance():
     from types import SimpleNamespace
 
-    from flexdet.training.evaluate import _label_steps
+    from flexdet.evaluation.evaluate import _label_steps
 
     labels = np.zeros(4, FILE_BOX_DTYPE)
     labels["t"] = [101_500, 148_400, 230_000, 260_000]
@@ -119,8 +119,8 @@ def test_label_times_off_the_stream_grid_are_scored_on_the_nearest_step_within_t
 def test_chains_interleave_phase_shifted_streams_on_the_trained_window(dataset):
     """At 40 Hz the chains schedule holds 2 states; the one stepped at 50, 100, ... ms is exactly a 20 Hz stream
     (same windows, same state), the other the same stream 25 ms later, and every output time is the 40 Hz grid."""
+    from flexdet.evaluation.evaluate import stream_runs
     from flexdet.export.runtime.chains import chain_count
-    from flexdet.training.evaluate import stream_runs
 
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.0, max_detections=30).eval()
@@ -147,10 +147,10 @@ def test_chained_runtime_equals_the_evaluated_chains_schedule(dataset, rate):
     feeds them) gives the detections `flexdet eval --schedule chains` scores, with the freshest-frame rule."""
     import cv2
 
+    from flexdet.evaluation.evaluate import stream_runs
     from flexdet.export.metadata import metadata_for_model
     from flexdet.export.runtime.chains import ChainedRuntime
     from flexdet.export.runtime.streaming import torch_runtime
-    from flexdet.training.evaluate import stream_runs
 
     torch.manual_seed(1)
     model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.0, max_detections=30).eval()

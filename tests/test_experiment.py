@@ -13,7 +13,7 @@ from flexdet.cli import main
 from flexdet.config import apply_overrides
 from flexdet.data.synthetic import load_preset
 from flexdet.errors import ConfigError
-from flexdet.training.experiment import (
+from flexdet.workflows.experiment import (
     FrequencyOptions,
     ModelName,
     budget_config,

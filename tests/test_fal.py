@@ -16,8 +16,8 @@ from flexdet.data.labels import read_boxes
 from flexdet.data.representations import stacked_histogram
 from flexdet.data.representations.reverse import reverse_events, reverse_histogram
 from flexdet.errors import ConfigError, FlexdetError
-from flexdet.training.fal.config import FALConfig, StudentConfig, TrackerConfig, student_target
-from flexdet.training.fal.generate import (
+from flexdet.fal.config import FALConfig, StudentConfig, TrackerConfig, student_target
+from flexdet.fal.generate import (
     base_times,
     fine_grid,
     pseudo_label_dataset,
@@ -26,8 +26,8 @@ from flexdet.training.fal.generate import (
     split_pseudo_labels,
     teacher_predictions,
 )
-from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
-from flexdet.training.fal.tracker import BoxTracker, track_filter
+from flexdet.fal.pseudo_labels import apply_thresholds, merge_directions
+from flexdet.fal.tracker import BoxTracker, track_filter
 
 
 def rows(*items) -> np.ndarray:
@@ -268,8 +268,8 @@ def confident_teacher():
 
 
 def test_generate_with_an_untrained_teacher_writes_a_valid_file(tiny_dataset):
+    from flexdet.datasets.sequences import open_dataset
     from flexdet.models import build_model
-    from flexdet.training.datasets.sequences import open_dataset
 
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=False)
@@ -287,7 +287,7 @@ def test_generate_with_an_untrained_teacher_writes_a_valid_file(tiny_dataset):
 
 
 def test_generate_with_a_confident_teacher_adds_tracked_pseudo_boxes(tiny_dataset):
-    from flexdet.training.datasets.sequences import open_dataset
+    from flexdet.datasets.sequences import open_dataset
 
     dataset = open_dataset(tiny_dataset, "train")
     sequence = dataset.sequences[0]
@@ -311,8 +311,8 @@ def test_reversed_stream_matches_a_stream_over_reversed_events(tiny_dataset):
     """Independent reference: reverse the whole event stream once, run the teacher forward over it with
     plain stacked histograms, and compare with the predictions of the reversed pass (25 ms windows, a
     multiple of 10 bins, so the two reversals are exactly equal)."""
-    from flexdet.training.coco_eval import predictions_as_boxes
-    from flexdet.training.datasets.sequences import open_dataset
+    from flexdet.datasets.sequences import open_dataset
+    from flexdet.evaluation.coco_eval import predictions_as_boxes
 
     dataset = open_dataset(tiny_dataset, "train")
     sequence = dataset.sequences[0]
@@ -340,7 +340,7 @@ def test_reversed_stream_matches_a_stream_over_reversed_events(tiny_dataset):
 
 
 def test_generate_reports_the_pseudo_boxes_it_kept_not_the_label_rows(tiny_dataset, capsys):
-    from flexdet.training.datasets.sequences import open_dataset
+    from flexdet.datasets.sequences import open_dataset
 
     [path] = pseudo_label_dataset(confident_teacher(), tiny_dataset, "train", FALConfig(confidence_threshold=0.3),
                                   show_progress=True)

@@ -14,19 +14,19 @@ from test_fal import confident_teacher
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.labels import read_boxes
+from flexdet.datasets.benchmarks import DSEC_CLASSES, dsec_eight_class_benchmark, dsec_two_class_benchmark
 from flexdet.errors import ConfigError
-from flexdet.training.benchmarks import DSEC_CLASSES, dsec_eight_class_benchmark, dsec_two_class_benchmark
-from flexdet.training.fal import generate
-from flexdet.training.fal.config import FALConfig
-from flexdet.training.fal.flextune import (
+from flexdet.fal import generate
+from flexdet.fal.config import FALConfig
+from flexdet.fal.flextune import (
     FLEXTUNE_POSTPROCESS,
     flextune_config,
     flextune_grid,
     flextune_labels,
     student_pseudo_rows,
 )
-from flexdet.training.fal.generate import fine_grid, pseudo_label_dataset, split_pseudo_labels
-from flexdet.training.fal.recipes import TrainingLabels
+from flexdet.fal.generate import fine_grid, pseudo_label_dataset, split_pseudo_labels
+from flexdet.training.recipes import TrainingLabels
 
 FIELDS = ("t", "x", "y", "w", "h", "class_id", "class_confidence", "track_id")
 
@@ -61,7 +61,7 @@ def test_flextune_rule_writes_flextune_labels_of_the_teachers_predictions(dsec_d
     directions go to flextune_labels with the sequence's label file and frame times, and the pseudo rows written are
     exactly its rows at the in-between instants, in the label file's frame (x2) and class ids (car 0 -> 2,
     pedestrian 1 -> 0), at the student's in-between instants."""
-    from flexdet.training.datasets.sequences import open_dataset
+    from flexdet.datasets.sequences import open_dataset
 
     calls = []
     original = generate.teacher_predictions

@@ -9,9 +9,9 @@ from test_datasets import tiny_dataset
 
 from flexdet.data.labels import BOX_DTYPE
 from flexdet.data.writers import write_boxes
-from flexdet.training.datasets.sequences import open_dataset
-from flexdet.training.fal.generate import base_times, fine_grid, pseudo_label_path
-from flexdet.training.fal.quality import match_boxes, pseudo_label_quality
+from flexdet.datasets.sequences import open_dataset
+from flexdet.fal.generate import base_times, fine_grid, pseudo_label_path
+from flexdet.fal.quality import match_boxes, pseudo_label_quality
 
 
 def _between(sequence) -> np.ndarray:

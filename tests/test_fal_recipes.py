@@ -14,12 +14,14 @@ from flexdet.cli import main
 from flexdet.config import apply_overrides
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.writers import write_boxes
+from flexdet.datasets import WindowCache, open_dataset
 from flexdet.errors import ConfigError, FormatError
+from flexdet.fal.config import StudentConfig
+from flexdet.fal.generate import pseudo_label_path
+from flexdet.training.augment import ClipAugment
+from flexdet.training.clips import ClipLoader, ClipSampler
 from flexdet.training.config import AugmentConfig, load_train_config
-from flexdet.training.datasets import ClipAugment, ClipLoader, ClipSampler, WindowCache, open_dataset
-from flexdet.training.fal.config import StudentConfig
-from flexdet.training.fal.generate import pseudo_label_path
-from flexdet.training.fal.recipes import TrainingLabels, apply_recipe
+from flexdet.training.recipes import TrainingLabels, apply_recipe
 
 TINY = ["data.downsample=2", "data.batch_size=2", "data.clip_steps=2", "optim.lr=0.001", "run.progress=false",
         "run.threads=1", "run.log_every=1"]

@@ -16,7 +16,7 @@ import pytest
 from flexdet.convert.flexevent import input_spec
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
-from flexdet.training.datasets.sequences import open_dataset
+from flexdet.datasets.sequences import open_dataset
 
 FIXTURE = Path(__file__).parent / "fixtures" / "flexevent_pipeline"
 LEFT = Path("train") / "synth_000" / "events" / "left"

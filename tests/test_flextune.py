@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.training.fal import flextune
-from flexdet.training.fal.config import FALConfig, TrackerConfig
-from flexdet.training.fal.flextune import (
+from flexdet.fal import flextune
+from flexdet.fal.config import FALConfig, TrackerConfig
+from flexdet.fal.flextune import (
     LinearTracker,
     clip_last_pixel,
     flextune_grid,

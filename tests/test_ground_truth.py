@@ -9,8 +9,7 @@ import pytest
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.clock import step_ends
-from flexdet.errors import ConfigError, FlexdetError
-from flexdet.training.ground_truth import (
+from flexdet.datasets.ground_truth import (
     dense_labels_at,
     format_rate,
     interframe_deltas,
@@ -21,6 +20,7 @@ from flexdet.training.ground_truth import (
     labels_at,
     persistent_pairs,
 )
+from flexdet.errors import ConfigError, FlexdetError
 
 
 def rows(entries: list[tuple]) -> np.ndarray:

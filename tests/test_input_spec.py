@@ -14,14 +14,14 @@ from flexdet.cli import main as cli_main
 from flexdet.config import apply_overrides
 from flexdet.data.input_spec import InputSpec, identity_spec
 from flexdet.data.synthetic import generate_dataset, load_preset
+from flexdet.datasets import open_dataset, stream_windows
+from flexdet.evaluation.evaluate import evaluate
 from flexdet.export.runtime import load_runtime
 from flexdet.export.runtime.onnx_backend import OnnxRuntimeBackend
 from flexdet.export.runtime.torch_backend import TorchBackend
+from flexdet.fal.generate import teacher_predictions
 from flexdet.models.checkpoint import load_model, save_model
 from flexdet.training.config import load_train_config
-from flexdet.training.datasets import open_dataset, stream_windows
-from flexdet.training.evaluate import evaluate
-from flexdet.training.fal.generate import teacher_predictions
 from flexdet.training.trainer import Trainer, train
 
 pytest.importorskip("onnxruntime")
@@ -150,7 +150,7 @@ def test_dual_window_model_builds_the_same_inputs_on_every_path(tmp_path, monkey
     sequence = trainer.dataset.sequences[0]
     starts, ends = trainer.cache.windows(sequence, 20.0)
     steps = len(ends)
-    from flexdet.training.datasets.clips import Clip, ClipAugment
+    from flexdet.training.clips import Clip, ClipAugment
 
     clip = trainer.loader.load_clip(Clip(0, 0, 0, steps, ClipAugment(), True))[0]
     result = trainer.fit()

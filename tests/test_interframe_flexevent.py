@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from flexdet.convert.flexevent import input_spec
-from flexdet.training.datasets.sequences import open_dataset
-from flexdet.training.evaluate import (
+from flexdet.datasets.benchmarks import get_benchmark
+from flexdet.datasets.ground_truth import interframe_deltas, interframe_targets
+from flexdet.datasets.sequences import open_dataset
+from flexdet.evaluation.evaluate import (
     ScoredRun,
     StreamRunner,
     WindowReads,
@@ -33,8 +35,6 @@ from flexdet.training.evaluate import (
     score,
     window_inputs,
 )
-from flexdet.training.ground_truth import interframe_deltas, interframe_targets
-from flexdet.training.protocols import get_protocol
 
 FIXTURE = Path(__file__).parent / "fixtures" / "flexevent_interframe"
 MODES = {"2class": "flexevent2", "8class": "flexevent8"}
@@ -235,29 +235,29 @@ def test_flexevents_rules_decide_the_numbers(official, datasets):
         chosen = steps(official, "2class", j, seq.name)
         detections = [frame_rows(official, "2class", j, "detections", s) for s in chosen]
         detections = [{"boxes": d[:, :4], "scores": d[:, 5], "labels": d[:, 6].astype(np.int64)} for d in detections]
-        for protocol, bucket in ((dataset.protocol, "flexevent2"), (get_protocol("dsec2"), "dsec2")):
+        for protocol, bucket in ((dataset.protocol, "flexevent2"), (get_benchmark("dsec2"), "dsec2")):
             targets = interframe_targets_of(protocol, prepared, pairs, OFFSETS[j])
             runs.append((bucket, ScoredRun(pairs[:, 0], detections, targets, list(range(len(pairs))))))
         if seq.name == "synth_000":
             assert len(interframe_targets_of(dataset.protocol, prepared, pairs[-1:], OFFSETS[j])[0]) == 0
     flexevent = score([r for b, r in runs if b == "flexevent2"], dataset.protocol, [0, 0])
-    dagr = score([r for b, r in runs if b == "dsec2"], get_protocol("dsec2"), [0, 0])
+    dagr = score([r for b, r in runs if b == "dsec2"], get_benchmark("dsec2"), [0, 0])
     assert flexevent["AP"] == pytest.approx(float(official["2class__3__metric_values"][
         official["2class__3__metric_names"].tolist().index("AP")]), abs=1e-12)
     assert abs(dagr["AP"] - flexevent["AP"]) > 1e-3
 
 
 def test_flexevent_benchmarks_and_defaults(tmp_path):
-    two, eight = get_protocol("flexevent2"), get_protocol("flexevent8")
-    assert two.class_names == ("car", "pedestrian") and two.class_map == get_protocol("dsec2").class_map
+    two, eight = get_benchmark("flexevent2"), get_benchmark("flexevent8")
+    assert two.class_names == ("car", "pedestrian") and two.class_map == get_benchmark("dsec2").class_map
     assert eight.num_classes == 7 and "train" not in eight.class_names
     box = np.zeros(4, dtype=[("t", "<i8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4")])
     box["t"] = [600_000, 600_000, 600_000, 500_000]
     box["w"], box["h"] = [18, 18, 10, 40], [24, 23.9, 40, 40]  # diagonal 30 exactly, just below, side 10, t 0.5 s
     assert two.filter_boxes(box).tolist() == box[:1].tolist() + box[2:3].tolist()
-    assert two.filter_predictions and not get_protocol("dsec2").filter_predictions
+    assert two.filter_predictions and not get_benchmark("dsec2").filter_predictions
     with pytest.raises(Exception, match="flexevent2"):
-        get_protocol("flexevent3")
+        get_benchmark("flexevent3")
     spec = input_spec()
     assert interframe_rule("auto", spec) == "flexevent"
     assert interframe_rule("auto", dataclasses.replace(spec, sub_window="last_half")) == "stream"

@@ -118,10 +118,10 @@ def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(train_only_dataset
 
 
 def test_interframe_evaluation_honours_rates_and_explains_its_rows(train_only_dataset, tmp_path, capsys):
+    from flexdet.datasets import open_dataset
+    from flexdet.evaluation.evaluate import interframe_schedule
     from flexdet.models import build_model
     from flexdet.models.checkpoint import save_model
-    from flexdet.training.datasets import open_dataset
-    from flexdet.training.evaluate import interframe_schedule
 
     assert [d.delta_us for d in interframe_schedule([180, 20, 40])] == [5555, 50_000, 25_000]  # DAGr's own deltas
     assert len(interframe_schedule(None)) == 10 and interframe_schedule(None)[0].rate_hz is None

@@ -20,7 +20,7 @@ def test_quickstart_writes_metrics_predictions_plot_and_report(tmp_path):
     preset = tmp_path / "tiny.yaml"
     config = apply_overrides(load_preset("quickstart"), {**SMALL, "scene.duration_s": 0.4})
     preset.write_text(yaml.safe_dump(to_dict(config)))
-    from flexdet.training.quickstart import QuickstartOptions, run_quickstart
+    from flexdet.workflows.quickstart import QuickstartOptions, run_quickstart
 
     out = tmp_path / "qs"
     options = QuickstartOptions(rates_hz=(20.0, 90.0), synth_preset=str(preset), progress=False,
@@ -42,7 +42,7 @@ def test_quickstart_writes_metrics_predictions_plot_and_report(tmp_path):
 
 
 def test_rate_table_has_the_readme_layout():
-    from flexdet.training.quickstart import rate_table
+    from flexdet.workflows.quickstart import rate_table
 
     rows = [{"model": m, "rate_hz": r, "AP": ap, "AP50": ap50} for m, r, ap, ap50 in
             (("fusion", 20.0, 0.397, 0.731), ("fusion", 180.0, 0.402, None), ("frames", 20.0, 0.434, 0.712))]

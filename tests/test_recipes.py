@@ -23,10 +23,10 @@ from flexdet.cli import main
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.events import EVENT_DTYPE
 from flexdet.data.writers import write_boxes, write_dat
+from flexdet.datasets import open_dataset
 from flexdet.errors import ConfigError
 from flexdet.models.checkpoint import load_model, read_training_checkpoint
 from flexdet.training.config import load_train_config, recipe_names
-from flexdet.training.datasets import open_dataset
 from flexdet.training.trainer import training_input_spec
 
 PEERS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "peers" / "rvt_preprocessed_gen1"

@@ -12,7 +12,7 @@ import torch
 
 from flexdet.data.boxes import FILE_BOX_DTYPE
 from flexdet.errors import ConfigError, FlexdetError
-from flexdet.training.results import (
+from flexdet.evaluation.results import (
     detections_to_boxes,
     metrics_markdown,
     plot_ap_vs_rate,
@@ -59,7 +59,7 @@ def test_detections_become_label_file_rows(tmp_path):
 def test_predictions_in_the_label_files_dtype_and_class_ids(tmp_path):
     # Gen1 label files name their fields ts / confidence; DSEC 2-class car (evaluated 0) is 2 in tracks.npy.
     from flexdet.data.synthetic.dataset import GEN1_BOX_DTYPE
-    from flexdet.training.results import boxes_as, label_file_dtype
+    from flexdet.evaluation.results import boxes_as, label_file_dtype
 
     detections = [{"boxes": np.array([[1.0, 2.0, 5.0, 8.0], [0.0, 0.0, 4.0, 4.0]]), "scores": np.array([0.8, 0.3]),
                    "labels": np.array([0, 1])}]

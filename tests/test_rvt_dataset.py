@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from flexdet.cli import main
+from flexdet.datasets import open_dataset, stream_windows
 from flexdet.errors import ConfigError
-from flexdet.training.coco_eval import METRIC_NAMES
-from flexdet.training.datasets import open_dataset, stream_windows
+from flexdet.evaluation.coco_eval import METRIC_NAMES
 
 PEERS = Path("../shared/data/peers")
 RVT_ROOT = PEERS / "rvt_preprocessed_gen1" / "rvt_output"
@@ -134,8 +134,8 @@ def converted(tmp_path_factory):
 def test_converted_rvt_model_on_the_stored_windows_gives_rvts_detections(converted):
     """RVT's outputs for its first 4 stored windows of train/synth_000 (zero state at window 0, as its
     streaming evaluation starts), reproduced by streaming flexdet's RVT dataset through the stepper."""
+    from flexdet.evaluation.evaluate import StreamRunner
     from flexdet.models.checkpoint import load_model
-    from flexdet.training.evaluate import StreamRunner
 
     torch.set_num_threads(1)
     io = np.load(IO)

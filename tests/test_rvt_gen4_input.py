@@ -155,8 +155,8 @@ def test_a_converted_gen4_model_runs_in_the_headless_demo_on_the_real_1280x720_r
 def test_the_disk_cache_keeps_the_two_downscale_rules_apart(rvt, tmp_path):
     """A training cache built with one rule is not handed out to a specification with the other."""
     from flexdet.data.boxes import BOX_DTYPE
-    from flexdet.training.datasets.cache import WindowCache
-    from flexdet.training.datasets.sequences import Sequence
+    from flexdet.datasets.cache import WindowCache
+    from flexdet.datasets.sequences import Sequence
 
     if not RECORDING.is_file():
         pytest.skip("real recording not available")

@@ -14,9 +14,9 @@ import pytest
 
 from flexdet.cli import main
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.training.benchmarks import get_benchmark, score_sequences
-from flexdet.training.coco_eval import METRIC_NAMES
-from flexdet.training.results import PROPHESEE_BOX_DTYPE, detections_to_boxes, write_predictions
+from flexdet.datasets.benchmarks import get_benchmark, score_sequences
+from flexdet.evaluation.coco_eval import METRIC_NAMES
+from flexdet.evaluation.results import PROPHESEE_BOX_DTYPE, detections_to_boxes, write_predictions
 
 CASES = Path("../shared/data/peers/prophesee_eval")
 TOLERANCE = 1e-6
@@ -192,7 +192,7 @@ def test_dsec_predictions_in_label_ids_score_through_an_official_root(tmp_path, 
 
 
 def test_prophesee_export_keeps_scores_and_ids(tmp_path):
-    from flexdet.training.results import write_prophesee_predictions
+    from flexdet.evaluation.results import write_prophesee_predictions
 
     boxes = detections_to_boxes([{"boxes": np.array([[1.0, 2.0, 11.0, 22.0]]), "scores": np.array([0.25]),
                                   "labels": np.array([1])}], [600_000], 1.0, [0, 1])
@@ -215,10 +215,10 @@ def test_eval_exports_for_other_tools_agree_with_its_metrics(tmp_path):
     from pycocotools.cocoeval import COCOeval
     from test_datasets import tiny_dataset
 
+    from flexdet.datasets import open_dataset
+    from flexdet.evaluation.evaluate import evaluate
+    from flexdet.evaluation.results import label_file_dtype
     from flexdet.models import build_model
-    from flexdet.training.datasets import open_dataset
-    from flexdet.training.evaluate import evaluate
-    from flexdet.training.results import label_file_dtype
 
     dataset = open_dataset(tiny_dataset(tmp_path / "data"), "test", downsample=2)
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ import yaml
 from flexdet.cli import main
 from flexdet.data.boxes import FILE_BOX_DTYPE
 from flexdet.data.labels import read_boxes
-from flexdet.training.benchmarks import get_benchmark, score_sequences
+from flexdet.datasets.benchmarks import get_benchmark, score_sequences
 
 GEN1_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1"),
                        ("confidence", "<f4"), ("track_id", "<u4")])
@@ -383,7 +383,7 @@ def test_keeping_each_images_best_100_per_class_gives_pycocotools_own_metrics():
     from pycocotools.cocoeval import COCOeval
 
     from flexdet.data.boxes import BOX_DTYPE
-    from flexdet.training.coco_eval import coco_dataset, coco_metrics
+    from flexdet.evaluation.coco_eval import coco_dataset, coco_metrics
 
     rng = np.random.default_rng(1)
     gt = np.zeros(6, BOX_DTYPE)

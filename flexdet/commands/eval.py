@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from flexdet.atomic import require_output_dir
     from flexdet.errors import ConfigError
-    from flexdet.training.evaluate import evaluate_checkpoint
-    from flexdet.training.results import metrics_markdown
+    from flexdet.evaluation.evaluate import evaluate_checkpoint
+    from flexdet.evaluation.results import metrics_markdown
 
     require_output_dir(args.out)
     rates = parse_rates(args.rates) if args.rates else None

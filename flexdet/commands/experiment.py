@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flexdet.errors import ConfigError
-    from flexdet.training.experiment import FrequencyOptions, model_config, run_frequency
+    from flexdet.workflows.experiment import FrequencyOptions, model_config, run_frequency
 
     rates = parse_rates(args.rates)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())

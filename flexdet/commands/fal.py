@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flexdet.evaluation.results import metrics_markdown
     from flexdet.training.config import load_train_config
-    from flexdet.training.fal.chain import run_fal_chain
-    from flexdet.training.results import metrics_markdown
+    from flexdet.workflows.fal_chain import run_fal_chain
 
     rates = parse_rates(args.rates)
     base = load_train_config(args.config, args.preset or (None if args.config else "quickstart"), args.overrides)

@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flexdet.config import apply_overrides, load_yaml
-    from flexdet.training.fal.config import FALConfig
-    from flexdet.training.fal.generate import pseudo_label_checkpoint
+    from flexdet.fal.config import FALConfig
+    from flexdet.fal.generate import pseudo_label_checkpoint
 
     config = load_yaml(FALConfig, args.config) if args.config else FALConfig()
     overrides = {"factor": args.factor, "confidence_threshold": args.threshold, "nms_iou": args.nms,

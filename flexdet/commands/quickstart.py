@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flexdet.errors import ConfigError
-    from flexdet.training.quickstart import MODELS, QuickstartOptions, run_quickstart
+    from flexdet.workflows.quickstart import MODELS, QuickstartOptions, run_quickstart
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models or set(models) - set(MODELS):

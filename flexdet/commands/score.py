@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from flexdet.training.benchmarks import Benchmark
-    from flexdet.training.datasets.sequences import LabelFiles
+    from flexdet.datasets.benchmarks import Benchmark
+    from flexdet.datasets.sequences import LabelFiles
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 BENCHMARK_NAMES = ("gen1", "1mpx", "dsec2", "dsec8", "flexevent2", "flexevent8", "synthetic")
@@ -58,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Score the predictions folder against the labels; 0 on success."""
     from flexdet.data.labels import read_boxes
+    from flexdet.datasets.benchmarks import score_sequences
+    from flexdet.datasets.sequences import label_files
     from flexdet.errors import ConfigError, FlexdetError
-    from flexdet.training.benchmarks import score_sequences
-    from flexdet.training.datasets.sequences import label_files
 
     if args.downsample < 1:
         raise ConfigError(f"--downsample must be a positive integer, got {args.downsample}")
@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 def fitting_benchmark(name: str, labels: LabelFiles) -> Benchmark:
     """The benchmark `name` for these labels, refused when it does not fit their layout or sensor size."""
+    from flexdet.datasets.benchmarks import get_benchmark
     from flexdet.errors import ConfigError
-    from flexdet.training.benchmarks import get_benchmark
 
     if name == "synthetic":
         if labels.synthetic is None:
@@ -151,7 +151,7 @@ def prediction_files(folder: Path, labels_root: Path, labels: LabelFiles, split:
     """`folder/<sequence>.npy` of each labelled sequence; a folder holding the labels, a missing file or a file
     of no labelled sequence is an error."""
     from flexdet.errors import ConfigError
-    from flexdet.training.results import RATE_FOLDER
+    from flexdet.evaluation.results import RATE_FOLDER
 
     if not folder.is_dir():
         raise ConfigError(f"--predictions {folder}: folder not found")

@@ -78,7 +78,7 @@ def _recipe(args: argparse.Namespace):
 
     config = load_train_config(args.config, args.preset, args.overrides)
     if args.recipe:
-        from flexdet.training.fal.recipes import apply_recipe
+        from flexdet.training.recipes import apply_recipe
 
         return apply_recipe(config, args.recipe, args.init)
     if args.init:

@@ -12,7 +12,7 @@ from flexdet.config import apply_overrides, load_yaml
 from flexdet.data.geometry import EVENT_DOWNSCALE_RULES
 from flexdet.data.input_spec import FRAME_RULES, TIME_NORMS
 from flexdet.errors import ConfigError
-from flexdet.training.fal.config import FALConfig
+from flexdet.fal.config import FALConfig
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 INPUTS = ("fusion", "events", "frames")

@@ -24,13 +24,14 @@ from flexdet.atomic import clean_stale_temporaries
 from flexdet.config import save_yaml, to_dict
 from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
+from flexdet.datasets import Dataset, WindowCache, open_dataset
 from flexdet.errors import CheckpointError, ConfigError
 from flexdet.models.checkpoint import load_model, read_training_checkpoint, run_checkpoint
 from flexdet.training.checkpoint import rng_states, save_checkpoint, set_rng_states
+from flexdet.training.clips import ClipLoader, ClipSampler
 from flexdet.training.config import TrainConfig
-from flexdet.training.datasets import ClipLoader, ClipSampler, Dataset, WindowCache, open_dataset
 from flexdet.training.distributed import DistContext, mean_across, setup_distributed, shard
-from flexdet.training.fal.recipes import training_labels
+from flexdet.training.recipes import training_labels
 
 
 class LossModule(nn.Module):

@@ -51,8 +51,8 @@ def train_model(inputs: str, data: Path, run_dir: Path, options: QuickstartOptio
 
 def run_quickstart(out: str | Path, options: QuickstartOptions | None = None) -> list[dict]:
     """Run everything into `out`; returns the metric rows written to `out/metrics.json`."""
-    from flexdet.training.evaluate import evaluate_checkpoint
-    from flexdet.training.results import write_results
+    from flexdet.evaluation.evaluate import evaluate_checkpoint
+    from flexdet.evaluation.results import write_results
 
     options = options or QuickstartOptions()
     out = Path(out)
@@ -97,7 +97,7 @@ def rate_table(rows: list[dict]) -> str:
 
 
 def _report(rows: list[dict], timings: dict[str, float]) -> str:
-    from flexdet.training.results import metrics_markdown
+    from flexdet.evaluation.results import metrics_markdown
 
     table = metrics_markdown(rows, ["model", "rate_hz", "AP", "AP50", "AP75", "APs", "APm", "APl", "steps_scored"])
     times = "\n".join(f"- {name}: {seconds:.0f} s" for name, seconds in timings.items())

@@ -18,9 +18,9 @@ from flexdet.config import parse_yaml
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
+from flexdet.datasets.benchmarks import Benchmark, get_benchmark
 from flexdet.errors import ConfigError, FlexdetError, FormatError
 from flexdet.training.config import EVENT_DOWNSCALES
-from flexdet.training.protocols import Protocol, get_protocol
 
 # RVT's dataset.sequence_length (config/experiment/<dataset>/default.yaml): its streaming evaluation starts a
 # sequence that many windows, minus one, before the window of the first label frame.
@@ -30,7 +30,7 @@ RVT_INPUT_RULE = {"time_norm": "events", "end_inclusive": True}
 # How RVT's stored windows at a fraction of the sensor were made (its 1 Mpx `ds2_nearest`: the full-resolution
 # histogram halved by nearest-exact interpolation), as the geometry's event_downscale.
 RVT_DOWNSCALE_RULE = "nearest_exact"
-# FAL's pseudo labels beside a Gen1 recording's labels: `<name>_pseudo_bbox.npy` (flexdet.training.fal.generate).
+# FAL's pseudo labels beside a Gen1 recording's labels: `<name>_pseudo_bbox.npy` (flexdet.fal.generate).
 PSEUDO_SUFFIX = "_pseudo"
 
 
@@ -158,7 +158,7 @@ class Sequence:
         """Label-frame boxes at `t`: dense labels (synthetic, interpolated on the 1 ms grid) or the labels
         of the instant `t` (empty when `t` is not labelled); with stored windows, `t` is a window end and the
         labels are those of the label frame RVT scores on that window."""
-        from flexdet.training.ground_truth import dense_labels_at, labels_at
+        from flexdet.datasets.ground_truth import dense_labels_at, labels_at
 
         if self.stored is not None:
             t = self.stored.end_labels.get(int(t), -1)
@@ -189,7 +189,7 @@ class Dataset:
 
     root: Path
     layout: str
-    protocol: Protocol
+    protocol: Benchmark
     sequences: list[Sequence]
     event_downscale: str = "bin"
 
@@ -237,13 +237,13 @@ def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: s
     manifest = _manifest(root) if layout == "synthetic" else None
     if layout == "synthetic":
         sequences = _synthetic_sequences(root, split, manifest)
-        chosen = _synthetic_protocol(manifest) if protocol == "auto" else get_protocol(protocol)
+        chosen = _synthetic_protocol(manifest) if protocol == "auto" else get_benchmark(protocol)
     elif layout == "dsec":
         sequences = [_dsec_sequence(path) for path in _dsec_folders(root, split)]
-        chosen = get_protocol("dsec2" if protocol == "auto" else protocol)
+        chosen = get_benchmark("dsec2" if protocol == "auto" else protocol)
     elif layout == "gen1":
         sequences = [_gen1_sequence(path) for path in sorted((root / split).glob("*_td.dat"))]
-        chosen = get_protocol(_prophesee_protocol(sequences) if protocol == "auto" else protocol)
+        chosen = get_benchmark(_prophesee_protocol(sequences) if protocol == "auto" else protocol)
     elif layout == "rvt":
         folders = sorted(p for p in (root / split).iterdir() if p.is_dir()) if (root / split).is_dir() else []
         if not folders:
@@ -283,7 +283,7 @@ class LabelFiles:
 
     layout: str
     files: dict[str, Path]
-    synthetic: Protocol | None = None
+    synthetic: Benchmark | None = None
     synthetic_layout: str | None = None
     size: tuple[int, int] | None = None
 
@@ -293,7 +293,7 @@ def label_files(root: str | Path, split: str) -> LabelFiles:
     folder of `<name>_bbox.npy`), events or not; a sequence its split names but whose labels are missing is an
     error, never left out."""
     from flexdet.data.readers.rvt import LABELS_RELATIVE
-    from flexdet.training.datasets.dsec_split import TRACKS, dsec_label_files
+    from flexdet.datasets.dsec_split import TRACKS, dsec_label_files
 
     root = Path(root)
     if not root.is_dir():
@@ -357,11 +357,11 @@ def _manifest(root: Path) -> dict:
     return manifest
 
 
-def _synthetic_protocol(manifest: dict) -> Protocol:
+def _synthetic_protocol(manifest: dict) -> Benchmark:
     """Identity-sized synthetic protocol; the file's class ids (DSEC: 0, 2) map to 0..K-1 in id order."""
     ids = sorted(int(k) for k in manifest["classes"])
     names = [str(manifest["classes"][k]) for k in ids]
-    base = get_protocol("synthetic", class_names=names, width=int(manifest["width"]), height=int(manifest["height"]))
+    base = get_benchmark("synthetic", class_names=names, width=int(manifest["width"]), height=int(manifest["height"]))
     return dataclasses.replace(base, class_map={source: i for i, source in enumerate(ids)})
 
 
@@ -387,7 +387,7 @@ def _synthetic_sequences(root: Path, split: str, manifest: dict) -> list[Sequenc
 def _synthetic_dsec_folder(root: Path, split: str, name: str) -> Path:
     """Where a synthetic DSEC sequence lives: the official layout keeps val in train/ (datasets written by
     earlier flexdet versions have a val/ folder)."""
-    from flexdet.training.datasets.dsec_split import split_folder
+    from flexdet.datasets.dsec_split import split_folder
 
     legacy = root / split / name
     return legacy if legacy.is_dir() else root / split_folder(split) / name
@@ -402,7 +402,7 @@ def _synthetic_gen1_dense(root: Path, split: str, name: str) -> Path:
 
 def _dsec_folders(root: Path, split: str) -> list[Path]:
     """DSEC-Det's split as dsec-det applies it: named sequences of `root/train` (train, val) or `root/test`."""
-    from flexdet.training.datasets.dsec_split import dsec_folders
+    from flexdet.datasets.dsec_split import dsec_folders
 
     return dsec_folders(root, split)
 
@@ -453,7 +453,7 @@ def _prophesee_protocol(sequences: list[Sequence]) -> str:
     return "1mpx" if any(len(s.labels) and int(s.labels["class_id"].max()) > 1 for s in sequences) else "gen1"
 
 
-def _rvt_protocol(folder: Path, protocol: str, downsample: int) -> tuple[Protocol, int]:
+def _rvt_protocol(folder: Path, protocol: str, downsample: int) -> tuple[Benchmark, int]:
     """The benchmark of RVT data (auto: gen1 at 304x240, 1mpx at 1280x720 or RVT's half size 640x360) and the
     downsampling its stored histograms already have (a `downsample` that contradicts it is refused)."""
     from flexdet.data.readers.rvt import RvtSequence
@@ -465,7 +465,7 @@ def _rvt_protocol(folder: Path, protocol: str, downsample: int) -> tuple[Protoco
         if protocol is None:
             raise ConfigError(f"{folder}: stored histograms are {stored[0]}x{stored[1]}, neither Gen1 (304x240) nor "
                               "1Mpx (1280x720, 640x360); pass data.protocol")
-    chosen = get_protocol(protocol)
+    chosen = get_benchmark(protocol)
     width, height = chosen.eval_size
     factor = width // stored[0]
     if factor < 1 or (width, height) != (stored[0] * factor, stored[1] * factor):

@@ -15,9 +15,9 @@ from flexdet.atomic import atomic_path
 from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.data.representations.windows import window_bounds
+from flexdet.datasets.ground_truth import format_rate
+from flexdet.datasets.sequences import Sequence
 from flexdet.errors import ConfigError
-from flexdet.training.datasets.sequences import Sequence
-from flexdet.training.ground_truth import format_rate
 
 
 def stream_windows(sequence: Sequence, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:

@@ -17,11 +17,11 @@ import numpy as np
 import yaml
 
 from flexdet.config import from_dict, to_dict
+from flexdet.datasets.ground_truth import labels_at
 from flexdet.errors import ConfigError, FormatError
+from flexdet.fal.config import StudentConfig, student_target
+from flexdet.fal.generate import base_times, fine_grid, pseudo_label_path, split_pseudo_labels
 from flexdet.training.config import RECIPE_DIR, TrainConfig
-from flexdet.training.fal.config import StudentConfig, student_target
-from flexdet.training.fal.generate import base_times, fine_grid, pseudo_label_path, split_pseudo_labels
-from flexdet.training.ground_truth import labels_at
 
 RECIPES = ("teacher", "student")
 

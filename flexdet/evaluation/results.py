@@ -23,9 +23,9 @@ import numpy as np
 from flexdet.atomic import atomic_path, atomic_write_text
 from flexdet.data.boxes import BOX_DTYPE, FILE_BOX_DTYPE
 from flexdet.data.labels import field_sources
+from flexdet.datasets.ground_truth import format_rate
 from flexdet.errors import ConfigError, FlexdetError, FormatError
-from flexdet.training.coco_eval import METRIC_NAMES, PredictionRows, coco_dataset, predictions_as_boxes
-from flexdet.training.ground_truth import format_rate
+from flexdet.evaluation.coco_eval import METRIC_NAMES, PredictionRows, coco_dataset, predictions_as_boxes
 
 PathLike = Union["os.PathLike[str]", str]
 

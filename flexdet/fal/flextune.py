@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE, boxes_to_xyxy
-from flexdet.training.benchmarks import DSEC_CLASSES, DSEC_TRAIN_FILTER, Benchmark, dsec_two_class_benchmark
-from flexdet.training.fal.config import FALConfig, TrackerConfig
-from flexdet.training.fal.pseudo_labels import apply_thresholds
+from flexdet.datasets.benchmarks import DSEC_CLASSES, DSEC_TRAIN_FILTER, Benchmark, dsec_two_class_benchmark
+from flexdet.fal.config import FALConfig, TrackerConfig
+from flexdet.fal.pseudo_labels import apply_thresholds
 
 GT_REACH_US = 8000
 ON_GRID_US = 1000

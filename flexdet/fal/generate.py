@@ -30,20 +30,20 @@ import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.input_spec import InputSpec
+from flexdet.datasets.benchmarks import Benchmark
+from flexdet.datasets.ground_truth import label_times, labels_at
+from flexdet.datasets.sequences import Sequence
 from flexdet.errors import ConfigError
-from flexdet.training.datasets.sequences import Sequence
-from flexdet.training.fal.config import FALConfig
-from flexdet.training.fal.flextune import (
+from flexdet.fal.config import FALConfig
+from flexdet.fal.flextune import (
     FLEXTUNE_POSTPROCESS,
     flextune_config,
     flextune_grid,
     flextune_labels,
     student_pseudo_rows,
 )
-from flexdet.training.fal.pseudo_labels import apply_thresholds, merge_directions
-from flexdet.training.fal.tracker import track_filter
-from flexdet.training.ground_truth import label_times, labels_at
-from flexdet.training.protocols import Protocol
+from flexdet.fal.pseudo_labels import apply_thresholds, merge_directions
+from flexdet.fal.tracker import track_filter
 
 PSEUDO_LABELS_NAME = "pseudo_tracks.npy"
 CHUNK_STEPS = 64
@@ -83,9 +83,9 @@ def teacher_predictions(model, sequence: Sequence, spec: InputSpec, grid: np.nda
     directions run through the stepper as one batch of two streams, inputs from the model's specification.
     `postprocess`: model-config postprocess fields (postprocess_rule, conf_thresh, nms_thresh, max_detections)
     used instead of the model's own."""
+    from flexdet.evaluation.coco_eval import predictions_as_boxes
     from flexdet.export.metadata import metadata_for_model
     from flexdet.export.runtime.streaming import torch_runtime
-    from flexdet.training.coco_eval import predictions_as_boxes
 
     grid = np.asarray(grid, dtype=np.int64)
     steps = len(grid) - 1
@@ -126,7 +126,7 @@ def label_grid(sequence: Sequence, config: FALConfig) -> np.ndarray:
     return fine_grid(base_times(sequence), config.factor)
 
 
-def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config: FALConfig, spec: InputSpec,
+def pseudo_label_sequence(model, sequence: Sequence, protocol: Benchmark, config: FALConfig, spec: InputSpec,
                           device: str = "cpu", progress: Callable[[int], None] | None = None) -> np.ndarray:
     """BOX_DTYPE rows of the sequence's ground truth plus its kept pseudo boxes (label-file frame and ids);
     `config.rule` picks how teacher predictions become pseudo boxes (flexdet's chain or FlexTune's)."""
@@ -140,7 +140,7 @@ def pseudo_label_sequence(model, sequence: Sequence, protocol: Protocol, config:
     return merged[np.argsort(merged["t"], kind="stable")]
 
 
-def _flexdet_step(sequence: Sequence, protocol: Protocol, config: FALConfig, spec: InputSpec, grid: np.ndarray,
+def _flexdet_step(sequence: Sequence, protocol: Benchmark, config: FALConfig, spec: InputSpec, grid: np.ndarray,
                   forward: list[np.ndarray], backward: list[np.ndarray]) -> np.ndarray:
     """flexdet's rule: thresholds and class-wise NMS at each in-between instant, GT at the labelled ones, all
     through flexdet's tracker; the kept pseudo rows in the label file's frame and ids."""
@@ -161,7 +161,7 @@ def _flexdet_step(sequence: Sequence, protocol: Protocol, config: FALConfig, spe
     return np.concatenate(pseudo) if pseudo else np.zeros(0, BOX_DTYPE)
 
 
-def _flextune_step(sequence: Sequence, protocol: Protocol, config: FALConfig, spec: InputSpec, grid: np.ndarray,
+def _flextune_step(sequence: Sequence, protocol: Benchmark, config: FALConfig, spec: InputSpec, grid: np.ndarray,
                    forward: list[np.ndarray], backward: list[np.ndarray]) -> np.ndarray:
     """FlexTune's rule: `flextune_labels` of both directions (model frame, FlexEvent's thresholds, per-class on its
     8-class benchmarks), its rows at the in-between instants moved to the student's grid, in the label file's
@@ -215,8 +215,8 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
     """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths.
     `spec`: the teacher's input specification (default: the dataset's geometry, bins from the model)."""
     from flexdet.data.writers import write_boxes
+    from flexdet.datasets.sequences import open_dataset
     from flexdet.progress import progress_bar
-    from flexdet.training.datasets.sequences import open_dataset
 
     config = config or FALConfig()
     dataset = open_dataset(root, split, layout, protocol, downsample)
@@ -293,7 +293,7 @@ def _rows(boxes: np.ndarray, t: int) -> np.ndarray:
     return out
 
 
-def _to_label_file(rows: np.ndarray, track_ids: np.ndarray, protocol: Protocol) -> np.ndarray:
+def _to_label_file(rows: np.ndarray, track_ids: np.ndarray, protocol: Benchmark) -> np.ndarray:
     """Pseudo rows back to the label file: scale undone, class ids mapped back (an evaluated class that
     several file classes merge into takes the smallest, e.g. DSEC 2-class car -> car), tracker ids."""
     out = protocol.to_label_frame(rows)

@@ -33,10 +33,10 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
                   eval_split: str | None = "test", progress: bool = True) -> ChainResult:
     """Teacher (base recipe + teacher overlay, `optim.steps` of the base) -> pseudo-label the training split ->
     student (`fal.student` lr / steps) -> stream evaluation of teacher and student on `eval_split` (None: skip)."""
-    from flexdet.training.evaluate import evaluate_checkpoint
-    from flexdet.training.fal.generate import pseudo_label_checkpoint
-    from flexdet.training.fal.recipes import apply_recipe
-    from flexdet.training.results import write_results
+    from flexdet.evaluation.evaluate import evaluate_checkpoint
+    from flexdet.evaluation.results import write_results
+    from flexdet.fal.generate import pseudo_label_checkpoint
+    from flexdet.training.recipes import apply_recipe
     from flexdet.training.trainer import train_or_reuse
 
     out = Path(out)
@@ -66,7 +66,7 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
 def check_chain_inputs(base: TrainConfig, data: str | Path, eval_split: str | None) -> None:
     """Open the training split and the evaluation split before any training, so an empty or missing split ends
     the chain in seconds, not after teacher and student have trained."""
-    from flexdet.training.datasets.sequences import open_dataset
+    from flexdet.datasets.sequences import open_dataset
 
     data_config = base.data
     open_dataset(data, data_config.train_split, data_config.layout, data_config.protocol,

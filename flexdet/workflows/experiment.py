@@ -120,10 +120,10 @@ def run_folder(model: str, seed: int) -> str:
 def run_frequency(out: str | Path, options: FrequencyOptions | None = None) -> list[dict]:
     """Run the experiment into `out`; returns the rows written to `frequency.json`."""
     from flexdet.config import apply_overrides
-    from flexdet.training.fal.chain import run_fal_chain
-    from flexdet.training.fal.quality import pseudo_label_quality
-    from flexdet.training.quickstart import make_data
+    from flexdet.fal.quality import pseudo_label_quality
     from flexdet.training.trainer import train_or_reuse
+    from flexdet.workflows.fal_chain import run_fal_chain
+    from flexdet.workflows.quickstart import make_data
 
     options = options or FrequencyOptions()
     if not options.models or not options.seeds:
@@ -178,7 +178,7 @@ def evaluate_or_reuse(checkpoint: Path, data: Path, rates_hz: tuple[float, ...],
     experiment scores only what changed."""
     import json
 
-    from flexdet.training.evaluate import evaluate_checkpoint
+    from flexdet.evaluation.evaluate import evaluate_checkpoint
 
     kind, frame_rule = SCHEDULES[schedule]
     stat = Path(checkpoint).stat()
@@ -220,9 +220,9 @@ def fal_ablations(config, teacher: Path, data: Path, out: Path, options: Frequen
     "student on GT only": the teacher fine-tuned exactly like the student but without pseudo labels;
     "FlexEvent regime": a teacher trained with the fusion model's whole budget, then the student on top."""
     from flexdet.config import apply_overrides
-    from flexdet.training.fal.chain import run_fal_chain
-    from flexdet.training.fal.recipes import apply_recipe
+    from flexdet.training.recipes import apply_recipe
     from flexdet.training.trainer import train_or_reuse
+    from flexdet.workflows.fal_chain import run_fal_chain
 
     gt_only = apply_overrides(apply_recipe(fal_base(config), "student", init=str(teacher)), {"data.labels": "sparse"})
     gt_only_checkpoint = train_or_reuse(gt_only, data, out / "ablations" / "student_gt_only")
@@ -254,7 +254,7 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
                     extra: dict | None = None) -> None:
     """frequency.json (every seed's rows), frequency.md (means over seeds), frequency.png, learning_curves.png
     and README.md (table, verdicts, FAL teacher, pseudo-label quality, ablations, settings, wall time)."""
-    from flexdet.training.results import metrics_markdown, plot_ap_vs_rate, write_metrics_json
+    from flexdet.evaluation.results import metrics_markdown, plot_ap_vs_rate, write_metrics_json
 
     extra = extra or {}
     write_metrics_json(out / "frequency.json", rows)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flexdet.datasets.cache import WindowCache
+from flexdet.datasets.sequences import Dataset
 from flexdet.errors import ConfigError
+from flexdet.training.augment import ClipAugment, augment_boxes, augment_images, draw_augment
 from flexdet.training.config import AugmentConfig
-from flexdet.training.datasets.augment import ClipAugment, augment_boxes, augment_images, draw_augment
-from flexdet.training.datasets.cache import WindowCache
-from flexdet.training.datasets.sequences import Dataset
 
 NO_START = -(1 << 62)
 
@@ -129,7 +129,7 @@ class ClipLoader:
     """Builds a Batch from clips: cached stream inputs, the frame paired with each window by the input
     specification (latest at or before its start), augmented targets.
 
-    `labels` (a flexdet.training.fal.recipes.TrainingLabels) chooses the boxes of each step (label file only, or
+    `labels` (a flexdet.training.recipes.TrainingLabels) chooses the boxes of each step (label file only, or
     with pseudo labels); without it a step sees the sequence's own ground truth (dense when it has it)."""
 
     def __init__(self, dataset: Dataset, cache: WindowCache, rates_hz: list[float], use_frames: bool,

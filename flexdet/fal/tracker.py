@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flexdet.data.boxes import boxes_to_xyxy
-from flexdet.training.fal.config import TrackerConfig
+from flexdet.fal.config import TrackerConfig
 
 
 @dataclass

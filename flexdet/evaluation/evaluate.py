@@ -29,20 +29,19 @@ import torch
 
 from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
-from flexdet.errors import ConfigError
-from flexdet.export.runtime.chains import chain_count
-from flexdet.training.coco_eval import coco_metrics
-from flexdet.training.datasets.cache import stream_windows
-from flexdet.training.datasets.sequences import Dataset, Sequence, open_dataset
-from flexdet.training.ground_truth import (
+from flexdet.datasets.benchmarks import Benchmark
+from flexdet.datasets.cache import stream_windows
+from flexdet.datasets.ground_truth import (
     InterframeDelta,
     format_rate,
     interframe_deltas,
     interframe_targets,
     persistent_pairs,
 )
-from flexdet.training.protocols import Protocol
-from flexdet.training.results import (
+from flexdet.datasets.sequences import Dataset, Sequence, open_dataset
+from flexdet.errors import ConfigError
+from flexdet.evaluation.coco_eval import coco_metrics
+from flexdet.evaluation.results import (
     EXPORT_FORMATS,
     detections_to_boxes,
     rate_folder,
@@ -52,6 +51,7 @@ from flexdet.training.results import (
     write_prophesee_predictions,
     write_results,
 )
+from flexdet.export.runtime.chains import chain_count
 
 PROTOCOLS = ("stream", "interframe", "global", "chains")
 INTERFRAME_RULES = ("stream", "flexevent")
@@ -74,7 +74,7 @@ class StreamRunner:
     """Drives one detector through sequences with the stepper (`StreamingRuntime`, torch backend), its inputs
     built by the model's input specification; several sequences side by side as one batch."""
 
-    def __init__(self, model: torch.nn.Module, spec: InputSpec, protocol: Protocol,
+    def __init__(self, model: torch.nn.Module, spec: InputSpec, protocol: Benchmark,
                  device: torch.device | None = None) -> None:
         from flexdet.export.metadata import metadata_for_model
         from flexdet.export.runtime.streaming import torch_runtime
@@ -287,7 +287,7 @@ def _label_steps(sequence: Sequence, ends: np.ndarray, tolerance_us: int) -> lis
 
 
 def _labels_at(sequence: Sequence, t: int) -> np.ndarray:
-    from flexdet.training.ground_truth import labels_at
+    from flexdet.datasets.ground_truth import labels_at
 
     return labels_at(sequence.labels, t)
 
@@ -331,7 +331,7 @@ def interframe_rule(rule: str, spec: InputSpec) -> str:
     return rule
 
 
-def interframe_pairs(protocol: Protocol, sequence: Sequence, rule: str = "stream") -> tuple[np.ndarray, np.ndarray]:
+def interframe_pairs(protocol: Benchmark, sequence: Sequence, rule: str = "stream") -> tuple[np.ndarray, np.ndarray]:
     """(labels, pairs): the sequence's labels in the evaluation frame, filtered as the rule's dataset filters them
     before pairing, and the (t_i, t_i+1) frame pairs whose tracks persist among them (`persistent_pairs`, IoU 0.1).
 
@@ -346,7 +346,7 @@ def interframe_pairs(protocol: Protocol, sequence: Sequence, rule: str = "stream
     return prepared, persistent_pairs(prepared, 0.1, sequence.frame_times)
 
 
-def interframe_targets_of(protocol: Protocol, prepared: np.ndarray, pairs: np.ndarray, offset_us: float
+def interframe_targets_of(protocol: Benchmark, prepared: np.ndarray, pairs: np.ndarray, offset_us: float
                           ) -> list[np.ndarray]:
     """The ground truth scored for each pair at t_i + `offset_us`: the labels interpolated by track
     (`interframe_targets`; a float offset, FlexEvent's, interpolates at the float instant) through the benchmark's
@@ -421,7 +421,7 @@ def _pair_stream(runner: StreamRunner, sequence: Sequence, pairs: np.ndarray, of
     return ScoredRun(ends, detections, targets, list(range(len(pairs))))
 
 
-def score(runs: Seq[ScoredRun], protocol: Protocol, recording_starts: Seq[int],
+def score(runs: Seq[ScoredRun], protocol: Benchmark, recording_starts: Seq[int],
           coco_dir: str | Path | None = None) -> dict[str, float]:
     """COCO metrics over the scored steps of several runs, one image per step (RVT's validation feeds one
     element per labelled instant): predictions get the benchmark's prediction filter, and a step whose
@@ -439,8 +439,8 @@ def score(runs: Seq[ScoredRun], protocol: Protocol, recording_starts: Seq[int],
     return coco_metrics(gt_frames, pred_frames, protocol.num_classes, height, width)
 
 
-def _filtered(detection: dict, t: int, protocol: Protocol, recording_start: int) -> np.ndarray:
-    from flexdet.training.coco_eval import predictions_as_boxes
+def _filtered(detection: dict, t: int, protocol: Benchmark, recording_start: int) -> np.ndarray:
+    from flexdet.evaluation.coco_eval import predictions_as_boxes
 
     boxes = predictions_as_boxes(detection).copy()
     boxes["t"] = t
@@ -559,7 +559,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
 def _flexevent_benchmark(loaded, data_root: str | Path, layout: str) -> str:
     """flexevent2 / flexevent8 (FlexEvent's evaluator) for a model with FlexEvent's input pipeline (hashed
     sub-window) on a DSEC-Det root, by its class count (2, or 7 for FlexEvent's 8-class mode); else "auto"."""
-    from flexdet.training.datasets.sequences import detect_layout
+    from flexdet.datasets.sequences import detect_layout
 
     if loaded.spec is None or loaded.spec.sub_window != "hashed" or loaded.model.config.num_classes not in (2, 7):
         return "auto"

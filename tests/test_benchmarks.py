@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from flexdet.data.boxes import BOX_DTYPE
+from flexdet.datasets.benchmarks import SizeFilter, get_benchmark
 from flexdet.errors import ConfigError
-from flexdet.training.benchmarks import SizeFilter, get_benchmark
-from flexdet.training.protocols import get_protocol
 
 
 def rows(entries: list[tuple]) -> np.ndarray:
@@ -40,8 +39,6 @@ def test_gen1_filter_on_ground_truth_and_predictions():
     assert gen1.filter_boxes(shifted, recording_start_us=2_000_000)["track_id"].tolist() == [2, 4, 7]
     assert gen1.filter_boxes(shifted)["track_id"].tolist() == [2, 4, 5, 6, 7]
     assert gen1.eval_size == (304, 240) and gen1.class_names == ("car", "pedestrian")
-    # The old import path names the same benchmark.
-    assert get_protocol("gen1") == gen1
 
 
 def test_gen1_scores_boxes_past_the_edge_whole_but_trains_on_clipped_ones():

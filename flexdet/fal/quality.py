@@ -14,7 +14,7 @@ from torchvision.ops import box_iou
 from flexdet.data.boxes import boxes_to_xyxy
 from flexdet.data.labels import read_boxes
 from flexdet.errors import ConfigError
-from flexdet.training.fal.generate import base_times, fine_grid, pseudo_label_path, split_pseudo_labels
+from flexdet.fal.generate import base_times, fine_grid, pseudo_label_path, split_pseudo_labels
 
 MATCH_IOU = 0.5
 
@@ -40,7 +40,7 @@ def match_boxes(pseudo: np.ndarray, truth: np.ndarray, iou: float = MATCH_IOU) -
 def pseudo_label_quality(root: str | Path, split: str = "train", factor: int = 2) -> dict:
     """Precision, recall and mean matched IoU of the pseudo labels written for `split` under `root` (on the
     `factor` x grid of the labels) against the dense ground truth at the same instants, with the counts."""
-    from flexdet.training.datasets.sequences import open_dataset
+    from flexdet.datasets.sequences import open_dataset
 
     dataset = open_dataset(root, split)
     pseudo_count = truth_count = 0

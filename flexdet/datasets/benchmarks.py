@@ -18,7 +18,7 @@ import numpy as np
 
 from flexdet.data.boxes import clip_boxes
 from flexdet.errors import ConfigError, FlexdetError
-from flexdet.training.coco_eval import coco_metrics, match_instants, nearest_instants
+from flexdet.evaluation.coco_eval import coco_metrics, match_instants, nearest_instants
 
 GRANULARITIES = ("instant", "sequence")
 
@@ -197,7 +197,7 @@ def score_elements(benchmark: Benchmark, ground_truth: Sequence[np.ndarray], pre
             gt_frames.extend(frames[0])
             pred_frames.extend(frames[1])
     if coco_dir is not None:
-        from flexdet.training.results import write_coco_json
+        from flexdet.evaluation.results import write_coco_json
 
         write_coco_json(coco_dir, gt_frames, pred_frames, benchmark.class_names, height, width)
     metrics = coco_metrics(gt_frames, pred_frames, benchmark.num_classes, height, width)

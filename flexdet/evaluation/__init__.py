@@ -1,0 +1,2 @@
+"""Evaluation: the stream driver that runs a model over a dataset at any rate, the schedules, COCO scoring and
+each benchmark's result files."""
