@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -160,3 +162,58 @@ def test_the_readme_names_every_extra_and_what_each_installs():
     assert set(re.findall(r"`(\w+)` \(", sentence)) == names
     gpu = next(value for key, value in zip(extras.keys, extras.values) if key.value == "gpu")
     assert [ast.literal_eval(e) for e in gpu.elts] == ["tensorrt>=10.0"] and "`gpu` (TensorRT;" in sentence
+
+
+RVT_GEN1 = Path("../shared/data/peers/rvt_preprocessed_gen1")
+
+
+@pytest.fixture(scope="module")
+def fused_run(train_only_dataset, tmp_path_factory):
+    """A one-step fused (events + RGB) quickstart run on the synthetic data: data.downsample 2, 48x32 inputs."""
+    run = tmp_path_factory.mktemp("fused") / "run"
+    assert cli_main(["train", "--preset", "quickstart", "--data", str(train_only_dataset), "--out", str(run),
+                     "data.val_split=train", "optim.steps=1", "data.batch_size=1", "data.clip_steps=2",
+                     "run.progress=false", "run.threads=1"]) == 0
+    return run
+
+
+@pytest.mark.skipif(not RVT_GEN1.is_dir(), reason="RVT's Gen1 fixture (../shared/data/peers) is not available")
+def test_eval_of_a_fused_model_on_gen1_says_what_to_do_and_that_frames_are_missing(fused_run, tmp_path, capsys):
+    """The quickstart's model on RVT's Gen1 fixture used to say "(data.downsample?)", an override eval does not
+    take, and said nothing of the RGB frames the fused model needs and Gen1 lacks."""
+    for data in (RVT_GEN1 / "input", RVT_GEN1 / "rvt_output"):  # Gen1's DAT files; RVT's stored histograms
+        assert cli_main(["eval", str(fused_run), "--data", str(data), "--rates", "20",
+                         "--out", str(tmp_path / data.name)]) == 2
+        line = one_error_line(capsys, "eval")
+        assert "takes no key=value overrides" in line and "(data.downsample?)" not in line
+        assert f"flexdet train --preset quickstart --data {data}" in line and "model.inputs=events" in line
+        assert "48x32" in line and "RGB frames" in line
+    # the DAT files open at the model's downsample and are refused for both reasons
+    assert cli_main(["eval", str(fused_run), "--data", str(RVT_GEN1 / "input"), "--rates", "20",
+                     "--out", str(tmp_path / "again")]) == 2
+    line = one_error_line(capsys, "eval")
+    assert "takes 48x32 inputs but this data gives 152x120 (304x240 / 2)" in line
+    assert "the model expects RGB frames, which this data lacks (events only)" in line
+
+
+def test_eval_of_a_fused_model_on_event_only_data_of_its_size_names_the_missing_frames(tmp_path, capsys):
+    """Same size, no frames: eval crashed in the frame branch (TypeError on the missing frame times)."""
+    from flexdet.config import apply_overrides
+    from flexdet.data.synthetic import generate_dataset, load_preset
+    from flexdet.datasets import open_dataset
+    from flexdet.models import build_model
+    from flexdet.models.checkpoint import save_model
+
+    config = apply_overrides(load_preset("gen1"), {
+        "scene.width": 96, "scene.height": 64, "scene.duration_s": 0.3, "dataset.sequences": 1,
+        "dataset.split": [0.0, 0.0, 1.0], "dataset.workers": 1})
+    data = generate_dataset(tmp_path / "gen1", config)
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=True).eval()
+    dataset = open_dataset(data, "test")
+    spec = dataset.input_spec(bins=model.config.in_channels // 2)
+    dataset.close()
+    checkpoint = save_model(tmp_path / "model.pt", model, spec, ["pedestrian", "car"])
+    assert cli_main(["eval", str(checkpoint), "--data", str(data), "--rates", "20", "--out", str(tmp_path / "e")]) == 2
+    line = one_error_line(capsys, "eval")
+    assert "the model expects RGB frames, which this data lacks" in line and "inputs but" not in line

@@ -471,9 +471,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
     if frame_rule is not None:
         spec = dataclasses.replace(spec, frame_rule=frame_rule)
-    if spec.size != dataset.geometry.size:
-        raise ConfigError(f"{dataset.root}: the model's input is {spec.size[0]}x{spec.size[1]} but this dataset is "
-                          f"scored at {dataset.geometry.size[0]}x{dataset.geometry.size[1]} (data.downsample?)")
+    if spec.size != dataset.geometry.size or (model.config.use_frames and not dataset.has_frames):
+        raise ConfigError(f"{dataset.root}: {model_data_mismatch(spec, model.config.use_frames, dataset)}")
     runner = StreamRunner(model, spec, dataset.protocol)
     streamable = dataset.stream_rates(rates_hz)
     if protocol_kind != "interframe" and streamable != [float(r) for r in rates_hz]:
@@ -541,7 +540,16 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
     chosen = benchmark or data.get("protocol", "auto")
     if chosen == "auto":
         chosen = _flexevent_benchmark(loaded, data_root, data.get("layout", "auto"))
-    dataset = open_dataset(data_root, split, data.get("layout", "auto"), chosen, int(data.get("downsample", 1)))
+    downsample = int(data.get("downsample", 1))
+    try:
+        dataset = open_dataset(data_root, split, data.get("layout", "auto"), chosen, downsample)
+    except ConfigError as exc:  # a training setting eval cannot take: say what the user can do instead
+        if "data.downsample" not in str(exc):
+            raise
+        size = "" if loaded.spec is None else f" on {loaded.spec.size[0]}x{loaded.spec.size[1]} inputs"
+        frames = " with RGB frames" if model.config.use_frames else ""
+        raise ConfigError(f"{exc} (the model was trained at data.downsample {downsample}{size}{frames}; "
+                          f"{eval_fit_advice(data_root)})") from exc
     try:
         if dataset.protocol.num_classes != model.config.num_classes:
             raise ConfigError(f"{checkpoint}: the model has {model.config.num_classes} classes but {data_root} is "
@@ -554,6 +562,27 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
     if out_dir is not None:
         write_results(out_dir, rows)
     return rows
+
+
+def eval_fit_advice(data_root: str | Path) -> str:
+    """What a user can do when a model does not fit a dataset (eval has no key=value overrides)."""
+    return ("flexdet eval reads data with the settings the model was trained with and takes no key=value overrides: "
+            "evaluate the model on data like its training data, or train a model on this data (flexdet train "
+            f"--preset quickstart --data {data_root}, with model.inputs=events for data without RGB frames)")
+
+
+def model_data_mismatch(spec: InputSpec, uses_frames: bool, dataset: Dataset) -> str:
+    """Why a model cannot run on a dataset (its input size, RGB frames the data lacks) and what to do instead."""
+    problems = []
+    if spec.size != dataset.geometry.size:
+        geometry = dataset.geometry
+        scale = f" ({geometry.sensor_width}x{geometry.kept_height} / {geometry.scale})" \
+            if geometry.scale > 1 else ""
+        problems.append(f"the model takes {spec.size[0]}x{spec.size[1]} inputs but this data gives "
+                        f"{geometry.size[0]}x{geometry.size[1]}{scale}")
+    if uses_frames and not dataset.has_frames:
+        problems.append("the model expects RGB frames, which this data lacks (events only)")
+    return "; ".join(problems) + f". {eval_fit_advice(dataset.root)}"
 
 
 def _flexevent_benchmark(loaded, data_root: str | Path, layout: str) -> str:
