@@ -50,6 +50,10 @@ BOUND_FACTOR, BOUND_SLACK_MB = 1.5, 64.0
 ROOT = Path(__file__).resolve().parents[1]
 RVT_CKPT = ROOT / ".." / "shared" / "data" / "peers" / "rvt" / "rvt_random.ckpt"
 FLEXEVENT_IO = ROOT / "tests" / "fixtures" / "flexevent" / "flexevent_2class_io.npz"
+# The small FlexEvent checkpoint's widths: RVT-T's event branch (embed_dim 32, the smallest size the converter
+# takes), frame FPN and YOLOX head 16 channels wide. The frame branch stays detectron2's ResNet-50 at its own
+# widths (flexdet builds torchvision's ResNet-50, whose widths are fixed): 112 MB of the file, against 183 MB.
+FLEXEVENT_FPN_WIDTH, FLEXEVENT_HEAD_WIDTH = 16, 16
 DANGEROUS = [("os", "system"), ("posix", "system"), ("subprocess", "check_call"), ("builtins", "exec"),
              ("builtins", "eval"), ("builtins", "__import__"), ("nt", "system"), ("torch", "load"),
              ("numpy", "load"), ("shutil", "rmtree"), ("flexdet.convert.safe_unpickle", "ForeignObject"),
@@ -80,19 +84,7 @@ def clean_artifact(kind: str, folder: Path) -> Path:
     if kind == "flexevent":
         path = folder / "flexevent.pth"
         if not path.is_file():
-            import importlib.util
-
-            import numpy as np
-
-            spec = importlib.util.spec_from_file_location("fixture", FLEXEVENT_IO.parent / "make_flexevent_fixture.py")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            data = np.load(FLEXEVENT_IO)
-            keys = [str(k) for k in data["keys"]]
-            shapes = [tuple(int(n) for n in s.split(",")) if s else () for s in data["shapes"]]
-            dists = [(str(kind_), *params) for kind_, params in zip(data["dist_kind"], data["dist_params"])]
-            weights = module.generated_weights(keys, shapes, dists, module.SEED)
-            torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, path)
+            torch.save(small_flexevent_weights(), path)
         return path
     model_pt = folder / "model.pt"
     if not model_pt.is_file():
@@ -111,6 +103,53 @@ def clean_artifact(kind: str, folder: Path) -> Path:
 
         assert main(["export", str(model_pt), "--out", str(export)]) == 0
     return export
+
+
+def small_flexevent_weights() -> dict:
+    """A FlexEvent 2-class checkpoint as its release writes it (scripts/export_weights.py: a flat {"mdl." key:
+    tensor} dict, float32 weights, int64 num_batches_tracked, the official keys in the official order), at
+    the smallest widths flexdet converts: `small_flexevent_shapes`. Values are the fixture's seeded draws
+    (tests/fixtures/flexevent/make_flexevent_fixture.py), so every run writes the same file."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    spec = importlib.util.spec_from_file_location("fixture", FLEXEVENT_IO.parent / "make_flexevent_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = np.load(FLEXEVENT_IO)
+    keys = [str(k) for k in data["keys"]]
+    shapes = [tuple(int(n) for n in s.split(",")) if s else () for s in data["shapes"]]
+    dists = [(str(kind), *params) for kind, params in zip(data["dist_kind"], data["dist_params"])]
+    small = [small_flexevent_shape(key, shape) for key, shape in zip(keys, shapes)]
+    weights = module.generated_weights(keys, small, dists, module.SEED)
+    return {key: torch.from_numpy(weights[key]) for key in keys}
+
+
+def small_flexevent_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of FlexEvent-B tensor `key` (official `shape`) in the small model: RVT-B -> RVT-T halves every
+    width of the event branch and its PAFPN (multiples of 64: 64 -> 32 ... 2048 -> 1024; 20 input channels,
+    kernels and the gates' 2 experts stay), the frame FPN and the head go to 16 channels, ResNet-50 is kept."""
+    import re
+
+    name = key[len("mdl."):]
+    if name.startswith("rgb_backbone.bottom_up."):
+        return shape
+    if match := re.match(r"rgb_backbone\.fpn_(lateral|output)\d\.(weight|bias)$", name):
+        if match.group(2) == "bias":
+            return (FLEXEVENT_FPN_WIDTH,)
+        if match.group(1) == "lateral":
+            return (FLEXEVENT_FPN_WIDTH, shape[1], 1, 1)
+        return (FLEXEVENT_FPN_WIDTH, FLEXEVENT_FPN_WIDTH, 3, 3)
+    if name.startswith("yolox_head.stems.") and name.endswith(".conv.weight"):  # PAFPN level -> head width
+        return (FLEXEVENT_HEAD_WIDTH, shape[1] // 2, 1, 1)
+    if name.startswith("yolox_head."):
+        return tuple(FLEXEVENT_HEAD_WIDTH if n == 128 else n for n in shape)
+    half = tuple(n // 2 if n % 64 == 0 else n for n in shape)
+    if name.endswith(".embedder.weight"):  # frame FPN level -> stage width
+        return (half[0], FLEXEVENT_FPN_WIDTH, 1, 1)
+    return half
 
 
 # ------------------------------------------------------------------------------------------------ mutations

@@ -59,7 +59,7 @@ def artifacts_fuzz():
     return fuzz_artifacts
 
 
-@pytest.mark.parametrize("kind, cases", [("model", 24), ("export", 16), ("rvt", 12)])
+@pytest.mark.parametrize("kind, cases", [("model", 24), ("export", 16), ("rvt", 12), ("flexevent", 8)])
 def test_mutated_checkpoints_and_exports_are_refused_in_one_line_or_load_equal(artifacts_fuzz, kind, cases,
                                                                              tmp_path):
     """Each mutant is refused with a one-line FlexdetError naming the file or loads as the file says: no
@@ -73,6 +73,39 @@ def test_mutated_checkpoints_and_exports_are_refused_in_one_line_or_load_equal(a
     bad = {i: r for i, r in outcomes.items() if r[0] in artifacts_fuzz.BAD_OUTCOMES + ("harness",)}
     assert not bad, bad
     assert "refused" in {r[0] for r in outcomes.values()}
+
+
+def test_the_small_flexevent_checkpoint_is_the_release_layout_and_converts(artifacts_fuzz, tmp_path):
+    """The FlexEvent mutants start from a file written as FlexEvent's release is (the official keys in their
+    order, float32 weights, int64 counters, a flat dict) at RVT-T / 16-channel widths, which flexdet converts:
+    the mutants reach the converter's real paths, not an early refusal."""
+    import numpy as np
+    import torch
+
+    from flexdet.convert import convert_checkpoint
+    from flexdet.convert.safe_unpickle import load_foreign_checkpoint
+
+    io = np.load(artifacts_fuzz.FLEXEVENT_IO)
+    official = dict(zip((str(k) for k in io["keys"]),
+                        (tuple(int(n) for n in s.split(",")) if s else () for s in io["shapes"])))
+    path = artifacts_fuzz.clean_artifact("flexevent", tmp_path)
+    assert path.stat().st_size < 120e6  # the released-size file is 183 MB
+    payload = load_foreign_checkpoint(path)
+    assert list(payload) == list(official)
+    for key, value in payload.items():
+        assert value.dtype == (torch.int64 if key.endswith("num_batches_tracked") else torch.float32), key
+        assert tuple(value.shape) == artifacts_fuzz.small_flexevent_shape(key, official[key]), key
+    assert payload["mdl.rvt_block.0.downsample_cf2cl.conv.weight"].shape == (32, 20, 7, 7)
+    assert payload["mdl.rgb_backbone.fpn_lateral5.weight"].shape == (16, 2048, 1, 1)
+    assert payload["mdl.rgb_backbone.bottom_up.res5.2.conv3.weight"].shape == official[
+        "mdl.rgb_backbone.bottom_up.res5.2.conv3.weight"]
+    converted, _ = convert_checkpoint(path)
+    config = converted.model.config
+    assert (config.preset, config.widths, config.frame_fpn_width, config.head_width) == (
+        "flexevent-t-dsec-2class", [32, 64, 128, 256], 16, 16)
+    assert converted.class_names == ["car", "pedestrian"]
+    state = converted.model.state_dict()
+    assert torch.equal(state["fusers.2.project.weight"], payload["mdl.rvt_block.2.embedder.weight"])
 
 
 def test_the_injected_calls_do_run_code_when_loaded_unsafely_and_never_here(artifacts_fuzz, tmp_path):
