@@ -6,7 +6,6 @@ declared size is checked against the bytes it holds before anything is allocated
 
 from __future__ import annotations
 
-import io
 import os
 import tokenize
 import zipfile
@@ -16,16 +15,15 @@ from typing import IO
 import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE, clip_boxes
+from flexdet.data.readers.npy import NPY_MAGIC, read_npy_header
 from flexdet.errors import FormatError
 
 _ALIASES = {"ts": "t", "confidence": "class_confidence", "class_conf": "class_confidence"}
 _REQUIRED = ("t", "x", "y", "w", "h", "class_id")
 _DEFAULTS = {"class_confidence": 1.0, "track_id": 0}
-NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+ZIP_MAGIC = b"PK\x03\x04"
 # deflate cannot expand data more than about 1032 times: a member declaring more is a lie or a bomb.
 DEFLATE_MAX_RATIO = 1032
-# numpy refuses .npy headers over 10,000 bytes; magic, version and length add 12 at most.
-HEADER_LIMIT = 10_012
 
 
 def source_names(field: str) -> tuple[str, ...]:
@@ -100,27 +98,15 @@ def _read_npz_labels(path: Path) -> np.ndarray:
 
 def _read_npy(path: Path, handle: IO[bytes], size: int) -> np.ndarray:
     """Rows of the .npy stream `handle` of `size` bytes: 1-D, structured, no objects, exactly as many bytes as
-    its header declares. The header is parsed from at most HEADER_LIMIT bytes read first, so a lying header
-    length allocates nothing either."""
-    head = io.BytesIO(handle.read(min(size, HEADER_LIMIT)))
-    version = np.lib.format.read_magic(head)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(head)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(head)
-    else:
-        raise FormatError(path, f".npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
-    if dtype.names is None or len(shape) != 1 or dtype.hasobject or dtype.itemsize == 0:
-        raise FormatError(path, f"expected a 1-D structured array of boxes, got {dtype} {shape}")
-    offset = head.tell()
-    declared = shape[0] * dtype.itemsize
-    if declared != size - offset:
-        raise FormatError(path, f"header declares {shape[0]} rows of {dtype.itemsize} bytes ({declared} bytes) "
-                                f"but the file holds {size - offset} bytes after the header")
-    data = head.read() + handle.read(declared - (min(size, HEADER_LIMIT) - offset))
-    if len(data) != declared:
-        raise FormatError(path, f"file ends after {len(data)} of its {declared} declared bytes")
-    return np.frombuffer(data, dtype=dtype, count=shape[0])
+    its header declares (read_npy_header: the header is parsed from a bounded read, so a lying header length
+    allocates nothing either)."""
+    header = read_npy_header(path, handle, size, exact=True)
+    if header.dtype.names is None or len(header.shape) != 1 or header.dtype.itemsize == 0:
+        raise FormatError(path, f"expected a 1-D structured array of boxes, got {header.dtype} {header.shape}")
+    data = header.head + handle.read(header.nbytes - len(header.head))
+    if len(data) != header.nbytes:
+        raise FormatError(path, f"file ends after {len(data)} of its {header.nbytes} declared bytes")
+    return np.frombuffer(data, dtype=header.dtype, count=header.shape[0])
 
 
 def normalise_boxes(path: os.PathLike[str] | str, rows: np.ndarray, known_only: bool = False) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 from flexdet.data.readers.arrays import ArrayRecording, events_from_columns
 from flexdet.data.readers.dsec import integer_dataset
 from flexdet.data.readers.guard import reading
+from flexdet.data.readers.npy import read_npy_header
 from flexdet.errors import FormatError
 
 _COLUMNS = ("t", "x", "y", "p")
@@ -99,23 +100,7 @@ def _check_npz_sizes(path: Path) -> None:
             if not plausible:
                 raise FormatError(path, f"member {info.filename!r} declares {info.file_size} bytes from "
                                         f"{info.compress_size} compressed bytes", offset=info.header_offset)
-            if info.filename.endswith(".npy"):
-                _check_npy_header(path, archive, info)
-
-
-def _check_npy_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version in ((2, 0), (3, 0)):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise FormatError(path, f"member {info.filename!r} has .npy version {version}", offset=info.header_offset)
-        header_bytes = member.tell()
-    count = 1
-    for side in shape:
-        count *= int(side)
-    if dtype.hasobject or count * dtype.itemsize > info.file_size - header_bytes:
-        raise FormatError(path, f"member {info.filename!r} declares {shape} x {dtype} but holds "
-                                f"{info.file_size - header_bytes} bytes of data", offset=info.header_offset)
+            if info.filename.endswith(".npy"):  # versions 1.0 to 3.0, as np.load reads them
+                with archive.open(info) as member:
+                    read_npy_header(path, member, info.file_size, versions=((1, 0), (2, 0), (3, 0)),
+                                    member=info.filename, at=info.header_offset)

@@ -1,0 +1,105 @@
+"""Issue "Results nobody can fool" (#26), the last code items: a model.pt whose own input specification asks for a
+sensor no camera has is refused at load; the three .npy header checks are one; `flexdet score --coco-out` is
+checked before scoring and writes COCO files only on success.
+
+Loads that could allocate without bound run in a child under RLIMIT_AS, so a blow-up fails the test instead of
+taking the machine's memory.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flexdet.errors import FormatError
+
+GEN1_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1"),
+                       ("confidence", "<f4"), ("track_id", "<u4")])
+
+
+def run_child(code: str, memory_mib: int) -> subprocess.CompletedProcess:
+    """`code` in a fresh Python that may map at most `memory_mib` MiB more than it holds after importing torch and
+    the readers (torch's CUDA build maps gigabytes of address space on import)."""
+    prelude = ("import resource, torch, flexdet.models.checkpoint, flexdet.data.readers, flexdet.data.labels\n"
+               "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
+               f"resource.setrlimit(resource.RLIMIT_AS, (size + {memory_mib * 2**20},) * 2)\n"
+               "from flexdet.errors import FlexdetError\n"
+               "try:\n")
+    body = textwrap.indent(textwrap.dedent(code).strip(), "    ")
+    tail = "\nexcept FlexdetError as exc:\n    print(type(exc).__name__ + ':', exc)\n"
+    return subprocess.run([sys.executable, "-c", prelude + body + tail], capture_output=True, text=True, timeout=300)
+
+
+# -- 4. one .npy header check for the RVT arrays, the label files and the npz event members -----------------
+
+
+def _npy_bytes(shape: tuple[int, ...], body: bytes) -> bytes:
+    """An .npy (version 1.0) of int64 values whose header declares `shape`, followed by `body`."""
+    handle = io.BytesIO()
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.int64))
+    header["shape"] = shape
+    np.lib.format.write_array_header_1_0(handle, header)
+    return handle.getvalue() + body
+
+
+def _three_readers(tmp_path: Path, member: bytes) -> dict[str, tuple[Path, object]]:
+    """The same .npy bytes as an RVT array (load_npy), a label file (read_boxes) and an npz event member (t.npy
+    of read_events): reader name -> (file, call)."""
+    from flexdet.data import read_events
+    from flexdet.data.labels import read_boxes
+    from flexdet.data.readers.npy import load_npy
+
+    (tmp_path / "timestamps_us.npy").write_bytes(member)
+    (tmp_path / "seq_bbox.npy").write_bytes(member)
+    with zipfile.ZipFile(tmp_path / "events.npz", "w") as archive:
+        archive.writestr("t.npy", member)
+        for name in ("x", "y", "p"):
+            archive.writestr(f"{name}.npy", _npy_bytes((1,), b"\0" * 8))
+    return {"load_npy": (tmp_path / "timestamps_us.npy", load_npy),
+            "read_boxes": (tmp_path / "seq_bbox.npy", read_boxes),
+            "read_events": (tmp_path / "events.npz", read_events)}
+
+
+def test_the_three_npy_readers_refuse_a_lying_header_with_one_check(tmp_path):
+    # 10**12 values declared, 64 bytes held: each reader refuses it with the one check's words.
+    for name, (path, call) in _three_readers(tmp_path, _npy_bytes((10**12,), b"\0" * 64)).items():
+        with pytest.raises(FormatError, match=r"header declares 1000000000000 values \(shape \(1000000000000,\), "
+                                              r"int64: 8000000000000 bytes\) but the file holds 64 bytes") as info:
+            call(path)
+        assert str(path) in str(info.value), name
+    # An object dtype is "Python objects" in all three (the label reader said "a 1-D structured array" before).
+    header = {"descr": "|O", "fortran_order": False, "shape": (1,)}
+    handle = io.BytesIO()
+    np.lib.format.write_array_header_1_0(handle, header)
+    for path, call in _three_readers(tmp_path, handle.getvalue() + b"\0" * 8).values():
+        with pytest.raises(FormatError, match="holds Python objects"):
+            call(path)
+
+
+def test_an_npz_member_declaring_a_4_gb_npy_header_is_refused_without_reading_it(tmp_path):
+    # A 2.0 header whose length field says 4 GB, in a member of 768 MB of zeros deflated to under 1 MB: the npz
+    # reader's own header check used to read (and decode) the whole member looking for the header's end.
+    path = tmp_path / "events.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("t.npy", "w", force_zip64=True) as member:
+            member.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**32 - 16))
+            chunk = b"\0" * 2**24
+            for _ in range(48):
+                member.write(chunk)
+        for name in ("x", "y", "p"):
+            archive.writestr(f"{name}.npy", _npy_bytes((1,), b"\0" * 8))
+    assert path.stat().st_size < 2**20
+    result = run_child(f"""
+        from flexdet.data import read_events
+        read_events({str(path)!r})
+        """, memory_mib=256)
+    assert "FormatError:" in result.stdout and "member 't.npy': not an .npy header" in result.stdout, \
+        (result.stdout, result.stderr[-800:])
