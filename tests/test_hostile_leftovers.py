@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from flexdet.errors import FormatError
+from flexdet.errors import CheckpointError, FormatError
 
 GEN1_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1"),
                        ("confidence", "<f4"), ("track_id", "<u4")])
@@ -36,6 +37,43 @@ def run_child(code: str, memory_mib: int) -> subprocess.CompletedProcess:
     body = textwrap.indent(textwrap.dedent(code).strip(), "    ")
     tail = "\nexcept FlexdetError as exc:\n    print(type(exc).__name__ + ':', exc)\n"
     return subprocess.run([sys.executable, "-c", prelude + body + tail], capture_output=True, text=True, timeout=300)
+
+
+# -- 3. a model.pt's own input specification is bounded by what a real sensor needs -------------------------
+
+
+def _model_pt(path: Path, height: int, width: int, bins: int | None = None) -> Path:
+    from flexdet.data.input_spec import identity_spec
+    from flexdet.models import build_model
+    from flexdet.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=False).eval()
+    return save_model(path, model, identity_spec(height, width, bins=bins or model.config.in_channels // 2))
+
+
+def test_a_model_pt_whose_own_input_spec_is_200000_px_a_side_is_refused_at_load(tmp_path):
+    from flexdet.models.checkpoint import load_model
+
+    huge = _model_pt(tmp_path / "huge" / "model.pt", 200_000, 200_000)
+    with pytest.raises(CheckpointError, match=r"input\.geometry\.sensor_width = 200000 is past 8192 px") as info:
+        load_model(huge)
+    assert str(huge) in str(info.value) and "\n" not in str(info.value)
+    # The runtime (no export copies to contradict the file) refuses it before allocating 160 GB of state.
+    result = run_child(f"""
+        from flexdet.export.runtime.loader import load_runtime
+        load_runtime({str(huge)!r}, backend="torch")
+        print("LOADED")
+        """, memory_mib=1024)
+    assert "CheckpointError:" in result.stdout and "input.geometry.sensor_width" in result.stdout, \
+        (result.stdout, result.stderr[-800:])
+    # A step input past 2**31 values (here 200 bins a polarity at 4096x4096) is refused naming the bins.
+    with pytest.raises(CheckpointError, match=r"input\.bins = 200 at 4096x4096"):
+        load_model(_model_pt(tmp_path / "bins" / "model.pt", 4096, 4096, bins=200))
+    # Real sensors, and a generous margin above them, load: 1280x720 (the largest event sensors), 8192 x 8192.
+    for height, width in ((720, 1280), (8192, 8192)):
+        loaded = load_model(_model_pt(tmp_path / f"{width}" / "model.pt", height, width))
+        assert loaded.spec.sensor_size == (width, height)
 
 
 # -- 4. one .npy header check for the RVT arrays, the label files and the npz event members -----------------

@@ -178,10 +178,14 @@ def load_model(path: os.PathLike[str] | str, map_location: str | torch.device = 
         raise CheckpointError(f"{file} is not a flexdet/RVT checkpoint (it holds a {type(payload).__name__}, not a "
                               "checkpoint dict)")
     tag = payload.get("format")
-    if tag == TRAIN_FORMAT:
-        return _training_checkpoint(file, payload)
-    if tag == MODEL_FORMAT:
-        return _model_checkpoint(file, payload)
+    if tag in (TRAIN_FORMAT, MODEL_FORMAT):
+        loaded = (_training_checkpoint if tag == TRAIN_FORMAT else _model_checkpoint)(file, payload)
+        if loaded.spec is not None:  # the input its runtime allocates: bounded by a real sensor, not by the file
+            try:
+                loaded.spec.check_size(str(file))
+            except FlexdetError as exc:
+                raise CheckpointError(str(exc)) from None
+        return loaded
     raise CheckpointError(f"{file}: not a flexdet checkpoint (format tag {tag!r}); RVT and other published "
                           "checkpoints are read with `flexdet convert`")
 
