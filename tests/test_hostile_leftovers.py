@@ -9,6 +9,8 @@ taking the machine's memory.
 from __future__ import annotations
 
 import io
+import json
+import stat
 import struct
 import subprocess
 import sys
@@ -20,6 +22,8 @@ import numpy as np
 import pytest
 import torch
 
+from flexdet.cli import main
+from flexdet.data.boxes import FILE_BOX_DTYPE
 from flexdet.errors import CheckpointError, FormatError
 
 GEN1_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1"),
@@ -141,3 +145,80 @@ def test_an_npz_member_declaring_a_4_gb_npy_header_is_refused_without_reading_it
         """, memory_mib=256)
     assert "FormatError:" in result.stdout and "member 't.npy': not an .npy header" in result.stdout, \
         (result.stdout, result.stderr[-800:])
+
+
+# -- 5. score --coco-out: checked before scoring, COCO files written only on success ------------------------
+
+
+def _gen1_case(tmp_path: Path, box_size: float = 40) -> tuple[Path, Path]:
+    """A Gen1 root (test/<name>_bbox.npy) and its predictions folder, boxes `box_size` px wide."""
+    labels, predictions = tmp_path / "gen1" / "test", tmp_path / "predictions"
+    labels.mkdir(parents=True)
+    predictions.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("seq_a", "seq_b"):
+        rows = np.zeros(12, GEN1_DTYPE)
+        rows["ts"] = np.repeat(600_000 + 50_000 * np.arange(4), 3)
+        rows["x"], rows["y"] = rng.uniform(0, 200, 12), rng.uniform(0, 150, 12)
+        rows["w"] = rows["h"] = box_size
+        rows["class_id"], rows["confidence"] = rng.integers(0, 2, 12), 1
+        np.save(labels / f"{name}_bbox.npy", rows)
+        found = np.zeros(12, FILE_BOX_DTYPE)
+        found["t"] = rows["ts"]
+        for field in ("x", "y", "w", "h", "class_id"):
+            found[field] = rows[field]
+        found["x"] += 3
+        found["class_confidence"] = rng.uniform(0.1, 1, 12)
+        np.save(predictions / f"{name}.npy", found)
+    return labels.parent, predictions
+
+
+def _score(capsys, labels: Path, predictions: Path, coco: Path) -> tuple[int, str, str]:
+    code = main(["score", "--benchmark", "gen1", "--labels", str(labels), "--predictions", str(predictions),
+                 "--coco-out", str(coco)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_line_error(code: int, out: str, err: str, *words: str) -> None:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert not out, out  # refused before scoring: no metrics printed
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_score_refuses_an_unusable_coco_out_before_scoring(tmp_path, capsys):
+    labels, predictions = _gen1_case(tmp_path)
+    existing = tmp_path / "a_file"
+    existing.write_text("keep me\n")
+    code, out, err = _score(capsys, labels, predictions, existing)
+    _one_line_error(code, out, err, "--coco-out", str(existing), "not a folder")
+    assert existing.read_text() == "keep me\n"
+    locked = tmp_path / "read_only"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        code, out, err = _score(capsys, labels, predictions, locked / "coco")
+        _one_line_error(code, out, err, "--coco-out", "not writable")
+        assert not (locked / "coco").exists()
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_score_writes_coco_files_only_when_it_succeeds(tmp_path, capsys):
+    labels, predictions = _gen1_case(tmp_path, box_size=12)  # every box under Gen1's 30 px diagonal
+    coco = tmp_path / "coco"
+    code, out, err = _score(capsys, labels, predictions, coco)
+    assert code == 2 and "no ground-truth box" in err, err
+    assert not coco.exists(), sorted(p.name for p in coco.rglob("*"))
+    coco.mkdir()
+    code, out, err = _score(capsys, labels, predictions, coco)
+    assert code == 2 and sorted(coco.iterdir()) == [], sorted(p.name for p in coco.iterdir())
+    labels, predictions = _gen1_case(tmp_path / "good")
+    code, out, err = _score(capsys, labels, predictions, coco)
+    assert code == 0, err
+    assert sorted(p.name for p in coco.iterdir()) == ["ground_truth.json", "results.json"]  # no staging left
+    dataset = json.loads((coco / "ground_truth.json").read_text())
+    assert len(dataset["images"]) == 8 and len(dataset["annotations"]) == 24
+    assert len(json.loads((coco / "results.json").read_text())) == 24

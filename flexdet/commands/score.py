@@ -10,9 +10,13 @@ the box fields, and the benchmark must fit the labels (their layout, sensor size
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the predictions folder against the labels; 0 on success."""
+    from flexdet.atomic import require_output_dir
     from flexdet.data.labels import read_boxes
     from flexdet.datasets.benchmarks import score_sequences
     from flexdet.datasets.sequences import label_files
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.downsample < 1:
         raise ConfigError(f"--downsample must be a positive integer, got {args.downsample}")
+    coco_out = None if args.coco_out is None else require_output_dir(args.coco_out, "--coco-out")
     labels = label_files(Path(args.labels), args.split)
     benchmark = fitting_benchmark(args.benchmark, labels)
     predictions = prediction_files(Path(args.predictions), Path(args.labels), labels, args.split)
@@ -72,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
     dt_rows = [read_predictions(path) for path in predictions]
     benchmark = benchmark.downsampled(args.downsample)
     granularity = args.granularity or benchmark.granularity
-    metrics = score_sequences(benchmark, gt_rows, dt_rows, granularity, coco_dir=args.coco_out)
-    if metrics["ground_truth_boxes"] == 0:
-        raise FlexdetError(f"{args.labels}: no ground-truth box of {benchmark.name} is left to score in "
-                           f"{len(gt_rows)} sequence(s) ({sum(len(r) for r in gt_rows)} label rows, all outside its "
-                           f"classes, size filter or time skip): there is nothing to score")
+    with coco_written(coco_out) as coco_dir:
+        metrics = score_sequences(benchmark, gt_rows, dt_rows, granularity, coco_dir=coco_dir)
+        if metrics["ground_truth_boxes"] == 0:
+            raise FlexdetError(f"{args.labels}: no ground-truth box of {benchmark.name} is left to score in "
+                               f"{len(gt_rows)} sequence(s) ({sum(len(r) for r in gt_rows)} label rows, all outside "
+                               f"its classes, size filter or time skip): there is nothing to score")
     rule = scoring_rule(benchmark, granularity)
     report = {name: None if math.isnan(metrics[name]) else metrics[name] for name in METRICS}
     report.update(benchmark=benchmark.name, granularity=granularity, sequences=list(labels.files),
@@ -93,6 +100,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:5s} {'-' if math.isnan(value) else f'{100 * value:.2f}'}")
     print(rule)
     return 0
+
+
+@contextlib.contextmanager
+def coco_written(folder: Path | None) -> Iterator[Path | None]:
+    """A hidden staging folder inside `folder` to write the COCO files in (None: no COCO output); they are moved
+    into `folder` only when the block succeeds, so a refused or failed score leaves no COCO file (nor a folder it
+    made)."""
+    from flexdet.atomic import staging_dir
+    from flexdet.errors import ConfigError
+
+    if folder is None:
+        yield None
+        return
+    made = not folder.exists()
+    staging = staging_dir(folder, "coco")
+    done = False
+    try:
+        yield staging
+        for item in sorted(staging.iterdir()):
+            try:
+                os.replace(item, folder / item.name)
+            except OSError as exc:
+                raise ConfigError(f"--coco-out {folder}: cannot write {item.name} ({exc.strerror})") from None
+        done = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made and not done:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def fitting_benchmark(name: str, labels: LabelFiles) -> Benchmark:
