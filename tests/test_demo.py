@@ -469,3 +469,42 @@ def test_the_live_window_shows_under_a_virtual_display(tmp_path, synthetic_seque
     image = cv2.imread(str(png))
     assert image is not None and image.shape[0] >= 128 and image.shape[1] >= 160  # the window, not an empty screen
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # events, frame and status text drawn
+
+
+def test_headless_writing_a_file_processes_every_window_unless_speed_says_otherwise(tmp_path, synthetic_sequence,
+                                                                                    capsys):
+    """Headless, the demo replayed in real time by default and dropped the windows a CPU model could not keep up
+    with (24 of 35 steps in the MP4); a file now gets every window, and --speed 1 still asks for real time."""
+    out, log = tmp_path / "x.mp4", tmp_path / "x.jsonl"
+    assert cli_main(["demo", "--source", str(synthetic_sequence), "--model", "nano", "--backend", "torch",
+                     "--rate", "400", "--duration", "0.1", "--headless", "--out", str(out), "--log", str(log)]) == 0
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(40)) and len(video_frames(out)) == 40
+    err = capsys.readouterr().err
+    assert "40 steps" in err and "0 windows dropped" in err
+    # a preset name is random weights, said once on stderr
+    notes = [line for line in err.splitlines() if line.startswith("note: --model nano")]
+    assert len(notes) == 1 and "random weights" in notes[0]
+
+
+def test_a_fused_model_on_a_source_without_frames_is_said(tmp_path, synthetic_sequence, capsys):
+    import torch
+
+    from flexdet.data.writers import write_npz
+    from flexdet.models import build_model
+    from flexdet.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=True).eval()
+    spec = identity_spec(128, 160, bins=model.config.in_channels // 2, window_us=50_000)
+    checkpoint = save_model(tmp_path / "fused.pt", model, spec, ["pedestrian", "car"])
+    events_only = tmp_path / "events.npz"
+    write_npz(events_only, random_events(20_000, 160, 128, 200_000), 160, 128)
+    for source, said in ((events_only, True), (synthetic_sequence, False)):  # no frames; frames
+        assert cli_main(["demo", "--source", str(source), "--model", str(checkpoint), "--backend", "torch",
+                         "--rate", "20", "--duration", "0.1", "--headless", "--log", str(tmp_path / "d.jsonl")]) == 0
+        err = capsys.readouterr().err
+        notes = [line for line in err.splitlines() if "fuses events with RGB frames" in line]
+        assert len(notes) == int(said), err
+        assert not said or (source.name in notes[0] and "has none" in notes[0])
+        assert "random weights" not in err  # a checkpoint, not a preset name

@@ -4,7 +4,7 @@ events), or an iniVation / Prophesee camera, with boxes drawn at the chosen dete
 Keys in the window: + / - change the rate, o toggles the event overlay, space pauses, s saves a snapshot,
 q or Esc quits.
 Headless (--headless --out demo.mp4 --log detections.jsonl) writes one video frame and one JSON line per
-detection step.
+detection step, for every window of a recording or video file (unless --speed asks for a paced replay).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "server keeps one state per stream)")
     parser.add_argument("--backend", default="auto", help="runtime backend: auto | torch | onnxruntime | tensorrt")
     parser.add_argument("--device", help="torch device for the torch backend, e.g. cuda")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="replay speed of recordings and video files (1 = real time; 0 = as fast as possible, "
-                             "every window processed)")
+    parser.add_argument("--speed", type=float, default=None,
+                        help="replay speed of recordings and video files (1 = real time, windows the model cannot "
+                             "keep up with dropped; 0 = as fast as possible, every window processed; default 1 in a "
+                             "window, 0 headless)")
     parser.add_argument("--headless", action="store_true", help="no window; write --out and/or --log")
     parser.add_argument("--out", help="write an MP4 video with one frame per detection step")
     parser.add_argument("--log", help="write one JSON line of detections per step")

@@ -102,10 +102,17 @@ def load_detector(model: str, backend: str, width: int, height: int, score_thres
     """A StepDetector (`schedule` at `rate_hz`) for a width x height camera over `load_runtime(model, backend)`,
     keeping detections with score > score_thresh (0 shows every box the network proposes). A camera of another
     size than the model's sensor is letterboxed onto it (the rule is printed)."""
+    import os
+    import sys
+
     from flexdet.export import load_runtime
+    from flexdet.models.config import PRESETS
 
     if not 0 <= score_thresh <= 1:
         raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
+    if model in PRESETS and not os.path.exists(model):  # load_runtime's rule for a preset name
+        print(f"note: --model {model} is a model size, not a trained model: random weights, so its boxes mean "
+              "nothing (give a checkpoint or an export folder for real detections)", file=sys.stderr)
     runtime = load_runtime(model, backend=backend, device=device, height=height, width=width,
                            conf_thresh=score_thresh)
     note = runtime.fit_camera(width, height)

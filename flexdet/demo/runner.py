@@ -1,7 +1,8 @@
 """The demo loop: source thread -> bounded window queue -> model -> render -> window / MP4 / JSON lines.
 
 The model runs in the calling thread (OpenCV windows must be driven from it); the source runs in its own
-thread and never waits for the model except in lossless replay (`speed=0`, recordings and video files).
+thread and never waits for the model except in lossless replay (`speed=0`, recordings and video files; the
+default headless, where nobody watches the clock and the files should hold every window).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class DemoConfig:
     rate_hz: str = "20"
     backend: str = "auto"
     device: str | None = None
-    speed: float = 1.0
+    speed: float | None = None  # None: 0 (every window) headless, 1 (real time) in a window
     headless: bool = False
     out: str | None = None
     log: str | None = None
@@ -47,6 +48,13 @@ class DemoConfig:
     max_boxes: int = 50
     snapshot: str | None = None
 
+    @property
+    def replay_speed(self) -> float:
+        """The replay speed: --speed, else 0 headless (a file gets every window), 1 in a window (real time)."""
+        if self.speed is not None:
+            return float(self.speed)
+        return 0.0 if self.headless else 1.0
+
     def validate(self) -> None:
         rate = exact_rate(self.rate_hz)
         if self.out and rate > MAX_VIDEO_FPS:
@@ -54,7 +62,7 @@ class DemoConfig:
                               "second, one per detection step; lower --rate or leave out --out")
         if self.headless and not (self.out or self.log):
             raise ConfigError("--headless needs --out VIDEO.mp4 and/or --log detections.jsonl")
-        if self.speed < 0:
+        if self.speed is not None and self.speed < 0:
             raise ConfigError(f"--speed must be >= 0, got {self.speed}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError(f"--duration must be positive, got {self.duration_s}")
@@ -140,8 +148,11 @@ def run_demo(config: DemoConfig, source: EventSource, detector: StepDetector) ->
     config.validate()
     controls = Controls(config.rate_hz)
     queue = WindowQueue(config.queue_size, config.overload)
-    pacer = Pacer(config.speed, controls.paused, controls.stop)
-    lossless = config.speed == 0 and not getattr(source, "live", False)
+    pacer = Pacer(config.replay_speed, controls.paused, controls.stop)
+    lossless = config.replay_speed == 0 and not getattr(source, "live", False)
+    if detector.metadata.use_frames and getattr(source, "has_frames", None) is False:
+        print(f"note: the model fuses events with RGB frames but {source.description} has none: it runs without "
+              "a frame (its frame features stay empty), so expect poorer boxes than with frames", file=sys.stderr)
     producer = Producer(source, queue, detector.window_us, config.rate_hz, pacer, config.duration_s, lossless,
                         current_rate=lambda: controls.rate, frame_rule=detector.runtime.spec.frame_rule)
     video = VideoSink(config.out, float(controls.rate)) if config.out else None

@@ -77,6 +77,7 @@ class EventSource:
     description: str = "source"
     name: str = ""  # a recording's sequence name (a FlexEvent model's hashed sub-window draws from it)
     live: bool = False  # a camera: never paced, never replayed losslessly
+    has_frames: bool | None = None  # delivers RGB frames (for a model with a frame branch); None: not known
 
     def chunks(self, pacer: Pacer) -> Iterator[SourceChunk]:
         raise NotImplementedError
@@ -96,6 +97,7 @@ class RecordingSource(EventSource):
         self.width, self.height = self.recording.width, self.recording.height
         self._frames = self.recording.frames() if self.recording.has_frames else iter(())
         self._first_frame: TimedFrame | None = next(self._frames, None)
+        self.has_frames = self._first_frame is not None
         # With frames, steps count from the first frame (or event) so 20 Hz steps land on 20 Hz frame times.
         first_frame_t = self._first_frame[0] if self._first_frame is not None else self.recording.t_start
         self.t_start = int(min(self.recording.t_start, first_frame_t))
@@ -129,6 +131,8 @@ class VideoSource(EventSource):
     Video files are timed by their frame rate and paced like recordings; a webcam is timed by the clock.
     The RGB frames themselves are passed on too, for models with a frame branch and for the display.
     """
+
+    has_frames = True
 
     def __init__(self, spec: str, width: int | None = None, height: int | None = None, seed: int = 0) -> None:
         import cv2
@@ -198,6 +202,7 @@ class DvCameraSource(EventSource):
         if not self.camera.isEventStreamAvailable():
             raise SourceEnded(f"iniVation camera {self.camera.getCameraName()} has no event stream")
         self.width, self.height = (int(v) for v in self.camera.getEventResolution())
+        self.has_frames = bool(self.camera.isFrameStreamAvailable())
         self.description = f"iniVation camera {self.camera.getCameraName()}"
 
     def chunks(self, pacer: Pacer) -> Iterator[SourceChunk]:
@@ -233,6 +238,7 @@ class MetavisionSource(EventSource):
     `prophesee:SERIAL` a given one."""
 
     live = True
+    has_frames = False
 
     def __init__(self, spec: str, chunk_us: int = 2000) -> None:
         try:
