@@ -192,6 +192,8 @@ def test_real_dsec_split_and_half_resolution_geometry(tmp_path):
     for name in ("zurich_city_00_a", "zurich_city_16_a", "thun_01_a"):
         (tmp_path / name / "events" / "left").mkdir(parents=True)
         (tmp_path / name / "events" / "left" / "events.h5").write_bytes(b"")
+    (tmp_path / "train_val_test_split.yaml").write_text(  # every split sequence it names must be there
+        "train: [zurich_city_00_a]\nval: [zurich_city_16_a]\ntest: [thun_01_a]\n")
     assert [p.name for p in _dsec_folders(tmp_path, "train")] == ["zurich_city_00_a"]
     assert [p.name for p in _dsec_folders(tmp_path, "val")] == ["zurich_city_16_a"]
     assert [p.name for p in _dsec_folders(tmp_path, "test")] == ["thun_01_a"]

@@ -51,6 +51,8 @@ def test_official_root_splits_as_the_split_file_says(tmp_path):
 def test_flat_root_and_a_root_split_file(tmp_path):
     for name in ("zurich_city_00_a", "zurich_city_16_a", "thun_01_a", "my_own_recording"):
         _sequence(tmp_path / name)
+    (tmp_path / "train_val_test_split.yaml").write_text(
+        "train: [zurich_city_00_a]\nval: [zurich_city_16_a]\ntest: [thun_01_a]\n")
     assert [p.name for p in dsec_folders(tmp_path, "train")] == ["zurich_city_00_a"]
     assert [p.name for p in dsec_folders(tmp_path, "val")] == ["zurich_city_16_a"]
     assert [p.name for p in dsec_folders(tmp_path, "test")] == ["thun_01_a"]
@@ -58,6 +60,33 @@ def test_flat_root_and_a_root_split_file(tmp_path):
         "train: [my_own_recording]\nval: [zurich_city_00_a]\ntest: [thun_01_a]\n")
     assert [p.name for p in dsec_folders(tmp_path, "train")] == ["my_own_recording"]
     assert [p.name for p in dsec_folders(tmp_path, "val")] == ["zurich_city_00_a"]
+
+
+def test_training_refuses_split_sequences_missing_from_the_folder_as_the_scorer_does(tmp_path):
+    from flexdet.datasets import open_dataset
+    from flexdet.datasets.sequences import label_files
+
+    # The shipped split names 41 train sequences; this folder holds two of them and a stray one.
+    for name in ("zurich_city_00_a", "zurich_city_01_a", "my_own_recording"):
+        _sequence(tmp_path / "train" / name)
+        (tmp_path / "train" / name / "object_detections" / "left").mkdir(parents=True)
+        np.save(tmp_path / "train" / name / "object_detections" / "left" / "tracks.npy", np.zeros(0, [("t", "<u8")]))
+    missing = sorted(set(split_names()["train"]) - {"zurich_city_00_a", "zurich_city_01_a"})
+    errors = []
+    for call in (lambda: dsec_folders(tmp_path, "train"), lambda: open_dataset(tmp_path, "train", layout="dsec"),
+                 lambda: label_files(tmp_path, "train")):
+        with pytest.raises(ConfigError) as info:
+            call()
+        errors.append(str(info.value))
+        assert str(SHIPPED_SPLIT) in errors[-1] and f"{len(missing)} have no" in errors[-1], errors[-1]
+        assert ", ".join(missing[:5]) in errors[-1], errors[-1]
+    assert errors[0] == errors[1]  # training and evaluation open the split by one rule
+    assert errors[2] == errors[0].replace("events/left/events.h5", "object_detections/left/tracks.npy")
+    # Naming the sequences one has in the root's split file is the way out.
+    (tmp_path / "train_val_test_split.yaml").write_text(
+        "train: [zurich_city_00_a, zurich_city_01_a]\nval: []\ntest: []\n")
+    assert [p.name for p in dsec_folders(tmp_path, "train")] == ["zurich_city_00_a", "zurich_city_01_a"]
+    assert list(label_files(tmp_path, "train").files) == ["zurich_city_00_a", "zurich_city_01_a"]
 
 
 def test_missing_split_sequences_and_bad_split_names_raise(tmp_path):
