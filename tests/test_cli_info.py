@@ -63,3 +63,44 @@ def test_info_size_override_and_errors(tmp_path, capsys):
     (tmp_path / "junk.raw").write_bytes(b"% evt 3.0\n% end\n" + np.uint16(0x9000).tobytes())
     assert main(["info", str(tmp_path / "junk.raw")]) == 2
     assert "unknown evt3 word type 0x9" in capsys.readouterr().err
+
+
+def test_info_on_a_model_checkpoint_describes_it(tmp_path, capsys):
+    """`flexdet info model.pt` said "npz lacks array(s) ['t', 'x', 'y', 'p']": it describes the model (kind, size
+    preset, inputs, classes, the input it expects), and a file that is no flexdet checkpoint is one clear line."""
+    import torch
+
+    from flexdet.data.geometry import Geometry
+    from flexdet.data.input_spec import InputSpec
+    from flexdet.models import build_model
+    from flexdet.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=True).eval()
+    spec = InputSpec(Geometry(320, 240, scale=2), bins=model.config.in_channels // 2, window_us=25_000)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    checkpoint = save_model(folder / "model.pt", model, spec, ["pedestrian", "car"])
+    for path in (checkpoint, folder):  # the file, or the folder holding it
+        assert main(["info", str(path), "--json"]) == 0
+        facts = json.loads(capsys.readouterr().out)
+        assert (facts["kind"], facts["model"], facts["inputs"], facts["classes"]) == \
+               ("flexdet model", "nano", "fusion", ["pedestrian", "car"])
+        assert facts["path"] == str(checkpoint)
+        assert facts["parameters"] == sum(p.numel() for p in model.parameters())
+        spec_facts = facts["input"]
+        assert (spec_facts["width"], spec_facts["height"], spec_facts["scale"], spec_facts["bins"],
+                spec_facts["window_us"]) == (160, 120, 2, 10, 25_000)
+    assert main(["info", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "kind        flexdet model\n" in out and "classes     pedestrian, car\n" in out
+    assert "input       160x120 (sensor 320x240 / 2), stacked_histogram of 10 bins over 25 ms windows" in out
+    assert "nano, events + RGB frames" in out and "npz" not in out
+    foreign = tmp_path / "published.ckpt"  # a checkpoint of another tool: no flexdet format tag
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    for path in (foreign, text):
+        assert main(["info", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and "npz" not in err[0] and f"flexdet convert {path}" in err[0]

@@ -217,3 +217,18 @@ def test_eval_of_a_fused_model_on_event_only_data_of_its_size_names_the_missing_
     assert cli_main(["eval", str(checkpoint), "--data", str(data), "--rates", "20", "--out", str(tmp_path / "e")]) == 2
     line = one_error_line(capsys, "eval")
     assert "the model expects RGB frames, which this data lacks" in line and "inputs but" not in line
+
+
+def test_info_on_a_run_folder_describes_its_training_checkpoint(fused_run, train_only_dataset, capsys):
+    import json
+
+    assert cli_main(["info", str(fused_run), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["path"] == str(fused_run / "checkpoints" / "last.pt")
+    assert (facts["kind"], facts["inputs"], facts["step"], facts["steps"]) == \
+           ("flexdet training checkpoint", "fusion", 1, 1)
+    assert (facts["data"], facts["downsample"]) == (str(train_only_dataset), 2)
+    assert (facts["input"]["width"], facts["input"]["height"]) == (48, 32)
+    assert cli_main(["info", str(fused_run / "checkpoints" / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "step        1 of 1\n" in out and f"trained on  {train_only_dataset} (" in out
