@@ -320,3 +320,40 @@ def test_presets_load_and_quickstart_is_small():
     quick = load_preset("quickstart")
     assert quick.scene.width * quick.scene.height <= 320 * 240
     assert quick.dataset.sequences * quick.scene.duration_s <= 120
+
+
+def test_synth_errors_carry_one_prefix(tmp_path, capsys):
+    """"flexdet synth: error: synth: unknown preset" said its command twice; the message names the setting."""
+    from flexdet.cli import main
+
+    for argv, said in ((["--preset", "nope"], "unknown preset 'nope' (a synthetic scene): shipped are dsec, "),
+                       (["--preset", str(tmp_path / "mine.yaml")], "mine.yaml: no such synthetic scene file"),
+                       (["--duration", "0"], "scene.duration_s (--duration) must be positive"),
+                       (["--difficulty", "easy", "--layout", "gen1", "--classes", "bus"], "scene.objects.classes")):
+        assert main(["synth", "--out", str(tmp_path / "x"), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("flexdet synth: error: ") and err[0].count("synth:") == 1, err
+        assert said in err[0]
+
+
+def test_too_few_sequences_for_the_preset_split_fill_train_then_test(tmp_path, capsys):
+    """`flexdet synth --sequences 1` was refused (its val and test splits empty) where a user wants a sample:
+    the sequence goes to train (what `flexdet train` reads), a second one to test (what `flexdet eval` scores),
+    said on stderr; an explicit --split is still held to (test_newcomer's refusal)."""
+    from flexdet.cli import main
+    from flexdet.data.synthetic.dataset import filled_split
+
+    assert filled_split(1, [0.7, 0.15, 0.15]) == [1.0, 0.0, 0.0]
+    assert filled_split(2, [0.7, 0.15, 0.15]) == [1.0, 0.0, 1.0]
+    assert filled_split(3, [0.7, 0.15, 0.15]) == [1.0, 1.0, 1.0]  # 0.7/0.15/0.15 of 3 left test empty
+    assert filled_split(20, [0.7, 0.15, 0.15]) is None and filled_split(1, [0.0, 0.0, 1.0]) is None
+    small = ["--duration", "0.2", "--size", "64x48", "--workers", "1"]
+    for count, splits in ((1, {"train": 1}), (2, {"train": 1, "test": 1})):
+        out = tmp_path / f"n{count}"
+        assert main(["synth", "--out", str(out), "--sequences", str(count), *small]) == 0
+        notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+        assert len(notes) == 1 and "1 in train" in notes[0] and "none in val" in notes[0]
+        assert ("--split train" in notes[0]) == (count == 1)
+        written = yaml.safe_load((out / "dataset.yaml").read_text())["splits"]
+        assert {split: len(names) for split, names in written.items() if names} == splits
+        assert len(list((out / "train").iterdir())) == 1

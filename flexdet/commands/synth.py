@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="quickstart", help="quickstart | dsec | gen1 | path to a YAML file")
     parser.add_argument("--difficulty", choices=["easy", "medium", "hard"], help="scene dynamics and noise")
     parser.add_argument("--layout", choices=["dsec", "gen1"])
-    parser.add_argument("--sequences", type=int, help="number of sequences")
+    parser.add_argument("--sequences", type=int, help="number of sequences (too few for the preset's train / "
+                                                       "val / test split: train first, then test, then val)")
     parser.add_argument("--duration", type=float, help="seconds per sequence")
     parser.add_argument("--size", help="sensor size WxH, e.g. 320x240")
     parser.add_argument("--seed", type=int)
@@ -54,7 +55,35 @@ def build_config(args: argparse.Namespace):
         except ValueError:
             raise ConfigError(f"--split {args.split!r}: expected three comma-separated fractions") from None
     config = apply_overrides(config, overrides)
-    return apply_overrides(config, args.set) if args.set else config
+    config = apply_overrides(config, args.set) if args.set else config
+    return config if args.split or any(o.startswith("dataset.split=") for o in args.set) else fill_splits(config)
+
+
+def fill_splits(config):
+    """The config with its preset's split replaced, when too few sequences leave a split empty, by one that
+    fills them (`filled_split`), said on stderr; an explicit --split is kept (and refused if it cannot be met)."""
+    import sys
+
+    from flexdet.config import apply_overrides
+    from flexdet.data.synthetic.dataset import SPLITS, filled_split, split_sizes
+
+    count, split = config.dataset.sequences, config.dataset.split
+    filled = filled_split(count, split)
+    if filled is None:
+        return config
+    config = apply_overrides(config, {"dataset.split": filled})
+    sizes = split_sizes(count, filled)
+    placed = ", ".join(f"{size} in {name}" for name, size in zip(SPLITS, sizes) if size)
+    missing = ", ".join(name for name, fraction, size in zip(SPLITS, split, sizes) if fraction > 0 and not size)
+    wanted = sum(1 for f in split if f > 0)
+    said = (f"note: {count} sequence(s) cannot follow the preset's train/val/test split {[float(f) for f in split]} "
+            f"without an empty split: {placed}")
+    if missing:
+        said += f", none in {missing} ({wanted} or more sequences fill every split)"
+    if sizes[2] == 0:
+        said += "; `flexdet eval --split train` scores the train sequences"
+    print(said, file=sys.stderr)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

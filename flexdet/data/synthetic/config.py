@@ -135,31 +135,31 @@ def validate(config: SynthConfig) -> None:
     """Raise ConfigError on values the simulator cannot honour (before any work starts)."""
     scene, labels, frames = config.scene, config.labels, config.frames
     if scene.width < 16 or scene.height < 16:
-        raise ConfigError(f"synth: sensor size {scene.width}x{scene.height} is too small (>= 16x16)")
+        raise ConfigError(f"synthetic sensor size (scene.width x scene.height) {scene.width}x{scene.height} is too small (>= 16x16)")
     if scene.duration_s <= 0:
-        raise ConfigError(f"synth: duration must be positive, got {scene.duration_s}")
+        raise ConfigError(f"scene.duration_s (--duration) must be positive, got {scene.duration_s}")
     unknown = sorted(set(scene.objects.classes) - set(CLASS_NAMES))
     if unknown or not scene.objects.classes:
-        raise ConfigError(f"synth: classes must be a non-empty subset of {list(CLASS_NAMES)}, got "
+        raise ConfigError(f"scene.objects.classes (--classes) must be a non-empty subset of {list(CLASS_NAMES)}, got "
                           f"{scene.objects.classes}")
     low, high = scene.objects.count
     if not 0 <= low <= high:
-        raise ConfigError(f"synth: object count range {scene.objects.count} is not 0 <= min <= max")
+        raise ConfigError(f"scene.objects.count {scene.objects.count} is not a range 0 <= min <= max")
     if frames.rate_hz <= 0 or labels.rate_hz <= 0:
-        raise ConfigError("synth: frame and label rates must be positive")
+        raise ConfigError(f"frames.rate_hz and labels.rate_hz must be positive, got {frames.rate_hz} and {labels.rate_hz}")
     ratio = frames.rate_hz / labels.rate_hz
     if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-        raise ConfigError(f"synth: label rate {labels.rate_hz} Hz must divide the frame rate {frames.rate_hz} Hz "
+        raise ConfigError(f"the label rate {labels.rate_hz} Hz must divide the frame rate {frames.rate_hz} Hz "
                           "(labels sit on frame times, like DSEC-Det)")
     if config.sensor.threshold_min <= 0 or config.sensor.threshold_mean <= 0:
-        raise ConfigError("synth: contrast thresholds must be positive")
+        raise ConfigError("sensor.threshold_min and sensor.threshold_mean (contrast thresholds) must be positive")
     if not 0 < config.sensor.dt_min_us <= config.sensor.dt_max_us:
-        raise ConfigError("synth: need 0 < sensor.dt_min_us <= sensor.dt_max_us")
+        raise ConfigError("need 0 < sensor.dt_min_us <= sensor.dt_max_us")
     if config.dataset.layout not in ("dsec", "gen1"):
-        raise ConfigError(f"synth: layout must be 'dsec' or 'gen1', got {config.dataset.layout!r}")
+        raise ConfigError(f"dataset.layout (--layout) must be 'dsec' or 'gen1', got {config.dataset.layout!r}")
     split = config.dataset.split
     if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
-        raise ConfigError(f"synth: split must be three non-negative fractions, got {split}")
+        raise ConfigError(f"dataset.split (--split) must be three non-negative fractions, got {split}")
 
 
 def preset_names() -> list[str]:
@@ -170,8 +170,11 @@ def preset_names() -> list[str]:
 def load_preset(name: str = "quickstart", difficulty: str | None = None) -> SynthConfig:
     """The preset `name` (a shipped name or a YAML path), with a difficulty's overrides applied on top."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
+    if not path.is_file() and name.endswith((".yaml", ".yml")):
+        raise ConfigError(f"{path}: no such synthetic scene file")
     if not path.is_file():
-        raise ConfigError(f"synth: unknown preset {name!r}; shipped presets: {preset_names()}")
+        raise ConfigError(f"unknown preset {name!r} (a synthetic scene): shipped are {', '.join(preset_names())}, or give "
+                          "a YAML file path")
     config = from_dict(SynthConfig, parse_yaml(path.read_text(), str(path)) or {}, source=str(path))
     if difficulty is not None:
         config = apply_overrides(config, difficulty_overrides(difficulty))
@@ -183,7 +186,7 @@ def difficulty_overrides(difficulty: str) -> dict:
     path = PRESET_DIR / "difficulty" / f"{difficulty}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (PRESET_DIR / "difficulty").glob("*.yaml"))
-        raise ConfigError(f"synth: unknown difficulty {difficulty!r}; known: {known}")
+        raise ConfigError(f"unknown difficulty {difficulty!r}: known are {', '.join(known)}")
     overrides = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: expected a mapping of dotted keys to values")

@@ -46,15 +46,42 @@ class SequencePlan:
     folder: str  # where the split lives: DSEC-Det keeps val sequences in train/ (dsec-det's split file)
 
 
+def split_sizes(count: int, split) -> np.ndarray:
+    """Sequences per split (train, val, test) for `count` sequences and the split fractions: the largest
+    remainders round up."""
+    fractions = np.asarray(split, np.float64) / sum(split)
+    sizes = np.floor(fractions * count).astype(int)
+    for i in np.argsort(-(fractions * count - sizes), kind="stable")[:count - sizes.sum()]:
+        sizes[i] += 1
+    return sizes
+
+
+SAMPLE_ORDER = ("train", "test", "val")  # who gets a sequence first when there are too few for every split
+
+
+def filled_split(count: int, split) -> list[float] | None:
+    """A split for `count` sequences that leaves no split of a non-zero fraction empty where that can be done
+    (each such split gets one, the rest follows the fractions), or, for fewer sequences than those splits,
+    one each to train, then test, then val (train first: `flexdet train` reads it as is, and a second sequence
+    in test is what `flexdet eval` scores by default). None when `split` already fills every split."""
+    sizes = split_sizes(count, split)
+    wanted = [name for name, fraction in zip(SPLITS, split) if fraction > 0]
+    if count < 1 or all(size > 0 for name, size in zip(SPLITS, sizes) if name in wanted):
+        return None
+    if count < len(wanted):
+        chosen = [name for name in SAMPLE_ORDER if name in wanted][:count]
+        return [float(name in chosen) for name in SPLITS]
+    ones = np.array([int(name in wanted) for name in SPLITS])
+    return [float(v) for v in ones + split_sizes(count - len(wanted), split)]
+
+
 def plan_sequences(config: SynthConfig) -> list[SequencePlan]:
     """Sequence names, splits, seeds and clock offsets; sequence i's seed derives from (seed, i)."""
     count = config.dataset.sequences
     if count < 1:
         raise ConfigError(f"dataset.sequences must be >= 1, got {count}")
     fractions = np.asarray(config.dataset.split, np.float64) / sum(config.dataset.split)
-    sizes = np.floor(fractions * count).astype(int)
-    for i in np.argsort(-(fractions * count - sizes), kind="stable")[:count - sizes.sum()]:
-        sizes[i] += 1
+    sizes = split_sizes(count, config.dataset.split)
     empty = [name for name, fraction, size in zip(SPLITS, fractions, sizes) if fraction > 0 and size == 0]
     if empty:
         raise ConfigError(f"{count} sequence(s) leave the {', '.join(empty)} split(s) empty (split fractions "
