@@ -62,9 +62,8 @@ def describe_model(path: str) -> dict:
     its kind, the model (size preset, inputs, classes, parameters), the input it expects and, for a training
     checkpoint, the step reached and the data it was trained on. A file that is not a flexdet checkpoint raises
     the loader's CheckpointError (naming the file, and `flexdet convert` for a published one)."""
-    from flexdet.models.checkpoint import TRAIN_FORMAT, load_model, read_torch_file
-
     from flexdet.errors import CheckpointError
+    from flexdet.models.checkpoint import load_model, read_torch_file
 
     try:
         loaded = load_model(path)
