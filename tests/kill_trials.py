@@ -10,7 +10,7 @@ in a loop and is SIGKILLed at a random moment; then the next save removes what t
 the checkpoint on disk loads and holds exactly the payload of a step that was completed (or of the one
 being saved, when the kill fell after the rename).
 
-    python benchmarks/kill_trials.py --trials 5
+    python tests/kill_trials.py --trials 5
 """
 
 from __future__ import annotations

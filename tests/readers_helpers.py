@@ -45,14 +45,3 @@ def assert_same_events(events: np.ndarray, expected) -> None:
     for field in "txyp":
         np.testing.assert_array_equal(events[field], expected[field], err_msg=f"field {field}")
 
-
-def load_benchmark_script(name: str):
-    """A script of benchmarks/ (e.g. window_screenshot) imported as a module, so tests run its functions."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

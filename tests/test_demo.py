@@ -455,9 +455,8 @@ def test_without_a_display_the_demo_runs_headless_or_says_how(tmp_path, syntheti
 
 def test_the_live_window_shows_under_a_virtual_display(tmp_path, synthetic_sequence):
     """The demo without --headless opens its OpenCV window on an X display (Xvfb) and draws into it."""
-    from readers_helpers import load_benchmark_script
+    import window_screenshot as script
 
-    script = load_benchmark_script("window_screenshot")
     if script.missing_tools():
         pytest.skip(f"needs {', '.join(script.missing_tools())} (apt-get install xvfb x11-utils x11-apps)")
     if "GUI:                           NONE" in cv2.getBuildInformation():

@@ -1,6 +1,6 @@
 """Interrupted writes (issue "Hostile and broken input", failure 7): what a SIGKILLed atomic write, checkpoint
 save or `flexdet synth` leaves behind is removed by the next run, workers die with their parent, and the
-rerun's result equals an uninterrupted one (benchmarks/kill_trials.py runs more trials)."""
+rerun's result equals an uninterrupted one (tests/kill_trials.py runs more trials)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from readers_helpers import load_benchmark_script
 
 from flexdet.atomic import atomic_write_bytes, clean_stale_temporaries, temporary_prefix
 
 
 def _kill_trials():
-    return load_benchmark_script("kill_trials")
+    import kill_trials
+
+    return kill_trials
 
 
 def _killed_mid_write(target: Path) -> list[Path]:

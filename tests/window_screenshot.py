@@ -1,7 +1,7 @@
 """Screenshot of `flexdet demo`'s live window on a virtual X display (Xvfb), made from a synthetic sequence:
 checks that the install's OpenCV opens the window and shows what it draws.
 
-    python benchmarks/window_screenshot.py --out docs/demo_window.png [--model RUN/checkpoints/last.pt] [--preset P]
+    python tests/window_screenshot.py --out docs/demo_window.png [--model RUN/checkpoints/last.pt] [--preset P]
 
 Needs Xvfb, xwininfo and xwd (packages xvfb, x11-utils, x11-apps) and OpenCV with GUI support (opencv-python,
 flexdet's default install).
