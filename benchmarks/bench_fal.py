@@ -41,7 +41,7 @@ def main() -> None:
         dataset = open_dataset(root, "train")
         sequence = dataset.sequences[0]
         grid = fine_grid(base_times(sequence), 2)
-        runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
+        runner = StreamRunner(model, dataset.input_spec(), dataset.benchmark)
         runner.run(sequence, grid[:2], grid[1:3])  # warm-up: Numba kernels compile on first use
         pseudo_label_dataset(model, root, "train", FALConfig(), show_progress=False)
         start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config") -> 
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    data = _renamed(cls, data, source)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
@@ -114,9 +116,39 @@ def apply_overrides(obj: T, overrides: list[str] | Mapping[str, Any]) -> T:
                 raise ConfigError(f"override {key!r}: {part!r} is not a section")
             target = target[part]
         if parts[-1] not in target:
-            raise ConfigError(f"override {key!r}: unknown key; known: {sorted(target)}")
+            new = _new_name(obj, parts)
+            if new is None:
+                raise ConfigError(f"override {key!r}: unknown key; known: {sorted(target)}")
+            print(f"override {key}: {parts[-1]!r} is deprecated, use {new!r}", file=sys.stderr)
+            parts[-1] = new
         target[parts[-1]] = parse_yaml(value, f"override {key}") if isinstance(value, str) else value
     return from_dict(type(obj), data, source="overrides")
+
+
+def _renamed(cls: type, data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """`data` with the keys `cls.RENAMED_KEYS` (old name -> new name) lists under their new names, each with a
+    deprecation note; both names at once is an error."""
+    renames = getattr(cls, "RENAMED_KEYS", {})
+    if not any(old in data for old in renames):
+        return data
+    out = dict(data)
+    for old, new in renames.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{source}: {old!r} and {new!r} are the same key (its old and new name); keep {new!r}")
+            print(f"{source}: {old!r} is deprecated, use {new!r}", file=sys.stderr)
+            out[new] = out.pop(old)
+    return out
+
+
+def _new_name(obj: Any, parts: list[str]) -> str | None:
+    """The current name of the renamed key `parts` of dataclass `obj` (None if it is no renamed key)."""
+    cls = type(obj)
+    for part in parts[:-1]:
+        cls = typing.get_type_hints(cls).get(part)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return None
+    return getattr(cls, "RENAMED_KEYS", {}).get(parts[-1])
 
 
 def _split(item: str) -> tuple[str, str]:

@@ -522,7 +522,8 @@ def expected_report(kind: str, expect: str, clean: dict | None, labels: dict[str
         return None
     if expect == "same":
         return clean
-    from flexdet.datasets.benchmarks import get_benchmark, score_sequences
+    from flexdet.datasets.benchmarks import get_benchmark
+    from flexdet.evaluation.benchmark_score import score_sequences
 
     try:
         gt = [reference_rows(path, False) for path in labels.values()]

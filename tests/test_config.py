@@ -7,7 +7,7 @@ from typing import Optional
 
 import pytest
 
-from flexdet.config import apply_overrides, from_dict, load_yaml, save_yaml
+from flexdet.config import apply_overrides, from_dict, load_yaml, save_yaml, to_dict
 from flexdet.errors import ConfigError
 
 
@@ -46,3 +46,20 @@ def test_unknown_keys_wrong_types_and_overrides(tmp_path):
     assert changed.inner.rate == 45.0 and changed.new_style == 0.5
     save_yaml(changed, tmp_path / "c.yaml")
     assert load_yaml(Outer, tmp_path / "c.yaml") == changed
+
+
+def test_a_renamed_key_loads_under_its_new_name_with_a_note(capsys):
+    from flexdet.training.config import TrainConfig
+
+    saved = to_dict(TrainConfig())
+    del saved["data"]["benchmark"]
+    saved["data"]["protocol"] = "dsec8"  # a flexdet 0.1.0 checkpoint's configuration
+    assert from_dict(TrainConfig, saved).data.benchmark == "dsec8"
+    assert "'protocol' is deprecated, use 'benchmark'" in capsys.readouterr().err
+    assert apply_overrides(TrainConfig(), ["data.protocol=gen1"]).data.benchmark == "gen1"
+    assert "data.protocol: 'protocol' is deprecated" in capsys.readouterr().err
+    saved["data"]["benchmark"] = "gen1"
+    with pytest.raises(ConfigError, match="same key"):
+        from_dict(TrainConfig, saved)
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(TrainConfig(), ["data.protocols=gen1"])

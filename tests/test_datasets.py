@@ -36,7 +36,7 @@ def dsec_root(tmp_path_factory) -> Path:
 def test_synthetic_dsec_sequences_and_protocol(dsec_root):
     dataset = open_dataset(dsec_root, "train")
     assert dataset.layout == "synthetic" and dataset.has_frames
-    assert dataset.protocol.class_names == ("pedestrian", "car")  # file ids 0, 2 -> 0, 1
+    assert dataset.benchmark.class_names == ("pedestrian", "car")  # file ids 0, 2 -> 0, 1
     sequence = dataset.sequences[0]
     assert sequence.start_us == int(sequence.frame_times[0])
     # Dense ground truth at a label instant equals the sparse label file's boxes there.
@@ -199,8 +199,8 @@ def test_real_dsec_split_and_half_resolution_geometry(tmp_path):
     assert [p.name for p in _dsec_folders(tmp_path, "test")] == ["thun_01_a"]
     from flexdet.data.geometry import Geometry
 
-    protocol = get_benchmark("dsec2")
-    geometry = Geometry(*protocol.sensor_size, protocol.crop_height, protocol.scale)
+    benchmark = get_benchmark("dsec2")
+    geometry = Geometry(*benchmark.sensor_size, benchmark.crop_height, benchmark.scale)
     assert geometry.size == (320, 215)
     events = make_events(t=[0, 1, 2], x=[639, 10, 11], y=[429, 430, 3], p=[1, 1, 0])
     moved = geometry.events(events)

@@ -40,7 +40,7 @@ def test_stream_steps_land_on_label_times(dataset):
 
 
 def test_batched_stream_equals_one_sequence_at_a_time(dataset, model):
-    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
+    runner = StreamRunner(model, dataset.input_spec(), dataset.benchmark)
     sequences = dataset.sequences[:1] * 2
     windows = [stream_windows(s, 60) for s in sequences]
     windows[1] = (windows[1][0][:-5], windows[1][1][:-5])  # a shorter second stream
@@ -60,8 +60,8 @@ def test_predictions_files_in_label_frame_and_dtype(dataset, model, tmp_path):
     assert saved.dtype == FILE_BOX_DTYPE
     _, ends = stream_windows(sequence, 90)
     assert set(np.unique(saved["t"]).tolist()) <= set(ends.tolist())
-    # The first step's detections, recomputed directly, times the protocol scale (2) = the file's rows.
-    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
+    # The first step's detections, recomputed directly, times the benchmark scale (2) = the file's rows.
+    runner = StreamRunner(model, dataset.input_spec(), dataset.benchmark)
     first = runner.run(sequence, *[w[:1] for w in stream_windows(sequence, 90)])[0]
     rows0 = saved[saved["t"] == ends[0]]
     np.testing.assert_allclose(boxes_to_xyxy(rows0), first["boxes"] * 2, atol=1e-3)
@@ -71,17 +71,17 @@ def test_predictions_files_in_label_frame_and_dtype(dataset, model, tmp_path):
 def test_score_is_one_for_perfect_predictions_and_drops_when_shifted(dataset):
     sequence = dataset.sequences[0]
     times = np.unique(sequence.labels["t"])[2:8]
-    gt = [dataset.protocol.prepare_ground_truth(labels_at(sequence.labels, int(t)), sequence.start_us) for t in times]
+    gt = [dataset.benchmark.prepare_ground_truth(labels_at(sequence.labels, int(t)), sequence.start_us) for t in times]
     perfect = [{"boxes": boxes_to_xyxy(g), "scores": np.ones(len(g)), "labels": g["class_id"]} for g in gt]
     run = ScoredRun(times, perfect, gt, list(range(len(times))))
-    assert score([run], dataset.protocol, [sequence.start_us])["AP"] == pytest.approx(1.0)
+    assert score([run], dataset.benchmark, [sequence.start_us])["AP"] == pytest.approx(1.0)
     shifted = [{**p, "boxes": p["boxes"] + np.array([6, 0, 6, 0], np.float32)} for p in perfect]
-    worse = score([ScoredRun(times, shifted, gt, run.scored)], dataset.protocol, [sequence.start_us])
+    worse = score([ScoredRun(times, shifted, gt, run.scored)], dataset.benchmark, [sequence.start_us])
     assert worse["AP"] < 0.9
 
 
 def test_interframe_ground_truth_is_interpolated_by_track(dataset, model):
-    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
+    runner = StreamRunner(model, dataset.input_spec(), dataset.benchmark)
     sequence = dataset.sequences[0]
     runs = interframe_runs(runner, sequence)
     deltas = interframe_deltas()
@@ -90,7 +90,7 @@ def test_interframe_ground_truth_is_interpolated_by_track(dataset, model):
     run = runs[half.rate_hz]
     assert len(run.gt) > 0 and len(run.detections) == len(run.gt)
     t0 = int(run.times[0]) - half.delta_us
-    prepared = dataset.protocol.prepare_ground_truth(sequence.labels, sequence.start_us)
+    prepared = dataset.benchmark.prepare_ground_truth(sequence.labels, sequence.start_us)
     first, second = labels_at(prepared, t0), labels_at(prepared, t0 + 50_000)
     got = run.gt[0]
     for row in got:  # hand interpolation of each track between the frame pair
@@ -125,7 +125,7 @@ def test_chains_interleave_phase_shifted_streams_on_the_trained_window(dataset):
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.0, max_detections=30).eval()
     assert [chain_count(r, 50_000) for r in (20, 45, 90, 180)] == [1, 2, 4, 9]
-    runner = StreamRunner(model, dataset.input_spec(), dataset.protocol)
+    runner = StreamRunner(model, dataset.input_spec(), dataset.benchmark)
     sequence = dataset.sequences[0]
     chained = stream_runs(runner, [sequence], 40, dense=False, chains=True)[0]
     ends40 = stream_windows(sequence, 40)[1]
@@ -156,7 +156,7 @@ def test_chained_runtime_equals_the_evaluated_chains_schedule(dataset, rate):
     model = build_model("nano", num_classes=2, use_frames=True, conf_thresh=0.0, max_detections=30).eval()
     spec = dataset.input_spec().replace(frame_rule="latest_before_end")
     sequence = dataset.sequences[0]
-    evaluated = stream_runs(StreamRunner(model, spec, dataset.protocol), [sequence], rate, dense=False,
+    evaluated = stream_runs(StreamRunner(model, spec, dataset.benchmark), [sequence], rate, dense=False,
                             chains=True)[0]
     runtime = ChainedRuntime(torch_runtime(model, metadata_for_model(model, spec), torch.device("cpu")), rate)
     assert runtime.count == round(rate / 20)

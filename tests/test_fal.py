@@ -292,7 +292,7 @@ def test_generate_with_a_confident_teacher_adds_tracked_pseudo_boxes(tiny_datase
     dataset = open_dataset(tiny_dataset, "train")
     sequence = dataset.sequences[0]
     config = FALConfig(confidence_threshold=0.3)
-    boxes = pseudo_label_sequence(confident_teacher(), sequence, dataset.protocol, config, dataset.input_spec())
+    boxes = pseudo_label_sequence(confident_teacher(), sequence, dataset.benchmark, config, dataset.input_spec())
     gt_rows, pseudo = split_pseudo_labels(boxes, sequence.labels)
     assert np.array_equal(gt_rows, sequence.labels)
     assert len(pseudo) > 0

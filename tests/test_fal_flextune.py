@@ -73,9 +73,9 @@ def test_flextune_rule_writes_flextune_labels_of_the_teachers_predictions(dsec_d
 
     monkeypatch.setattr(generate, "teacher_predictions", recorded)
     config = FALConfig(rule="flextune")
-    [path] = pseudo_label_dataset(confident_teacher(), dsec_data, "train", config, protocol="dsec2",
+    [path] = pseudo_label_dataset(confident_teacher(), dsec_data, "train", config, benchmark="dsec2",
                                   show_progress=False)
-    dataset = open_dataset(dsec_data, "train", protocol="dsec2")
+    dataset = open_dataset(dsec_data, "train", benchmark="dsec2")
     try:
         sequence = dataset.sequences[0]
         [call] = calls

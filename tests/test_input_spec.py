@@ -92,7 +92,7 @@ def test_dsec_model_boxes_in_sensor_pixels_equal_evaluation_predictions(tmp_path
     full 640x480 sensor events and frames: the same boxes, in sensor pixels, as evaluation's predictions files,
     on torch and on onnxruntime; and evaluation fed the stepper exactly the runtime's inputs."""
     root = synth(tmp_path / "dsec640", 640, 480)
-    config = load_train_config(preset="quickstart", overrides=TINY + ["data.protocol=dsec2", "data.downsample=1"])
+    config = load_train_config(preset="quickstart", overrides=TINY + ["data.benchmark=dsec2", "data.downsample=1"])
     result = train(config, root, tmp_path / "run")
     loaded = load_model(result.checkpoint)
     assert (loaded.spec.geometry.crop_height, loaded.spec.geometry.scale, loaded.spec.size) == (430, 2, (320, 215))
@@ -100,7 +100,7 @@ def test_dsec_model_boxes_in_sensor_pixels_equal_evaluation_predictions(tmp_path
     save_model(tmp_path / "every_box.pt", loaded.model, loaded.spec, loaded.classes)
     assert cli_main(["export", str(tmp_path / "every_box.pt"), "--out", str(tmp_path / "export")]) == 0
 
-    dataset = open_dataset(root, "train", protocol="dsec2")
+    dataset = open_dataset(root, "train", benchmark="dsec2")
     sequence = dataset.sequences[0]
     evaluated = Recorder(monkeypatch, TorchBackend)
     evaluate(loaded.model, dataset, [20.0], "stream", tmp_path / "eval", "fusion", progress=False,

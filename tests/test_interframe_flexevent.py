@@ -53,7 +53,7 @@ def official():
 
 @pytest.fixture(scope="module")
 def datasets():
-    opened = {mode: open_dataset(FIXTURE / "dsec", "test", protocol=name) for mode, name in MODES.items()}
+    opened = {mode: open_dataset(FIXTURE / "dsec", "test", benchmark=name) for mode, name in MODES.items()}
     yield opened
     for dataset in opened.values():
         dataset.close()
@@ -100,7 +100,7 @@ def test_kept_pairs_windows_and_labels_equal_flexevents(official, datasets, mode
     spec = input_spec()
     checked = moved = 0
     for sequence in dataset.sequences:
-        prepared, pairs = interframe_pairs(dataset.protocol, sequence, "flexevent")
+        prepared, pairs = interframe_pairs(dataset.benchmark, sequence, "flexevent")
         np.testing.assert_array_equal(np.searchsorted(sequence.frame_times, pairs),
                                       official[f"{mode}__pairs__{sequence.name}"])
         for j, offset in enumerate(OFFSETS):
@@ -132,7 +132,7 @@ def test_model_inputs_equal_flexevents_bit_for_bit(official, datasets):
     variants = {"flexevent": 0, "no float32 cut": 0, "read grid at the window end": 0}
     total = 0
     for sequence in dataset.sequences:
-        _, pairs = interframe_pairs(dataset.protocol, sequence, "flexevent")
+        _, pairs = interframe_pairs(dataset.benchmark, sequence, "flexevent")
         for j, offset in enumerate(OFFSETS):
             prefix = f"2class__{j}__"
             chosen = steps(official, "2class", j, sequence.name)
@@ -179,7 +179,7 @@ class ReplayRuntime:
 
 def replay_runner(dataset, runs) -> StreamRunner:
     runner = object.__new__(StreamRunner)
-    runner.spec, runner.protocol, runner.runtime = input_spec(), dataset.protocol, ReplayRuntime(runs)
+    runner.spec, runner.benchmark, runner.runtime = input_spec(), dataset.benchmark, ReplayRuntime(runs)
     runner.uses_events, runner.uses_frames, runner._frame_cache, runner.window_us = True, True, None, 50_000
     return runner
 
@@ -211,7 +211,7 @@ def test_interframe_schedule_gives_flexevents_metrics_on_the_same_predictions(of
     for j, runs in per_offset.items():
         prefix = f"{mode}__{j}__"
         theirs = dict(zip(official[prefix + "metric_names"].tolist(), official[prefix + "metric_values"].tolist()))
-        ours = score(runs, dataset.protocol, [0] * len(runs))
+        ours = score(runs, dataset.benchmark, [0] * len(runs))
         for name, their_name in METRICS.items():
             if theirs[their_name] == -1.0:  # pycocotools' "no ground truth in that range"; flexdet reports nan
                 assert np.isnan(ours[name]), (mode, j, name)
@@ -225,22 +225,22 @@ def test_flexevents_rules_decide_the_numbers(official, datasets):
     pair whose tracks are all below FlexEvent's evaluator filter is not scored."""
     dataset = datasets["2class"]
     sequence = next(s for s in dataset.sequences if s.name == "synth_000")
-    flexevent_pairs = interframe_pairs(dataset.protocol, sequence, "flexevent")[1]
-    dagr_pairs = interframe_pairs(dataset.protocol, sequence, "stream")[1]
+    flexevent_pairs = interframe_pairs(dataset.benchmark, sequence, "flexevent")[1]
+    dagr_pairs = interframe_pairs(dataset.benchmark, sequence, "stream")[1]
     assert len(flexevent_pairs) == 10 and len(dagr_pairs) != len(flexevent_pairs)
     j = 3
     runs = []
     for seq in dataset.sequences:
-        prepared, pairs = interframe_pairs(dataset.protocol, seq, "flexevent")
+        prepared, pairs = interframe_pairs(dataset.benchmark, seq, "flexevent")
         chosen = steps(official, "2class", j, seq.name)
         detections = [frame_rows(official, "2class", j, "detections", s) for s in chosen]
         detections = [{"boxes": d[:, :4], "scores": d[:, 5], "labels": d[:, 6].astype(np.int64)} for d in detections]
-        for protocol, bucket in ((dataset.protocol, "flexevent2"), (get_benchmark("dsec2"), "dsec2")):
-            targets = interframe_targets_of(protocol, prepared, pairs, OFFSETS[j])
+        for benchmark, bucket in ((dataset.benchmark, "flexevent2"), (get_benchmark("dsec2"), "dsec2")):
+            targets = interframe_targets_of(benchmark, prepared, pairs, OFFSETS[j])
             runs.append((bucket, ScoredRun(pairs[:, 0], detections, targets, list(range(len(pairs))))))
         if seq.name == "synth_000":
-            assert len(interframe_targets_of(dataset.protocol, prepared, pairs[-1:], OFFSETS[j])[0]) == 0
-    flexevent = score([r for b, r in runs if b == "flexevent2"], dataset.protocol, [0, 0])
+            assert len(interframe_targets_of(dataset.benchmark, prepared, pairs[-1:], OFFSETS[j])[0]) == 0
+    flexevent = score([r for b, r in runs if b == "flexevent2"], dataset.benchmark, [0, 0])
     dagr = score([r for b, r in runs if b == "dsec2"], get_benchmark("dsec2"), [0, 0])
     assert flexevent["AP"] == pytest.approx(float(official["2class__3__metric_values"][
         official["2class__3__metric_names"].tolist().index("AP")]), abs=1e-12)

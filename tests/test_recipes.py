@@ -56,7 +56,7 @@ def test_gen1_recipe_trains_on_a_gen1_tree_and_on_rvt_preprocessed_data(form, tm
     assert payload["step"] == 2
     assert config.widths == BASE_WIDTHS and config.neck_depth == 2 and not config.use_frames
     assert config.partition_split == 1 and config.conf_thresh == pytest.approx(1e-3)
-    assert loaded.dataset["protocol"] == "gen1" and loaded.dataset["layout"] == ("gen1" if form == "input" else "rvt")
+    assert loaded.dataset["benchmark"] == "gen1" and loaded.dataset["layout"] == ("gen1" if form == "input" else "rvt")
     spec = loaded.spec
     assert (spec.size, spec.window_us, spec.bins, spec.time_norm, spec.end_inclusive) == (
         (304, 240), 50_000, 10, "events", True)
@@ -79,7 +79,7 @@ def test_1mpx_recipe_trains_on_a_1280x720_prophesee_tree(tmp_path):
     config = loaded.model.config
     assert payload["step"] == 2 and config.widths == BASE_WIDTHS and not config.use_frames
     assert config.partition_split == 2 and config.num_classes == 3
-    assert loaded.dataset["protocol"] == "1mpx" and loaded.classes == ["pedestrian", "two-wheeler", "car"]
+    assert loaded.dataset["benchmark"] == "1mpx" and loaded.classes == ["pedestrian", "two-wheeler", "car"]
     assert loaded.spec.size == (320, 180) and loaded.spec.time_norm == "events"
     # the checkpoint's specification (what eval, export and demo read) carries the recipe's downscale rule
     assert loaded.spec.geometry.event_downscale == "nearest_exact" and loaded.spec.geometry.samples_events
@@ -90,7 +90,7 @@ def test_1mpx_recipe_trains_on_rvt_preprocessed_1mpx(tmp_path):
     # RVT's gen4 windows are stored at 640x360: the recipe's downsample 2 is what they already have.
     _rvt_folder(tmp_path / "rvt", "seq_a", 360, 640, np.arange(1, 13) * 50_000, [5, 7, 9, 11])
     loaded, _ = train_tiny("1mpx", tmp_path / "rvt", tmp_path / "run", "data.train_split=test")
-    assert loaded.dataset["layout"] == "rvt" and loaded.dataset["protocol"] == "1mpx"
+    assert loaded.dataset["layout"] == "rvt" and loaded.dataset["benchmark"] == "1mpx"
     assert loaded.spec.size == (640, 360) and loaded.model.config.widths == BASE_WIDTHS
     assert loaded.spec.geometry.event_downscale == "nearest_exact"  # what RVT's stored windows are
 
@@ -107,9 +107,9 @@ def test_1mpx_recipe_inputs_of_a_prophesee_recording_are_rvts_histograms_bit_for
     write_boxes(tmp_path / "train" / "rec_bbox.npy", np.zeros(0, BOX_DTYPE))
     config = load_train_config(preset="1mpx")
     data = config.data
-    dataset = open_dataset(tmp_path, "train", data.layout, data.protocol, data.downsample, data.event_downscale)
+    dataset = open_dataset(tmp_path, "train", data.layout, data.benchmark, data.downsample, data.event_downscale)
     try:
-        assert (dataset.layout, dataset.protocol.name) == ("gen1", "1mpx")
+        assert (dataset.layout, dataset.benchmark.name) == ("gen1", "1mpx")
         spec = training_input_spec(config, dataset, dual_windows=False)
         for window_ms in (50, 20):
             ends, want = fixture[f"ends_us_{window_ms}ms"], fixture[f"hist_{window_ms}ms"]
@@ -148,7 +148,7 @@ def test_dsec_det_recipe_trains_fusion_with_dual_windows_on_a_dsec_det_root(tmp_
     assert payload["step"] == 2 and config.widths == BASE_WIDTHS
     assert config.use_frames and config.use_events and config.frame_backbone == "resnet50"
     assert config.dual_windows and loaded.spec.dual_windows
-    assert loaded.dataset["protocol"] == "dsec2" and loaded.spec.size == (320, 215)  # top 430 rows, halved
+    assert loaded.dataset["benchmark"] == "dsec2" and loaded.spec.size == (320, 215)  # top 430 rows, halved
     assert any((tmp_path / "run" / "cache").glob("*.npy"))  # cache: disk
     recipe = payload["config"]
     assert recipe["optim"]["weight_decay"] == pytest.approx(1e-3) and recipe["fal"]["student"]["lr"] == pytest.approx(5e-5)

@@ -34,7 +34,7 @@ def _need_fixture():
 def test_streams_are_rvts_stored_windows(split):
     dataset = open_dataset(RVT_ROOT, split)
     try:
-        assert (dataset.layout, dataset.protocol.name, dataset.geometry.size) == ("rvt", "gen1", (304, 240))
+        assert (dataset.layout, dataset.benchmark.name, dataset.geometry.size) == ("rvt", "gen1", (304, 240))
         spec = dataset.input_spec(bins=10)
         assert (spec.time_norm, spec.end_inclusive) == ("events", True)  # the stored histograms' rule
         for sequence in dataset.sequences:
@@ -85,7 +85,7 @@ def test_sequences_start_where_rvts_evaluation_starts_them(tmp_path, size, bench
     _rvt_folder(tmp_path, "seq", *size, ends, [30, 34, 38])
     dataset = open_dataset(tmp_path, "test")
     try:
-        assert dataset.protocol.name == benchmark and dataset.protocol.scale == scale
+        assert dataset.benchmark.name == benchmark and dataset.benchmark.scale == scale
         # RVT's 640x360 windows are its nearest-exact halving of the 1280x720 histogram: the specification says so
         rule = "nearest_exact" if scale == 2 else "bin"
         assert dataset.geometry.event_downscale == dataset.input_spec(bins=10).geometry.event_downscale == rule
@@ -145,7 +145,7 @@ def test_converted_rvt_model_on_the_stored_windows_gives_rvts_detections(convert
         sequence = next(s for s in dataset.sequences if s.name == str(io["sequence"]))
         starts, ends = stream_windows(sequence, 20)
         np.testing.assert_array_equal(ends[:4], io["window_end_us"])
-        runner = StreamRunner(loaded.model, loaded.spec, dataset.protocol)
+        runner = StreamRunner(loaded.model, loaded.spec, dataset.benchmark)
         runner.runtime.conf_thresh = float(io["conf_default"])
         detections = runner.run(sequence, starts[:4], ends[:4])
     finally:
@@ -193,7 +193,7 @@ def test_short_training_run_on_rvt_folder_then_eval(tmp_path):
 
     loaded = load_model(run / "checkpoints" / "last.pt")
     assert (loaded.spec.time_norm, loaded.spec.end_inclusive, loaded.spec.size) == ("events", True, (304, 240))
-    assert loaded.train_config["data"]["protocol"] in ("auto", "gen1")
+    assert loaded.train_config["data"]["benchmark"] in ("auto", "gen1")
     assert main(["eval", str(run / "checkpoints" / "last.pt"), "--data", str(RVT_ROOT), "--split", "val",
                  "--rates", "20", "--out", str(tmp_path / "eval")]) == 0
     rows = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -14,7 +14,8 @@ import pytest
 
 from flexdet.cli import main
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.datasets.benchmarks import get_benchmark, score_sequences
+from flexdet.datasets.benchmarks import get_benchmark
+from flexdet.evaluation.benchmark_score import score_sequences
 from flexdet.evaluation.coco_eval import METRIC_NAMES
 from flexdet.evaluation.results import PROPHESEE_BOX_DTYPE, detections_to_boxes, write_predictions
 

@@ -16,7 +16,8 @@ import yaml
 from flexdet.cli import main
 from flexdet.data.boxes import FILE_BOX_DTYPE
 from flexdet.data.labels import read_boxes
-from flexdet.datasets.benchmarks import get_benchmark, score_sequences
+from flexdet.datasets.benchmarks import get_benchmark
+from flexdet.evaluation.benchmark_score import score_sequences
 
 GEN1_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1"),
                        ("confidence", "<f4"), ("track_id", "<u4")])

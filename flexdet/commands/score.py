@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     """Score the predictions folder against the labels; 0 on success."""
     from flexdet.atomic import require_output_dir
     from flexdet.data.labels import read_boxes
-    from flexdet.datasets.benchmarks import score_sequences
     from flexdet.datasets.sequences import label_files
     from flexdet.errors import ConfigError, FlexdetError
+    from flexdet.evaluation.benchmark_score import score_sequences
 
     if args.downsample < 1:
         raise ConfigError(f"--downsample must be a positive integer, got {args.downsample}")

@@ -11,6 +11,7 @@ from flexdet.errors import ConfigError
 
 FRAME_RESIZE_RULES = ("area", "nearest", "cubic")
 EVENT_DOWNSCALE_RULES = ("bin", "nearest_exact", "integrate_fire")
+EVENT_DOWNSCALES = ("auto", *EVENT_DOWNSCALE_RULES)  # auto: what RVT's stored windows were made with, else bin
 _RESIZE_FLAGS = {"area": "INTER_AREA", "nearest": "INTER_NEAREST", "cubic": "INTER_CUBIC"}
 
 
@@ -160,3 +161,10 @@ class CameraFit:
     def boxes_to_camera(self, xyxy: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy model-sensor pixels -> camera pixels."""
         return (np.asarray(xyxy, np.float64) / float(self.ratio)).astype(np.float32)
+
+
+def check_event_downscale(value: str) -> str:
+    """`value` if it names an event downscale rule (or "auto"), else a ConfigError naming data.event_downscale."""
+    if value not in EVENT_DOWNSCALES:
+        raise ConfigError(f"data.event_downscale must be one of {EVENT_DOWNSCALES}, got {value!r}")
+    return value

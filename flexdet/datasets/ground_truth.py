@@ -14,7 +14,7 @@ from flexdet.errors import ConfigError, FlexdetError
 
 
 class InterframeDelta(NamedTuple):
-    """One step of the DAGr interframe protocol: events span `delta_us` after the frame."""
+    """One step of the DAGr interframe benchmark: events span `delta_us` after the frame."""
 
     delta_us: int
     rate_hz: float | None
@@ -74,7 +74,7 @@ def persistent_pairs(boxes: np.ndarray, min_iou: float = 0.1,
 
     A pair is kept when both instants have boxes, they hold the same set of track ids, and every track's
     two boxes overlap with IoU >= `min_iou`. With `frame_times` (the image timestamps), the two instants
-    must also be consecutive frames. Pass ground truth already prepared by the protocol (classes, frame,
+    must also be consecutive frames. Pass ground truth already prepared by the benchmark (classes, frame,
     size filter), as DAGr does.
     """
     import torch

@@ -16,11 +16,10 @@ import numpy as np
 
 from flexdet.config import parse_yaml
 from flexdet.data.boxes import BOX_DTYPE
-from flexdet.data.geometry import Geometry
+from flexdet.data.geometry import Geometry, check_event_downscale
 from flexdet.data.input_spec import InputSpec
 from flexdet.datasets.benchmarks import Benchmark, get_benchmark
 from flexdet.errors import ConfigError, FlexdetError, FormatError
-from flexdet.training.config import EVENT_DOWNSCALES
 
 # RVT's dataset.sequence_length (config/experiment/<dataset>/default.yaml): its streaming evaluation starts a
 # sequence that many windows, minus one, before the window of the first label frame.
@@ -184,21 +183,21 @@ class Sequence:
 
 @dataclass
 class Dataset:
-    """A dataset root: layout, protocol (with the training resolution), the sequences of one split and how events
+    """A dataset root: layout, benchmark (with the training resolution), the sequences of one split and how events
     reach the input resolution (`event_downscale`, a `Geometry` rule)."""
 
     root: Path
     layout: str
-    protocol: Benchmark
+    benchmark: Benchmark
     sequences: list[Sequence]
     event_downscale: str = "bin"
 
     @property
     def geometry(self) -> Geometry:
-        """The protocol's crop and scale of this dataset's sensor with the dataset's downscale rule: the input
+        """The benchmark's crop and scale of this dataset's sensor with the dataset's downscale rule: the input
         frame it is scored in."""
-        width, height = self.protocol.sensor_size
-        return Geometry(int(width), int(height), self.protocol.crop_height, int(self.protocol.scale),
+        width, height = self.benchmark.sensor_size
+        return Geometry(int(width), int(height), self.benchmark.crop_height, int(self.benchmark.scale),
                         event_downscale=self.event_downscale)
 
     @property
@@ -223,13 +222,12 @@ class Dataset:
             sequence.close()
 
 
-def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: str = "auto",
+def open_dataset(root: str | Path, split: str, layout: str = "auto", benchmark: str = "auto",
                  downsample: int = 1, event_downscale: str = "auto") -> Dataset:
-    """The sequences of `split` under `root`, with the protocol that scores them (scale x `downsample`) and the
+    """The sequences of `split` under `root`, with the benchmark that scores them (scale x `downsample`) and the
     `event_downscale` rule ("auto": what RVT's stored windows were made with, else "bin")."""
     root = Path(root)
-    if event_downscale not in EVENT_DOWNSCALES:
-        raise ConfigError(f"data.event_downscale must be one of {EVENT_DOWNSCALES}, got {event_downscale!r}")
+    check_event_downscale(event_downscale)
     if not root.is_dir():
         raise ConfigError(f"{root}: dataset folder not found")
     if layout == "auto":
@@ -237,18 +235,18 @@ def open_dataset(root: str | Path, split: str, layout: str = "auto", protocol: s
     manifest = _manifest(root) if layout == "synthetic" else None
     if layout == "synthetic":
         sequences = _synthetic_sequences(root, split, manifest)
-        chosen = _synthetic_protocol(manifest) if protocol == "auto" else get_benchmark(protocol)
+        chosen = _synthetic_benchmark(manifest) if benchmark == "auto" else get_benchmark(benchmark)
     elif layout == "dsec":
         sequences = [_dsec_sequence(path) for path in _dsec_folders(root, split)]
-        chosen = get_benchmark("dsec2" if protocol == "auto" else protocol)
+        chosen = get_benchmark("dsec2" if benchmark == "auto" else benchmark)
     elif layout == "gen1":
         sequences = [_gen1_sequence(path) for path in sorted((root / split).glob("*_td.dat"))]
-        chosen = get_benchmark(_prophesee_protocol(sequences) if protocol == "auto" else protocol)
+        chosen = get_benchmark(_prophesee_benchmark(sequences) if benchmark == "auto" else benchmark)
     elif layout == "rvt":
         folders = sorted(p for p in (root / split).iterdir() if p.is_dir()) if (root / split).is_dir() else []
         if not folders:
             raise ConfigError(f"{root}: no rvt sequences in split {split!r}")
-        chosen, downsample = _rvt_protocol(folders[0], protocol, downsample)
+        chosen, downsample = _rvt_benchmark(folders[0], benchmark, downsample)
         event_downscale = _rvt_downscale(folders[0], downsample, event_downscale)
         sequences = [_rvt_sequence(path, RVT_SEQUENCE_LENGTH.get(chosen.name, 1)) for path in folders]
     else:
@@ -311,7 +309,7 @@ def label_files(root: str | Path, split: str) -> LabelFiles:
         if missing:
             raise ConfigError(f"{root}: dataset.yaml names {len(files)} {split!r} sequences but {len(missing)} have "
                               f"no readable label file: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        return LabelFiles("synthetic", dict(sorted(files.items())), _synthetic_protocol(manifest), manifest["layout"],
+        return LabelFiles("synthetic", dict(sorted(files.items())), _synthetic_benchmark(manifest), manifest["layout"],
                           (manifest["width"], manifest["height"]))
     for folder in (root / split, root):
         found = {p.parent.parent.name: p for p in sorted(folder.glob(f"*/{LABELS_RELATIVE}"))}
@@ -357,8 +355,8 @@ def _manifest(root: Path) -> dict:
     return manifest
 
 
-def _synthetic_protocol(manifest: dict) -> Benchmark:
-    """Identity-sized synthetic protocol; the file's class ids (DSEC: 0, 2) map to 0..K-1 in id order."""
+def _synthetic_benchmark(manifest: dict) -> Benchmark:
+    """Identity-sized synthetic benchmark; the file's class ids (DSEC: 0, 2) map to 0..K-1 in id order."""
     ids = sorted(int(k) for k in manifest["classes"])
     names = [str(manifest["classes"][k]) for k in ids]
     base = get_benchmark("synthetic", class_names=names, width=int(manifest["width"]), height=int(manifest["height"]))
@@ -440,7 +438,7 @@ def _gen1_sequence(dat: Path, dense_path: Path | None = None) -> Sequence:
     return Sequence(stem, dat, dat, read_boxes(label_path), dense=dense)
 
 
-def _prophesee_protocol(sequences: list[Sequence]) -> str:
+def _prophesee_benchmark(sequences: list[Sequence]) -> str:
     """gen1 or 1mpx for a Prophesee tree: the DAT header's sensor size, else the label classes (1Mpx has
     ids up to 6, Gen1 only car 0 / pedestrian 1)."""
     from flexdet.data.readers import open_recording
@@ -453,19 +451,19 @@ def _prophesee_protocol(sequences: list[Sequence]) -> str:
     return "1mpx" if any(len(s.labels) and int(s.labels["class_id"].max()) > 1 for s in sequences) else "gen1"
 
 
-def _rvt_protocol(folder: Path, protocol: str, downsample: int) -> tuple[Benchmark, int]:
+def _rvt_benchmark(folder: Path, benchmark: str, downsample: int) -> tuple[Benchmark, int]:
     """The benchmark of RVT data (auto: gen1 at 304x240, 1mpx at 1280x720 or RVT's half size 640x360) and the
     downsampling its stored histograms already have (a `downsample` that contradicts it is refused)."""
     from flexdet.data.readers.rvt import RvtSequence
 
     with RvtSequence(folder) as recording:
         stored = (recording.width, recording.height)
-    if protocol == "auto":
-        protocol = "gen1" if stored == (304, 240) else "1mpx" if stored in ((1280, 720), (640, 360)) else None
-        if protocol is None:
+    if benchmark == "auto":
+        benchmark = "gen1" if stored == (304, 240) else "1mpx" if stored in ((1280, 720), (640, 360)) else None
+        if benchmark is None:
             raise ConfigError(f"{folder}: stored histograms are {stored[0]}x{stored[1]}, neither Gen1 (304x240) nor "
-                              "1Mpx (1280x720, 640x360); pass data.protocol")
-    chosen = get_benchmark(protocol)
+                              "1Mpx (1280x720, 640x360); pass data.benchmark")
+    chosen = get_benchmark(benchmark)
     width, height = chosen.eval_size
     factor = width // stored[0]
     if factor < 1 or (width, height) != (stored[0] * factor, stored[1] * factor):

@@ -4,7 +4,7 @@ core (coco_eval, protocols, ground_truth, results).
 - stream: each test sequence runs continuously at R Hz (windows tile time, step k ends at t0 + k/R, state
   carried, the frame branch re-encodes only when a newer frame exists at a window's start); every step
   with ground truth is scored: dense ground truth on synthetic data, the labelled instants otherwise.
-- global: the same stream, scored only at the labelled instants (the 20 Hz "Global" protocol at R = 20).
+- global: the same stream, scored only at the labelled instants (FlexEvent's 20 Hz "Global" evaluation at R = 20).
 - interframe: DAGr's delta table (docs/benchmarks.md, "Interframe"). For each pair of consecutive frames whose
   tracks persist and each offset delta in linspace(0, 50 ms, 10), one step sees the events [t_i, t_i + delta) and
   the image at t_i, scored against the labels interpolated by track at t_i + delta. Two rules say where that
@@ -29,7 +29,7 @@ import torch
 
 from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
-from flexdet.datasets.benchmarks import Benchmark
+from flexdet.datasets.benchmarks import Benchmark, stored_benchmark
 from flexdet.datasets.cache import stream_windows
 from flexdet.datasets.ground_truth import (
     InterframeDelta,
@@ -53,7 +53,7 @@ from flexdet.evaluation.results import (
 )
 from flexdet.export.runtime.chains import chain_count
 
-PROTOCOLS = ("stream", "interframe", "global", "chains")
+SCHEDULES = ("stream", "interframe", "global", "chains")
 INTERFRAME_RULES = ("stream", "flexevent")
 CHUNK_STEPS = 128
 # Prophesee's toolbox (and RVT) measure the 0.5 s skip from t = 0: every recording is taken to start there.
@@ -74,14 +74,14 @@ class StreamRunner:
     """Drives one detector through sequences with the stepper (`StreamingRuntime`, torch backend), its inputs
     built by the model's input specification; several sequences side by side as one batch."""
 
-    def __init__(self, model: torch.nn.Module, spec: InputSpec, protocol: Benchmark,
+    def __init__(self, model: torch.nn.Module, spec: InputSpec, benchmark: Benchmark,
                  device: torch.device | None = None) -> None:
         from flexdet.export.metadata import metadata_for_model
         from flexdet.export.runtime.streaming import torch_runtime
 
         device = device if device is not None else next(model.parameters()).device
         self.spec = spec
-        self.protocol = protocol
+        self.benchmark = benchmark
         self.runtime = torch_runtime(model.eval(), metadata_for_model(model, spec), device)
         self.uses_events = getattr(model.config, "use_events", True)
         self.uses_frames = model.config.use_frames
@@ -232,11 +232,11 @@ def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float,
         if dense:
             for k, t in enumerate(ends.tolist()):
                 if sequence.is_labelled(t):
-                    gt.append(runner.protocol.prepare_ground_truth(sequence.ground_truth(t), RECORDING_START_US))
+                    gt.append(runner.benchmark.prepare_ground_truth(sequence.ground_truth(t), RECORDING_START_US))
                     scored.append(k)
         else:
-            for t, k in _label_steps(sequence, ends, runner.protocol.time_tol_us):
-                gt.append(runner.protocol.prepare_ground_truth(_labels_at(sequence, t), RECORDING_START_US))
+            for t, k in _label_steps(sequence, ends, runner.benchmark.time_tol_us):
+                gt.append(runner.benchmark.prepare_ground_truth(_labels_at(sequence, t), RECORDING_START_US))
                 scored.append(k)
         runs.append(ScoredRun(ends, detections, gt, scored))
     return runs
@@ -331,7 +331,7 @@ def interframe_rule(rule: str, spec: InputSpec) -> str:
     return rule
 
 
-def interframe_pairs(protocol: Benchmark, sequence: Sequence, rule: str = "stream") -> tuple[np.ndarray, np.ndarray]:
+def interframe_pairs(benchmark: Benchmark, sequence: Sequence, rule: str = "stream") -> tuple[np.ndarray, np.ndarray]:
     """(labels, pairs): the sequence's labels in the evaluation frame, filtered as the rule's dataset filters them
     before pairing, and the (t_i, t_i+1) frame pairs whose tracks persist among them (`persistent_pairs`, IoU 0.1).
 
@@ -339,19 +339,19 @@ def interframe_pairs(protocol: Benchmark, sequence: Sequence, rule: str = "strea
     truth. flexevent (FlexEvent's DSEC class with config/dataset/dsec.yaml's min_bbox_diag 20, min_bbox_height 10,
     the filter it trains with): class map, crop, scale and clip as scored, then the benchmark's training filter."""
     if rule == "flexevent":
-        boxes = protocol.to_eval_frame(protocol.map_classes(sequence.labels), protocol.clip)
-        prepared = boxes[protocol.train_filter.keep(boxes)]
+        boxes = benchmark.to_eval_frame(benchmark.map_classes(sequence.labels), benchmark.clip)
+        prepared = boxes[benchmark.train_filter.keep(boxes)]
     else:
-        prepared = protocol.prepare_ground_truth(sequence.labels, RECORDING_START_US)
+        prepared = benchmark.prepare_ground_truth(sequence.labels, RECORDING_START_US)
     return prepared, persistent_pairs(prepared, 0.1, sequence.frame_times)
 
 
-def interframe_targets_of(protocol: Benchmark, prepared: np.ndarray, pairs: np.ndarray, offset_us: float
+def interframe_targets_of(benchmark: Benchmark, prepared: np.ndarray, pairs: np.ndarray, offset_us: float
                           ) -> list[np.ndarray]:
     """The ground truth scored for each pair at t_i + `offset_us`: the labels interpolated by track
     (`interframe_targets`; a float offset, FlexEvent's, interpolates at the float instant) through the benchmark's
     filter (DAGr filters the interpolated boxes again; FlexEvent's evaluator filters what it scores)."""
-    return [protocol.filter_boxes(boxes, RECORDING_START_US)
+    return [benchmark.filter_boxes(boxes, RECORDING_START_US)
             for boxes in interframe_targets(prepared, pairs, offset_us)]
 
 
@@ -360,7 +360,7 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence, deltas: Seq[Interf
     """The interframe delta table for one sequence: one ScoredRun per delta (default DAGr's ten; keyed by its
     rate, None = the empty delta 0), under `rule` ("stream", "flexevent", "auto": `interframe_rule`)."""
     rule = interframe_rule(rule, runner.spec)
-    prepared, pairs = interframe_pairs(runner.protocol, sequence, rule)
+    prepared, pairs = interframe_pairs(runner.benchmark, sequence, rule)
     deltas = interframe_deltas() if deltas is None else list(deltas)
     runs = {d.rate_hz: ScoredRun(np.zeros(0, np.int64), [], [], []) for d in deltas}
     if len(pairs) == 0:
@@ -368,7 +368,7 @@ def interframe_runs(runner: StreamRunner, sequence: Sequence, deltas: Seq[Interf
     # DAGr runs int(offset); FlexEvent the float offset itself (its labels are interpolated at it, its window ends
     # at int(t_i + offset)).
     offsets = {d.rate_hz: interframe_offset_us(d) if rule == "flexevent" else float(d.delta_us) for d in deltas}
-    targets = {rate: interframe_targets_of(runner.protocol, prepared, pairs, offset) for rate, offset in offsets.items()}
+    targets = {rate: interframe_targets_of(runner.benchmark, prepared, pairs, offset) for rate, offset in offsets.items()}
     if rule == "flexevent":
         for d in deltas:
             runs[d.rate_hz] = _pair_stream(runner, sequence, pairs, offsets[d.rate_hz], targets[d.rate_hz])
@@ -421,7 +421,7 @@ def _pair_stream(runner: StreamRunner, sequence: Sequence, pairs: np.ndarray, of
     return ScoredRun(ends, detections, targets, list(range(len(pairs))))
 
 
-def score(runs: Seq[ScoredRun], protocol: Benchmark, recording_starts: Seq[int],
+def score(runs: Seq[ScoredRun], benchmark: Benchmark, recording_starts: Seq[int],
           coco_dir: str | Path | None = None) -> dict[str, float]:
     """COCO metrics over the scored steps of several runs, one image per step (RVT's validation feeds one
     element per labelled instant): predictions get the benchmark's prediction filter, and a step whose
@@ -430,60 +430,60 @@ def score(runs: Seq[ScoredRun], protocol: Benchmark, recording_starts: Seq[int],
     gt_frames, pred_frames = [], []
     for run, start in zip(runs, recording_starts):
         for gt, k in zip(run.gt, run.scored):
-            if len(gt) or protocol.score_empty_instants:
+            if len(gt) or benchmark.score_empty_instants:
                 gt_frames.append(gt)
-                pred_frames.append(_filtered(run.detections[k], int(run.times[k]), protocol, start))
-    width, height = protocol.eval_size
+                pred_frames.append(_filtered(run.detections[k], int(run.times[k]), benchmark, start))
+    width, height = benchmark.eval_size
     if coco_dir is not None:
-        write_coco_json(coco_dir, gt_frames, pred_frames, protocol.class_names, height, width)
-    return coco_metrics(gt_frames, pred_frames, protocol.num_classes, height, width)
+        write_coco_json(coco_dir, gt_frames, pred_frames, benchmark.class_names, height, width)
+    return coco_metrics(gt_frames, pred_frames, benchmark.num_classes, height, width)
 
 
-def _filtered(detection: dict, t: int, protocol: Benchmark, recording_start: int) -> np.ndarray:
+def _filtered(detection: dict, t: int, benchmark: Benchmark, recording_start: int) -> np.ndarray:
     from flexdet.evaluation.coco_eval import predictions_as_boxes
 
     boxes = predictions_as_boxes(detection).copy()
     boxes["t"] = t
-    return protocol.filter_scored_predictions(boxes, recording_start)
+    return benchmark.filter_scored_predictions(boxes, recording_start)
 
 
-def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | None, protocol_kind: str = "stream",
+def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | None, schedule: str = "stream",
              out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
              spec: InputSpec | None = None, batch_size: int = 8, export: Seq[str] = (),
              interframe: str = "auto", frame_rule: str | None = None) -> list[dict]:
-    """Metric rows ({model, protocol, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
+    """Metric rows ({model, schedule, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
     predictions per rate and sequence (label files' frame, dtype and class ids) and the `export` formats
     ("prophesee": the toolbox's box files, "coco": the scored images as COCO json). `spec`: the model's input
-    specification (default: the dataset's geometry, bins from the model). Stream protocols run `batch_size`
+    specification (default: the dataset's geometry, bins from the model). Stream schedules run `batch_size`
     sequences side by side. Interframe: one row per rate's delta (`interframe_schedule`; None: DAGr's ten) under
     the rule `interframe` (stream, flexevent or auto: `interframe_rule`). `frame_rule` (None: the specification's)
     pairs each window with a frame by another rule (`InputSpec.frame_rule`)."""
     from flexdet.progress import progress_bar
 
-    if protocol_kind not in PROTOCOLS:
-        raise ConfigError(f"--protocol must be one of {PROTOCOLS}, got {protocol_kind!r}")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     unknown = sorted(set(export) - set(EXPORT_FORMATS))
     if unknown or (export and out_dir is None):
         raise ConfigError(f"export formats {list(export)}: choose from {EXPORT_FORMATS}, with an output folder")
-    if protocol_kind == "interframe" and not dataset.has_frames:
-        raise ConfigError(f"{dataset.root}: the interframe protocol needs RGB frames (DSEC layout)")
+    if schedule == "interframe" and not dataset.has_frames:
+        raise ConfigError(f"{dataset.root}: the interframe schedule needs RGB frames (DSEC layout)")
     if spec is None:
         spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
     if frame_rule is not None:
         spec = dataclasses.replace(spec, frame_rule=frame_rule)
     if spec.size != dataset.geometry.size or (model.config.use_frames and not dataset.has_frames):
         raise ConfigError(f"{dataset.root}: {model_data_mismatch(spec, model.config.use_frames, dataset)}")
-    runner = StreamRunner(model, spec, dataset.protocol)
+    runner = StreamRunner(model, spec, dataset.benchmark)
     streamable = dataset.stream_rates(rates_hz)
-    if protocol_kind != "interframe" and streamable != [float(r) for r in rates_hz]:
+    if schedule != "interframe" and streamable != [float(r) for r in rates_hz]:
         rates_hz = streamable
         print(f"{dataset.root}: stored windows only, evaluated at {', '.join(f'{r:g}' for r in rates_hz)} Hz",
               file=sys.stderr)
-    dense = protocol_kind in ("stream", "chains") and all(s.dense is not None for s in dataset.sequences)
+    dense = schedule in ("stream", "chains") and all(s.dense is not None for s in dataset.sequences)
     per_rate: dict[float | None, list[ScoredRun]] = {}
-    bar = progress_bar(total=len(dataset.sequences) * (1 if protocol_kind == "interframe" else len(rates_hz)),
-               desc=f"eval {model_name} ({protocol_kind})", unit="run", disable=not progress)
-    if protocol_kind == "interframe":
+    bar = progress_bar(total=len(dataset.sequences) * (1 if schedule == "interframe" else len(rates_hz)),
+               desc=f"eval {model_name} ({schedule})", unit="run", disable=not progress)
+    if schedule == "interframe":
         deltas = interframe_schedule(rates_hz)
         rule = interframe_rule(interframe, spec)
         delta_ms = {d.rate_hz: (interframe_offset_us(d) if rule == "flexevent" else d.delta_us) / 1000
@@ -497,28 +497,28 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
             for lo in range(0, len(dataset.sequences), batch_size):
                 chosen = dataset.sequences[lo:lo + batch_size]
                 per_rate.setdefault(float(rate), []).extend(stream_runs(runner, chosen, rate, dense,
-                                                                        protocol_kind == "chains"))
+                                                                        schedule == "chains"))
                 bar.update(len(chosen))
     bar.close()
     starts = [RECORDING_START_US] * len(dataset.sequences)
     rows = []
     for rate, runs in per_rate.items():
         coco_dir = Path(out_dir) / "coco" / rate_folder(rate) if "coco" in export else None
-        metrics = score(runs, dataset.protocol, starts, coco_dir)
-        row = {"model": model_name, "protocol": protocol_kind, "rate_hz": rate}
-        if protocol_kind == "interframe":  # the events span delta_ms after the frame; 0 = the frame alone
+        metrics = score(runs, dataset.benchmark, starts, coco_dir)
+        row = {"model": model_name, "schedule": schedule, "rate_hz": rate}
+        if schedule == "interframe":  # the events span delta_ms after the frame; 0 = the frame alone
             row["delta_ms"] = delta_ms[rate]
             row["interframe_rule"] = rule
         if frame_rule is not None:
             row["frame_rule"] = spec.frame_rule
-        if protocol_kind == "chains":  # its cost beside its AP: states held (one step per output, as the stream)
+        if schedule == "chains":  # its cost beside its AP: states held (one step per output, as the stream)
             states = chain_count(rate, spec.window_us)
             row.update(states=states, state_kB=round(states * runner.state_bytes() / 1000, 1))
         rows.append({**row, "steps_scored": sum(len(r.scored) for r in runs), **metrics})
         if out_dir is not None:
-            ids = dataset.protocol.label_class_ids()
+            ids = dataset.benchmark.label_class_ids()
             for sequence, run in zip(dataset.sequences, runs):
-                boxes = detections_to_boxes(run.detections, run.times, dataset.protocol.scale, ids)
+                boxes = detections_to_boxes(run.detections, run.times, dataset.benchmark.scale, ids)
                 write_predictions(out_dir, rate, sequence.name, boxes, sequence_label_dtype(sequence))
                 if "prophesee" in export:
                     write_prophesee_predictions(out_dir, rate, sequence.name, boxes)
@@ -526,7 +526,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float] | None,
-                        protocol_kind: str = "stream", out_dir: str | Path | None = None, split: str = "test",
+                        schedule: str = "stream", out_dir: str | Path | None = None, split: str = "test",
                         model_name: str | None = None, progress: bool = True, benchmark: str | None = None,
                         export: Seq[str] = (), interframe: str = "auto", frame_rule: str | None = None) -> list[dict]:
     """Load any flexdet checkpoint, open `split` of the dataset the way it was trained (a training checkpoint's
@@ -537,7 +537,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
     loaded = load_model(checkpoint)
     model = loaded.model
     data = (loaded.train_config or {}).get("data", {})
-    chosen = benchmark or data.get("protocol", "auto")
+    chosen = benchmark or stored_benchmark(data)
     if chosen == "auto":
         chosen = _flexevent_benchmark(loaded, data_root, data.get("layout", "auto"))
     downsample = int(data.get("downsample", 1))
@@ -551,11 +551,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
         raise ConfigError(f"{exc} (the model was trained at data.downsample {downsample}{size}{frames}; "
                           f"{eval_fit_advice(data_root)})") from exc
     try:
-        if dataset.protocol.num_classes != model.config.num_classes:
+        if dataset.benchmark.num_classes != model.config.num_classes:
             raise ConfigError(f"{checkpoint}: the model has {model.config.num_classes} classes but {data_root} is "
-                              f"scored with {dataset.protocol.num_classes}")
+                              f"scored with {dataset.benchmark.num_classes}")
         name = model_name or (loaded.train_config or {}).get("model", {}).get("inputs", "model")
-        rows = evaluate(model, dataset, rates_hz, protocol_kind, out_dir, name, progress, loaded.spec, export=export,
+        rows = evaluate(model, dataset, rates_hz, schedule, out_dir, name, progress, loaded.spec, export=export,
                         interframe=interframe, frame_rule=frame_rule)
     finally:
         dataset.close()

@@ -30,7 +30,7 @@ import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.input_spec import InputSpec
-from flexdet.datasets.benchmarks import Benchmark
+from flexdet.datasets.benchmarks import Benchmark, stored_benchmark
 from flexdet.datasets.ground_truth import label_times, labels_at
 from flexdet.datasets.sequences import Sequence
 from flexdet.errors import ConfigError
@@ -126,7 +126,7 @@ def label_grid(sequence: Sequence, config: FALConfig) -> np.ndarray:
     return fine_grid(base_times(sequence), config.factor)
 
 
-def pseudo_label_sequence(model, sequence: Sequence, protocol: Benchmark, config: FALConfig, spec: InputSpec,
+def pseudo_label_sequence(model, sequence: Sequence, benchmark: Benchmark, config: FALConfig, spec: InputSpec,
                           device: str = "cpu", progress: Callable[[int], None] | None = None) -> np.ndarray:
     """BOX_DTYPE rows of the sequence's ground truth plus its kept pseudo boxes (label-file frame and ids);
     `config.rule` picks how teacher predictions become pseudo boxes (flexdet's chain or FlexTune's)."""
@@ -135,12 +135,12 @@ def pseudo_label_sequence(model, sequence: Sequence, protocol: Benchmark, config
     forward, backward = teacher_predictions(model, sequence, spec, grid, config.both_directions, device, progress,
                                             FLEXTUNE_POSTPROCESS if flextune else None)
     step = _flextune_step if flextune else _flexdet_step
-    pseudo = step(sequence, protocol, config, spec, grid, forward, backward)
+    pseudo = step(sequence, benchmark, config, spec, grid, forward, backward)
     merged = np.concatenate([sequence.labels.astype(BOX_DTYPE), pseudo.astype(BOX_DTYPE)])
     return merged[np.argsort(merged["t"], kind="stable")]
 
 
-def _flexdet_step(sequence: Sequence, protocol: Benchmark, config: FALConfig, spec: InputSpec, grid: np.ndarray,
+def _flexdet_step(sequence: Sequence, benchmark: Benchmark, config: FALConfig, spec: InputSpec, grid: np.ndarray,
                   forward: list[np.ndarray], backward: list[np.ndarray]) -> np.ndarray:
     """flexdet's rule: thresholds and class-wise NMS at each in-between instant, GT at the labelled ones, all
     through flexdet's tracker; the kept pseudo rows in the label file's frame and ids."""
@@ -152,23 +152,23 @@ def _flexdet_step(sequence: Sequence, protocol: Benchmark, config: FALConfig, sp
                           for rows in (forward[i], backward[i])]
             instants.append(merge_directions(*candidates, config.nms_iou))
         else:
-            instants.append(protocol.to_eval_frame(protocol.map_classes(labels_at(sequence.labels, t))))
+            instants.append(benchmark.to_eval_frame(benchmark.map_classes(labels_at(sequence.labels, t))))
         is_gt.append(not between[i])
     width, height = spec.size
     masks, ids = track_filter(instants, is_gt, config.tracker, width, height)
-    pseudo = [_to_label_file(rows[keep], track[keep], protocol)
+    pseudo = [_to_label_file(rows[keep], track[keep], benchmark)
               for rows, keep, track, gt in zip(instants, masks, ids, is_gt) if not gt]
     return np.concatenate(pseudo) if pseudo else np.zeros(0, BOX_DTYPE)
 
 
-def _flextune_step(sequence: Sequence, protocol: Benchmark, config: FALConfig, spec: InputSpec, grid: np.ndarray,
+def _flextune_step(sequence: Sequence, benchmark: Benchmark, config: FALConfig, spec: InputSpec, grid: np.ndarray,
                    forward: list[np.ndarray], backward: list[np.ndarray]) -> np.ndarray:
     """FlexTune's rule: `flextune_labels` of both directions (model frame, FlexEvent's thresholds, per-class on its
     8-class benchmarks), its rows at the in-between instants moved to the student's grid, in the label file's
     frame and ids (the prediction's track id kept, as FlexEvent writes it)."""
-    if tuple(spec.size) != tuple(protocol.eval_size):
+    if tuple(spec.size) != tuple(benchmark.eval_size):
         raise ConfigError(f"fal.rule flextune: the teacher's input is {spec.size[0]}x{spec.size[1]} but benchmark "
-                          f"{protocol.name!r} scores {protocol.eval_size[0]}x{protocol.eval_size[1]} boxes; FlexTune's "
+                          f"{benchmark.name!r} scores {benchmark.eval_size[0]}x{benchmark.eval_size[1]} boxes; FlexTune's "
                           "labels live in the benchmark's frame")
     frames = _flextune_frames(sequence)
     base = base_times(sequence)
@@ -178,9 +178,9 @@ def _flextune_step(sequence: Sequence, protocol: Benchmark, config: FALConfig, s
                           "steps on the labelled instants, which here are not the frames")
     student_grid = fine_grid(base, config.factor)
     rows = flextune_labels(np.concatenate(forward), np.concatenate(backward), sequence.labels, frames,
-                           flextune_config(config, protocol), protocol)
+                           flextune_config(config, benchmark), benchmark)
     pseudo = student_pseudo_rows(rows, grid, student_grid, config.factor)
-    return _to_label_file(pseudo, pseudo["track_id"], protocol)
+    return _to_label_file(pseudo, pseudo["track_id"], benchmark)
 
 
 def _flextune_frames(sequence: Sequence) -> np.ndarray:
@@ -210,7 +210,7 @@ def split_pseudo_labels(boxes: np.ndarray, ground_truth: np.ndarray) -> tuple[np
 
 
 def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: FALConfig | None = None,
-                         layout: str = "auto", protocol: str = "auto", downsample: int = 1, device: str = "cpu",
+                         layout: str = "auto", benchmark: str = "auto", downsample: int = 1, device: str = "cpu",
                          show_progress: bool = True, spec: InputSpec | None = None) -> list[Path]:
     """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths.
     `spec`: the teacher's input specification (default: the dataset's geometry, bins from the model)."""
@@ -219,12 +219,12 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
     from flexdet.progress import progress_bar
 
     config = config or FALConfig()
-    dataset = open_dataset(root, split, layout, protocol, downsample)
+    dataset = open_dataset(root, split, layout, benchmark, downsample)
     if dataset.layout == "rvt":
         raise ConfigError(f"{root}: RVT data stores fixed windows only; pseudo labels need the raw events")
-    if model.config.num_classes != dataset.protocol.num_classes:
-        raise ConfigError(f"the teacher has {model.config.num_classes} classes but protocol "
-                          f"{dataset.protocol.name!r} scores {dataset.protocol.num_classes}")
+    if model.config.num_classes != dataset.benchmark.num_classes:
+        raise ConfigError(f"the teacher has {model.config.num_classes} classes but benchmark "
+                          f"{dataset.benchmark.name!r} scores {dataset.benchmark.num_classes}")
     if model.config.use_frames and not dataset.has_frames:
         raise ConfigError(f"{root}: the teacher reads RGB frames but split {split!r} has none")
     if spec is None:
@@ -240,7 +240,7 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
             steps = max(len(label_grid(sequence, config)) - 1, 0)
             with progress_bar(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
                       leave=False) as bar:
-                boxes = pseudo_label_sequence(model, sequence, dataset.protocol, config, spec, device, bar.update)
+                boxes = pseudo_label_sequence(model, sequence, dataset.benchmark, config, spec, device, bar.update)
             path = pseudo_label_path(sequence)
             write_boxes(path, boxes)
             written.append(path)
@@ -256,16 +256,16 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
 
 
 def pseudo_label_checkpoint(checkpoint: str | Path, root: str | Path, split: str = "train",
-                            config: FALConfig | None = None, protocol: str | None = None, device: str = "cpu",
+                            config: FALConfig | None = None, benchmark: str | None = None, device: str = "cpu",
                             show_progress: bool = True) -> list[Path]:
     """`pseudo_label_dataset` with a teacher from any flexdet checkpoint: its input specification, and for a
-    training checkpoint its data settings (layout, benchmark, downsample); `protocol` overrides the benchmark."""
+    training checkpoint its data settings (layout, benchmark, downsample); `benchmark` overrides the benchmark."""
     from flexdet.models.checkpoint import load_model
 
     loaded = load_model(checkpoint)
     data = (loaded.train_config or {}).get("data", {})
     return pseudo_label_dataset(loaded.model, root, split, config, data.get("layout", "auto"),
-                                protocol or data.get("protocol", "auto"), int(data.get("downsample", 1)), device,
+                                benchmark or stored_benchmark(data), int(data.get("downsample", 1)), device,
                                 show_progress, loaded.spec)
 
 
@@ -293,13 +293,13 @@ def _rows(boxes: np.ndarray, t: int) -> np.ndarray:
     return out
 
 
-def _to_label_file(rows: np.ndarray, track_ids: np.ndarray, protocol: Benchmark) -> np.ndarray:
+def _to_label_file(rows: np.ndarray, track_ids: np.ndarray, benchmark: Benchmark) -> np.ndarray:
     """Pseudo rows back to the label file: scale undone, class ids mapped back (an evaluated class that
     several file classes merge into takes the smallest, e.g. DSEC 2-class car -> car), tracker ids."""
-    out = protocol.to_label_frame(rows)
-    if protocol.class_map is not None:
+    out = benchmark.to_label_frame(rows)
+    if benchmark.class_map is not None:
         inverse = {}
-        for source, target in sorted(protocol.class_map.items()):
+        for source, target in sorted(benchmark.class_map.items()):
             inverse.setdefault(int(target), int(source))
         out["class_id"] = [inverse[int(c)] for c in rows["class_id"]]
     out["track_id"] = track_ids

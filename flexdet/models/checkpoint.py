@@ -19,7 +19,9 @@ import torch
 
 from flexdet.atomic import atomic_path
 from flexdet.data.clock import window_of
+from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
+from flexdet.datasets.benchmarks import get_benchmark, stored_benchmark
 from flexdet.errors import CheckpointError, FlexdetError
 
 TRAIN_FORMAT = "flexdet-train-checkpoint-1"
@@ -241,17 +243,16 @@ def _stored_spec(file: Path, payload: dict) -> InputSpec | None:
 
 
 def _legacy_training_spec(model: torch.nn.Module, config: dict, dataset: dict) -> InputSpec | None:
-    """Checkpoints written before the input specification: the protocol's geometry at the stored input size,
+    """Checkpoints written before the input specification: the benchmark's geometry at the stored input size,
     bins from the data config, window = 1 / first training rate (None when no input size was stored)."""
-    from flexdet.data.geometry import Geometry
-
     data = config.get("data", {}) if isinstance(config, dict) else {}
     if len(dataset.get("input_size") or ()) != 2:
         return None
     width, height = (int(v) for v in dataset["input_size"])
     scale = int(data.get("downsample") or 1)
-    if dataset.get("protocol") in ("dsec2", "dsec8"):
-        geometry = Geometry(640, 480, 430, 2 * scale)
+    if stored_benchmark(dataset) in ("dsec2", "dsec8"):
+        dsec = get_benchmark(stored_benchmark(dataset))
+        geometry = Geometry(*dsec.sensor_size, dsec.crop_height, dsec.scale * scale)
     else:
         geometry = Geometry(width * scale, height * scale, None, scale)
     rates = data.get("rates_hz") or [20.0]

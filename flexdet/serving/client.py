@@ -43,7 +43,7 @@ class Client:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "grpc") or not parts.hostname or not parts.port:
             raise ConfigError(f"server URL {url!r}: expected http://HOST:PORT or grpc://HOST:PORT")
-        self.url, self.protocol, self.address = url, parts.scheme, f"{parts.hostname}:{parts.port}"
+        self.url, self.transport, self.address = url, parts.scheme, f"{parts.hostname}:{parts.port}"
         self.model, self.timeout_s = model, float(timeout_s)
         config = self._config()
         try:
@@ -70,7 +70,7 @@ class Client:
     def connect(self) -> Any:
         """A new tritonclient connection (one per stream: the HTTP client must not be shared between threads)."""
         try:
-            if self.protocol == "grpc":
+            if self.transport == "grpc":
                 import tritonclient.grpc as triton
                 return triton.InferenceServerClient(self.address)
             import tritonclient.http as triton
@@ -84,7 +84,7 @@ class Client:
         """The server's inference statistics of the model (inference_count, execution_count, ...)."""
         connection = self.connect()
         with translate_errors(self.url):
-            if self.protocol == "grpc":
+            if self.transport == "grpc":
                 stats = connection.get_inference_statistics(self.model, as_json=True)
             else:
                 stats = connection.get_inference_statistics(self.model)
@@ -94,7 +94,7 @@ class Client:
     def _config(self) -> dict:
         connection = self.connect()
         with translate_errors(self.url):
-            if self.protocol == "grpc":
+            if self.transport == "grpc":
                 return connection.get_model_config(self.model, as_json=True)["config"]
             return connection.get_model_config(self.model)
 
@@ -178,13 +178,13 @@ class RemoteBackend:
         self.connection.close()
 
     def _input(self, name: str, value: np.ndarray) -> Any:
-        module = _module(self.client.protocol)
+        module = _module(self.client.transport)
         tensor = module.InferInput(name, list(value.shape), _WIRE[value.dtype.type])
         tensor.set_data_from_numpy(np.ascontiguousarray(value))
         return tensor
 
     def _infer(self, inputs: list, start: bool, end: bool) -> Any:
-        outputs = [_module(self.client.protocol).InferRequestedOutput(RAW_OUTPUT)]
+        outputs = [_module(self.client.transport).InferRequestedOutput(RAW_OUTPUT)]
         try:
             with translate_errors(self.client.url, self.stream_id):
                 return self.connection.infer(self.client.model, inputs, outputs=outputs, sequence_id=self.stream_id,
@@ -195,8 +195,8 @@ class RemoteBackend:
             raise
 
 
-def _module(protocol: str) -> Any:
-    if protocol == "grpc":
+def _module(transport: str) -> Any:
+    if transport == "grpc":
         import tritonclient.grpc as module
     else:
         import tritonclient.http as module

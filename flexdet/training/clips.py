@@ -201,7 +201,7 @@ class ClipLoader:
         return events, frames, targets
 
     def target(self, sequence, t: int, augment: ClipAugment, width: int, height: int) -> dict | None:
-        """Training target at `t` in the augmented input frame (protocol's training filter), None if unlabelled."""
+        """Training target at `t` in the augmented input frame (benchmark's training filter), None if unlabelled."""
         from flexdet.data.boxes import boxes_to_xyxy
 
         if self.labels is None:
@@ -210,13 +210,13 @@ class ClipLoader:
             rows, pseudo = self.labels.at(sequence, t)
         if rows is None:
             return None
-        protocol = self.dataset.protocol
-        boxes = protocol.prepare_ground_truth(rows, NO_START, training=True)
+        benchmark = self.dataset.benchmark
+        boxes = benchmark.prepare_ground_truth(rows, NO_START, training=True)
         xyxy = augment_boxes(boxes_to_xyxy(boxes), augment, width, height)
         moved = boxes.copy()
         moved["x"], moved["y"] = xyxy[:, 0], xyxy[:, 1]
         moved["w"], moved["h"] = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
-        keep = protocol.train_filter.keep(moved) & (moved["w"] > 0) & (moved["h"] > 0)
+        keep = benchmark.train_filter.keep(moved) & (moved["w"] > 0) & (moved["h"] > 0)
         if pseudo:
             return self.labels.pseudo_target(xyxy[keep], boxes["class_id"][keep], boxes["class_confidence"][keep])
         return {"boxes": torch.from_numpy(xyxy[keep]), "labels": torch.from_numpy(boxes["class_id"][keep].astype(np.int64))}

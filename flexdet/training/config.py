@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from flexdet.config import apply_overrides, load_yaml
-from flexdet.data.geometry import EVENT_DOWNSCALE_RULES
+from flexdet.data.geometry import check_event_downscale
 from flexdet.data.input_spec import FRAME_RULES, TIME_NORMS
 from flexdet.errors import ConfigError
 from flexdet.fal.config import FALConfig
@@ -18,7 +18,6 @@ RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 INPUTS = ("fusion", "events", "frames")
 LAYOUTS = ("auto", "synthetic", "dsec", "gen1", "rvt")
 LABEL_SOURCES = ("auto", "sparse", "pseudo")
-EVENT_DOWNSCALES = ("auto", *EVENT_DOWNSCALE_RULES)
 
 
 @dataclass
@@ -36,8 +35,8 @@ class ModelSection:
 class DataConfig:
     """Where the data is and how training clips are made from it.
 
-    protocol "auto" picks synthetic (dataset.yaml), dsec2 (DSEC-Det) or gen1 from the layout. `downsample`
-    divides the resolution further (on top of the protocol's own scale); `event_downscale` is how events reach
+    benchmark "auto" picks synthetic (dataset.yaml), dsec2 (DSEC-Det) or gen1 from the layout. `downsample`
+    divides the resolution further (on top of the benchmark's own scale); `event_downscale` is how events reach
     the smaller input (`flexdet.data.geometry.Geometry`): "bin" (x // scale), "nearest_exact" (RVT's 1 Mpx
     halving: the sampled sensor pixel of each block only) or "auto" (RVT's stored 640x360 windows:
     nearest_exact, which they are; otherwise bin). Clips are `clip_steps` steps at one
@@ -53,8 +52,10 @@ class DataConfig:
     at a label instant is labelled whatever its length, and every random clip then carries a loss).
     """
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"protocol": "benchmark"}  # the name in flexdet 0.1.0 checkpoints
+
     layout: str = "auto"
-    protocol: str = "auto"
+    benchmark: str = "auto"
     train_split: str = "train"
     val_split: str = "val"
     downsample: int = 1
@@ -143,8 +144,7 @@ def validate(config: TrainConfig) -> None:
     if data.clip_align < 1 or data.clip_steps % data.clip_align:
         raise ConfigError(f"data.clip_align must be >= 1 and divide data.clip_steps ({data.clip_steps}), "
                           f"got {data.clip_align}")
-    if data.event_downscale not in EVENT_DOWNSCALES:
-        raise ConfigError(f"data.event_downscale must be one of {EVENT_DOWNSCALES}, got {data.event_downscale!r}")
+    check_event_downscale(data.event_downscale)
     if data.time_norm not in TIME_NORMS:
         raise ConfigError(f"data.time_norm must be one of {TIME_NORMS}, got {data.time_norm!r}")
     if data.frame_rule not in FRAME_RULES:

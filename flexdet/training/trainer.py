@@ -91,9 +91,9 @@ class Trainer:
                               "processes")
         _seed_everything(config.run.seed + self.context.rank)
         data = config.data
-        self.dataset = open_dataset(self.data_root, data.train_split, data.layout, data.protocol, data.downsample,
+        self.dataset = open_dataset(self.data_root, data.train_split, data.layout, data.benchmark, data.downsample,
                                     data.event_downscale)
-        self.detector = build_detector(config, self.dataset.protocol.num_classes).to(self.context.device)
+        self.detector = build_detector(config, self.dataset.benchmark.num_classes).to(self.context.device)
         if config.model.init:
             self._load_init(config.model.init)
         self.module: nn.Module = LossModule(self.detector)
@@ -124,10 +124,10 @@ class Trainer:
 
     def dataset_info(self) -> dict:
         """What evaluation needs to know about the training data, as plain data."""
-        protocol = self.dataset.protocol
+        benchmark = self.dataset.benchmark
         width, height = self.dataset.geometry.size
-        return {"root": str(self.data_root), "layout": self.dataset.layout, "protocol": protocol.name,
-                "classes": list(protocol.class_names), "downsample": self.config.data.downsample,
+        return {"root": str(self.data_root), "layout": self.dataset.layout, "benchmark": benchmark.name,
+                "classes": list(benchmark.class_names), "downsample": self.config.data.downsample,
                 "input_size": [width, height]}
 
     def train_step(self) -> dict[str, float]:

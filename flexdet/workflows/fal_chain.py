@@ -69,11 +69,11 @@ def check_chain_inputs(base: TrainConfig, data: str | Path, eval_split: str | No
     from flexdet.datasets.sequences import open_dataset
 
     data_config = base.data
-    open_dataset(data, data_config.train_split, data_config.layout, data_config.protocol,
+    open_dataset(data, data_config.train_split, data_config.layout, data_config.benchmark,
                  data_config.downsample, data_config.event_downscale).close()
     if eval_split is not None:
         try:
-            open_dataset(data, eval_split, data_config.layout, data_config.protocol, data_config.downsample,
+            open_dataset(data, eval_split, data_config.layout, data_config.benchmark, data_config.downsample,
                          data_config.event_downscale).close()
         except ConfigError as exc:
             raise ConfigError(f"{exc} (the evaluation split: choose another with --split, or --split none to skip "
