@@ -19,7 +19,7 @@ from flexdet.config import apply_overrides
 from flexdet.data.synthetic import generate_dataset, load_preset
 from flexdet.models import build_model
 from flexdet.datasets.sequences import open_dataset
-from flexdet.evaluation.evaluate import StreamRunner
+from flexdet.evaluation.stream import StreamRunner
 from flexdet.fal.config import FALConfig
 from flexdet.fal.generate import base_times, fine_grid, pseudo_label_dataset
 

@@ -10,7 +10,8 @@ from test_datasets import tiny_dataset
 from flexdet.data.boxes import FILE_BOX_DTYPE, boxes_to_xyxy
 from flexdet.datasets import open_dataset, stream_windows
 from flexdet.datasets.ground_truth import interframe_deltas, labels_at
-from flexdet.evaluation.evaluate import ScoredRun, StreamRunner, evaluate, interframe_runs, score
+from flexdet.evaluation.evaluate import ScoredRun, evaluate, interframe_runs, score
+from flexdet.evaluation.stream import StreamRunner
 from flexdet.models import build_model
 
 

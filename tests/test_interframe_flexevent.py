@@ -23,9 +23,6 @@ from flexdet.datasets.ground_truth import interframe_deltas, interframe_targets
 from flexdet.datasets.sequences import open_dataset
 from flexdet.evaluation.evaluate import (
     ScoredRun,
-    StreamRunner,
-    WindowReads,
-    _flexevent_benchmark,
     interframe_offset_us,
     interframe_pairs,
     interframe_rule,
@@ -33,8 +30,9 @@ from flexdet.evaluation.evaluate import (
     interframe_targets_of,
     interframe_windows,
     score,
-    window_inputs,
 )
+from flexdet.evaluation.model_data import _flexevent_benchmark
+from flexdet.evaluation.stream import StreamRunner, WindowReads, window_inputs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "flexevent_interframe"
 MODES = {"2class": "flexevent2", "8class": "flexevent8"}

@@ -134,7 +134,7 @@ def converted(tmp_path_factory):
 def test_converted_rvt_model_on_the_stored_windows_gives_rvts_detections(converted):
     """RVT's outputs for its first 4 stored windows of train/synth_000 (zero state at window 0, as its
     streaming evaluation starts), reproduced by streaming flexdet's RVT dataset through the stepper."""
-    from flexdet.evaluation.evaluate import StreamRunner
+    from flexdet.evaluation.stream import StreamRunner
     from flexdet.models.checkpoint import load_model
 
     torch.set_num_threads(1)

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from flexdet.data.clock import window_of
 from flexdet.data.input_spec import InputSpec
-from flexdet.datasets.benchmarks import Benchmark, stored_benchmark
+from flexdet.datasets.benchmarks import Benchmark
 from flexdet.datasets.cache import stream_windows
 from flexdet.datasets.ground_truth import (
     InterframeDelta,
@@ -38,9 +36,10 @@ from flexdet.datasets.ground_truth import (
     interframe_targets,
     persistent_pairs,
 )
-from flexdet.datasets.sequences import Dataset, Sequence, open_dataset
+from flexdet.datasets.sequences import Dataset, Sequence
 from flexdet.errors import ConfigError
 from flexdet.evaluation.coco_eval import coco_metrics
+from flexdet.evaluation.model_data import model_spec, open_model_dataset
 from flexdet.evaluation.results import (
     EXPORT_FORMATS,
     detections_to_boxes,
@@ -51,11 +50,12 @@ from flexdet.evaluation.results import (
     write_prophesee_predictions,
     write_results,
 )
+from flexdet.evaluation.stream import StreamRunner, WindowReads
 from flexdet.export.runtime.chains import chain_count
+from flexdet.models.checkpoint import load_model
 
 SCHEDULES = ("stream", "interframe", "global", "chains")
 INTERFRAME_RULES = ("stream", "flexevent")
-CHUNK_STEPS = 128
 # Prophesee's toolbox (and RVT) measure the 0.5 s skip from t = 0: every recording is taken to start there.
 RECORDING_START_US = 0
 
@@ -68,152 +68,6 @@ class ScoredRun:
     detections: list[dict]
     gt: list[np.ndarray]
     scored: list[int]
-
-
-class StreamRunner:
-    """Drives one detector through sequences with the stepper (`StreamingRuntime`, torch backend), its inputs
-    built by the model's input specification; several sequences side by side as one batch."""
-
-    def __init__(self, model: torch.nn.Module, spec: InputSpec, benchmark: Benchmark,
-                 device: torch.device | None = None) -> None:
-        from flexdet.export.metadata import metadata_for_model
-        from flexdet.export.runtime.streaming import torch_runtime
-
-        device = device if device is not None else next(model.parameters()).device
-        self.spec = spec
-        self.benchmark = benchmark
-        self.runtime = torch_runtime(model.eval(), metadata_for_model(model, spec), device)
-        self.uses_events = getattr(model.config, "use_events", True)
-        self.uses_frames = model.config.use_frames
-        self._frame_cache: tuple[str, np.ndarray] | None = None
-        self.window_us = spec.window_us
-
-    def state_bytes(self) -> int:
-        """Bytes of one stream's recurrent state (frame features included): what each extra state a schedule
-        holds costs."""
-        tensors = self.runtime.backend.state
-        return sum(t.numel() * t.element_size() // t.shape[0] for t in tensors)
-
-    def set_window_us(self, window_us: int) -> None:
-        """The step period of the streams that follow (S5 models rescale their timestep to it)."""
-        self.window_us = int(window_us)
-        self.runtime.set_window_us(self.window_us)
-
-    def run(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray,
-            branch: Callable | None = None, reads: WindowReads | None = None) -> list[dict]:
-        """Detections (input frame) after each window [starts[k], ends[k]); `branch(k, state, frame_index)` is
-        called after step k, for schedules that fork from the stream. `reads`: see `window_inputs`."""
-        return self.run_many([sequence], [starts], [ends], branch, None if reads is None else [reads])[0]
-
-    def run_many(self, sequences: list[Sequence], starts: list[np.ndarray], ends: list[np.ndarray],
-                 branch: Callable | None = None, reads: list[WindowReads] | None = None) -> list[list[dict]]:
-        """Several sequences streamed side by side as one batch (each its own state); shorter ones are fed
-        empty windows past their end and those outputs dropped. Same detections as one at a time."""
-        count = max(len(e) for e in ends)
-        detections: list[list[dict]] = [[] for _ in sequences]
-        frames = [self._frames(s) if self.uses_frames else None for s in sequences]
-        shown: list[int] | None = None
-        window_reads = [None] * len(sequences) if reads is None else reads
-        self.runtime.reset(len(sequences))
-        for lo in range(0, count, CHUNK_STEPS):
-            steps = min(CHUNK_STEPS, count - lo)
-            inputs = np.stack([self._inputs(s, b[lo:lo + steps], e[lo:lo + steps], steps,
-                                            None if r is None else r.part(lo, lo + steps))
-                               for s, b, e, r in zip(sequences, starts, ends, window_reads)], axis=1)
-            for j in range(steps):
-                k = lo + j
-                batch = None
-                if self.uses_frames:
-                    wanted = [self.spec.frame_index(s.frame_times, int(b[min(k, len(b) - 1)]),
-                                                    int(e[min(k, len(e) - 1)]))
-                              for s, b, e in zip(sequences, starts, ends)]
-                    if wanted != shown and max(wanted) >= 0:
-                        batch = np.stack([self.spec.paired_frames(f, [i])[0] for f, i in zip(frames, wanted)])
-                        shown = wanted
-                for i, detection in enumerate(self.runtime.step_inputs(inputs[j], batch)):
-                    if k < len(ends[i]):
-                        detections[i].append(detection)
-                if branch is not None:
-                    branch(k, self.runtime.state, shown[0] if shown else -1)
-        return detections
-
-    def step_from(self, sequence: Sequence, state, start: int, end: int, frame_index: int) -> dict:
-        """One forked step [start, end) from `state` (None: a fresh stream) with frame `frame_index` (-1: none);
-        the stream's own state is left as it was."""
-        kept = self.runtime.state
-        if state is None:
-            self.runtime.reset(1)
-        else:
-            self.runtime.restore(state)
-        inputs = self._inputs(sequence, np.array([start]), np.array([end]), 1)
-        frame = None
-        if self.uses_frames and frame_index >= 0:
-            frame = self._frames(sequence)[frame_index][None]
-        self.runtime.set_window_us(max(int(end) - int(start), 1))
-        detection = self.runtime.step_inputs(inputs, frame)[0]
-        self.runtime.set_window_us(self.window_us)
-        self.runtime.restore(kept)
-        return detection
-
-    def _inputs(self, sequence: Sequence, starts: np.ndarray, ends: np.ndarray, count: int,
-                reads: WindowReads | None = None) -> np.ndarray:
-        """(count, C, H, W) uint8 inputs of the windows; rows past `len(ends)` (and all, frames-only) are zero."""
-        width, height = self.spec.size
-        out = np.zeros((count, self.spec.channels, height, width), np.uint8)
-        if self.uses_events and len(ends):
-            out[:len(ends)] = window_inputs(sequence, self.spec, starts, ends, reads)
-        return out
-
-    def _frames(self, sequence: Sequence) -> np.ndarray:
-        if self._frame_cache is None or self._frame_cache[0] != sequence.name:
-            self._frame_cache = (sequence.name, np.stack([sequence.frame(i, self.spec)
-                                                          for i in range(len(sequence.frame_times))]))
-        return self._frame_cache[1]
-
-
-class WindowReads(NamedTuple):
-    """How FlexEvent's interframe samples read a window's events (data/dsec_utils/dsec_data.py, num_us >= 0): the
-    events of [t_i, t_i+1) are read through ms_to_idx, so up to `ends` (t_i+1) on the input's read grid, then kept
-    where `events["t"] < event_end` with event_end = t_i + offset, a float (`float32_cuts`): torch promotes the
-    int64 times and the float to float32 for that comparison, so the cut falls on float32's grid (4096 µs at DSEC's
-    ~3.7e10 µs clock); the window's own bounds [t_i, int(t_i + offset)) cut exactly after that."""
-
-    ends: np.ndarray
-    float32_cuts: np.ndarray
-
-    def part(self, lo: int, hi: int) -> WindowReads:
-        return WindowReads(self.ends[lo:hi], self.float32_cuts[lo:hi])
-
-
-def window_inputs(sequence: Sequence, spec: InputSpec, starts: np.ndarray, ends: np.ndarray,
-                  reads: WindowReads | None = None) -> np.ndarray:
-    """(N, C, H, W) uint8 model inputs of the windows [starts[k], ends[k]) (`Sequence.model_inputs`); with
-    `reads`, window k's events are those FlexEvent's interframe sample reads (`WindowReads`): up to reads.ends[k]
-    through the specification's read grid (`end_grid_us`, from the recording's time origin) instead of the grid at
-    the window's end, and only where float32(t) < float32(reads.float32_cuts[k]). The window itself, so its hashed
-    sub-window and its histogram bounds, stays [starts[k], ends[k])."""
-    starts = np.asarray(starts, np.int64).reshape(-1)
-    ends = np.asarray(ends, np.int64).reshape(-1)
-    if reads is None:
-        return sequence.model_inputs(spec, starts, ends)
-    recording = sequence.recording(spec.geometry)
-    limits = spec.read_end(np.asarray(reads.ends, np.int64).reshape(-1), int(recording.t_offset))
-    cuts = np.asarray(reads.float32_cuts, np.float64).reshape(-1).astype(np.float32)
-    width, height = spec.size
-    out = np.zeros((len(ends), spec.channels, height, width), np.uint8)
-    if len(ends) == 0:
-        return out
-    plain = spec.replace(end_grid_us=0)
-    stops = np.maximum(np.minimum(ends + (1 if spec.end_inclusive else 0), limits), starts)
-    events = recording.read(int(starts.min()), int(stops.max()))
-    times = events["t"]
-    for k in range(len(ends)):
-        lo, hi = np.searchsorted(times, [starts[k], stops[k]], side="left")
-        chosen = events[lo:hi]
-        chosen = chosen[chosen["t"].astype(np.int64).astype(np.float32) < cuts[k]]
-        out[k] = plain.model_inputs(chosen, starts[k:k + 1], ends[k:k + 1], sequence=sequence.name,
-                                    time_origin=recording.t_offset)[0]
-    return out
 
 
 def stream_runs(runner: StreamRunner, sequences: list[Sequence], rate_hz: float, dense: bool,
@@ -467,12 +321,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
         raise ConfigError(f"export formats {list(export)}: choose from {EXPORT_FORMATS}, with an output folder")
     if schedule == "interframe" and not dataset.has_frames:
         raise ConfigError(f"{dataset.root}: the interframe schedule needs RGB frames (DSEC layout)")
-    if spec is None:
-        spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
+    spec = model_spec(model, dataset, spec)
     if frame_rule is not None:
         spec = dataclasses.replace(spec, frame_rule=frame_rule)
-    if spec.size != dataset.geometry.size or (model.config.use_frames and not dataset.has_frames):
-        raise ConfigError(f"{dataset.root}: {model_data_mismatch(spec, model.config.use_frames, dataset)}")
     runner = StreamRunner(model, spec, dataset.benchmark)
     streamable = dataset.stream_rates(rates_hz)
     if schedule != "interframe" and streamable != [float(r) for r in rates_hz]:
@@ -532,67 +383,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
     """Load any flexdet checkpoint, open `split` of the dataset the way it was trained (a training checkpoint's
     data settings; otherwise the layout's own benchmark: for a model fed by FlexEvent's DSEC pipeline on DSEC-Det,
     FlexEvent's flexevent2 / flexevent8), evaluate with the checkpoint's input specification, write results."""
-    from flexdet.models.checkpoint import load_model
-
     loaded = load_model(checkpoint)
-    model = loaded.model
-    data = (loaded.train_config or {}).get("data", {})
-    chosen = benchmark or stored_benchmark(data)
-    if chosen == "auto":
-        chosen = _flexevent_benchmark(loaded, data_root, data.get("layout", "auto"))
-    downsample = int(data.get("downsample", 1))
+    dataset = open_model_dataset(loaded, checkpoint, data_root, split, benchmark)
     try:
-        dataset = open_dataset(data_root, split, data.get("layout", "auto"), chosen, downsample)
-    except ConfigError as exc:  # a training setting eval cannot take: say what the user can do instead
-        if "data.downsample" not in str(exc):
-            raise
-        size = "" if loaded.spec is None else f" on {loaded.spec.size[0]}x{loaded.spec.size[1]} inputs"
-        frames = " with RGB frames" if model.config.use_frames else ""
-        raise ConfigError(f"{exc} (the model was trained at data.downsample {downsample}{size}{frames}; "
-                          f"{eval_fit_advice(data_root)})") from exc
-    try:
-        if dataset.benchmark.num_classes != model.config.num_classes:
-            raise ConfigError(f"{checkpoint}: the model has {model.config.num_classes} classes but {data_root} is "
-                              f"scored with {dataset.benchmark.num_classes}")
         name = model_name or (loaded.train_config or {}).get("model", {}).get("inputs", "model")
-        rows = evaluate(model, dataset, rates_hz, schedule, out_dir, name, progress, loaded.spec, export=export,
+        rows = evaluate(loaded.model, dataset, rates_hz, schedule, out_dir, name, progress, loaded.spec, export=export,
                         interframe=interframe, frame_rule=frame_rule)
     finally:
         dataset.close()
     if out_dir is not None:
         write_results(out_dir, rows)
     return rows
-
-
-def eval_fit_advice(data_root: str | Path) -> str:
-    """What a user can do when a model does not fit a dataset (eval has no key=value overrides)."""
-    return ("flexdet eval reads data with the settings the model was trained with and takes no key=value overrides: "
-            "evaluate the model on data like its training data, or train a model on this data (flexdet train "
-            f"--preset quickstart --data {data_root}, with model.inputs=events for data without RGB frames)")
-
-
-def model_data_mismatch(spec: InputSpec, uses_frames: bool, dataset: Dataset) -> str:
-    """Why a model cannot run on a dataset (its input size, RGB frames the data lacks) and what to do instead."""
-    problems = []
-    if spec.size != dataset.geometry.size:
-        geometry = dataset.geometry
-        scale = f" ({geometry.sensor_width}x{geometry.kept_height} / {geometry.scale})" \
-            if geometry.scale > 1 else ""
-        problems.append(f"the model takes {spec.size[0]}x{spec.size[1]} inputs but this data gives "
-                        f"{geometry.size[0]}x{geometry.size[1]}{scale}")
-    if uses_frames and not dataset.has_frames:
-        problems.append("the model expects RGB frames, which this data lacks (events only)")
-    return "; ".join(problems) + f". {eval_fit_advice(dataset.root)}"
-
-
-def _flexevent_benchmark(loaded, data_root: str | Path, layout: str) -> str:
-    """flexevent2 / flexevent8 (FlexEvent's evaluator) for a model with FlexEvent's input pipeline (hashed
-    sub-window) on a DSEC-Det root, by its class count (2, or 7 for FlexEvent's 8-class mode); else "auto"."""
-    from flexdet.datasets.sequences import detect_layout
-
-    if loaded.spec is None or loaded.spec.sub_window != "hashed" or loaded.model.config.num_classes not in (2, 7):
-        return "auto"
-    root = Path(data_root)
-    if not root.is_dir() or (layout if layout != "auto" else detect_layout(root)) != "dsec":
-        return "auto"
-    return "flexevent2" if loaded.model.config.num_classes == 2 else "flexevent8"

@@ -21,7 +21,6 @@ to the same instants of `fine_grid` (where the student steps) and back to the la
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,14 @@ import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.input_spec import InputSpec
-from flexdet.datasets.benchmarks import Benchmark, stored_benchmark
+from flexdet.data.writers import write_boxes
+from flexdet.datasets.benchmarks import Benchmark
 from flexdet.datasets.ground_truth import label_times, labels_at
-from flexdet.datasets.sequences import Sequence
+from flexdet.datasets.sequences import Dataset, Sequence, open_dataset
 from flexdet.errors import ConfigError
+from flexdet.evaluation.coco_eval import predictions_as_boxes
+from flexdet.evaluation.model_data import model_spec, open_model_dataset
+from flexdet.evaluation.stream import StreamRunner, StreamView
 from flexdet.fal.config import FALConfig
 from flexdet.fal.flextune import (
     FLEXTUNE_POSTPROCESS,
@@ -44,9 +47,10 @@ from flexdet.fal.flextune import (
 )
 from flexdet.fal.pseudo_labels import apply_thresholds, merge_directions
 from flexdet.fal.tracker import track_filter
+from flexdet.models.checkpoint import load_model
+from flexdet.progress import progress_bar
 
 PSEUDO_LABELS_NAME = "pseudo_tracks.npy"
-CHUNK_STEPS = 64
 
 
 def fine_grid(base_times: np.ndarray, factor: int) -> np.ndarray:
@@ -80,41 +84,32 @@ def teacher_predictions(model, sequence: Sequence, spec: InputSpec, grid: np.nda
     """(forward, reversed) BOX_DTYPE predictions at every grid instant (input frame, model class ids, score
     in class_confidence); forward[i] is at grid[i] (forward[0] is empty: no window ends there), and
     reversed[i] at grid[i] (reversed[-1] is empty). Without `reverse` the reversed list is all empty. Both
-    directions run through the stepper as one batch of two streams, inputs from the model's specification.
-    `postprocess`: model-config postprocess fields (postprocess_rule, conf_thresh, nms_thresh, max_detections)
-    used instead of the model's own."""
-    from flexdet.evaluation.coco_eval import predictions_as_boxes
-    from flexdet.export.metadata import metadata_for_model
-    from flexdet.export.runtime.streaming import torch_runtime
-
+    directions run through the stream driver as one batch of two streams, inputs from the model's specification:
+    forward step k reads [grid[k], grid[k+1]) with the specification's frame; reversed step k reads [grid[m],
+    grid[m+1]) time-reversed (m = steps-1-k) with the mirror of latest_at_start, the earliest frame at or after
+    the reversed window's start (its end in real time). `postprocess`: model-config postprocess fields
+    (postprocess_rule, conf_thresh, nms_thresh, max_detections) used instead of the model's own."""
     grid = np.asarray(grid, dtype=np.int64)
     steps = len(grid) - 1
     forward = [np.zeros(0, BOX_DTYPE) for _ in grid]
     backward = [np.zeros(0, BOX_DTYPE) for _ in grid]
     if steps < 1:
         return forward, backward
-    views = 2 if reverse else 1
-    metadata = metadata_for_model(model, spec)
-    if postprocess:
-        metadata = dataclasses.replace(metadata, model_config={**metadata.model_config, **postprocess})
-    runtime = torch_runtime(model.eval(), metadata, device)
-    runtime.reset(views)
-    shown = None
-    for lo in range(0, steps, CHUNK_STEPS):
-        k = np.arange(lo, min(lo + CHUNK_STEPS, steps))
-        # Forward step k: window [grid[k], grid[k+1]); reversed step k: window [grid[m], grid[m+1]), m = steps-1-k.
-        inputs = [sequence.model_inputs(spec, grid[k], grid[k + 1])]
-        if reverse:
-            m = steps - 1 - k
-            inputs.append(sequence.model_inputs(spec, grid[m], grid[m + 1], backwards=True))
-        for j, step in enumerate(k):
-            frames, shown = _frames(model, sequence, spec, grid, int(step), steps, views, shown)
-            detections = runtime.step_inputs(np.stack([view[j] for view in inputs]), frames)
-            forward[step + 1] = _rows(predictions_as_boxes(detections[0]), grid[step + 1])
-            if reverse:
-                backward[steps - 1 - step] = _rows(predictions_as_boxes(detections[1]), grid[steps - 1 - step])
-        if progress is not None:
-            progress(len(k))
+    views = [StreamView(sequence, grid[:-1], grid[1:])]
+    if reverse:
+        m = steps - 1 - np.arange(steps)
+        frames = None
+        if sequence.frame_times is not None and len(sequence.frame_times):
+            after = np.searchsorted(sequence.frame_times, grid[m + 1], side="left")
+            frames = np.minimum(after, len(sequence.frame_times) - 1)
+        views.append(StreamView(sequence, grid[m], grid[m + 1], frames, backwards=True))
+    runner = StreamRunner(model, spec, device=device, postprocess=postprocess)
+    outputs = runner.run_views(views, progress=progress)
+    for k, detection in enumerate(outputs[0]):
+        forward[k + 1] = _rows(predictions_as_boxes(detection), grid[k + 1])
+    if reverse:
+        for k, detection in enumerate(outputs[1]):
+            backward[steps - 1 - k] = _rows(predictions_as_boxes(detection), grid[steps - 1 - k])
     return forward, backward
 
 
@@ -214,32 +209,38 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
                          show_progress: bool = True, spec: InputSpec | None = None) -> list[Path]:
     """Pseudo-label every sequence of `split` under `root` and write each file; returns the written paths.
     `spec`: the teacher's input specification (default: the dataset's geometry, bins from the model)."""
-    from flexdet.data.writers import write_boxes
-    from flexdet.datasets.sequences import open_dataset
-    from flexdet.progress import progress_bar
-
-    config = config or FALConfig()
     dataset = open_dataset(root, split, layout, benchmark, downsample)
-    if dataset.layout == "rvt":
-        raise ConfigError(f"{root}: RVT data stores fixed windows only; pseudo labels need the raw events")
     if model.config.num_classes != dataset.benchmark.num_classes:
+        dataset.close()
         raise ConfigError(f"the teacher has {model.config.num_classes} classes but benchmark "
                           f"{dataset.benchmark.name!r} scores {dataset.benchmark.num_classes}")
-    if model.config.use_frames and not dataset.has_frames:
-        raise ConfigError(f"{root}: the teacher reads RGB frames but split {split!r} has none")
-    if spec is None:
-        spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
-    if spec.size != dataset.geometry.size:
-        raise ConfigError(f"{root}: the teacher's input is {spec.size[0]}x{spec.size[1]} but this dataset's "
-                          f"geometry gives {dataset.geometry.size[0]}x{dataset.geometry.size[1]}")
+    return _pseudo_label_opened(model, dataset, config or FALConfig(), spec, device, show_progress)
+
+
+def pseudo_label_checkpoint(checkpoint: str | Path, root: str | Path, split: str = "train",
+                            config: FALConfig | None = None, benchmark: str | None = None, device: str = "cpu",
+                            show_progress: bool = True) -> list[Path]:
+    """`pseudo_label_dataset` with a teacher from any flexdet checkpoint: its input specification, and the data
+    opened the way it was trained (`open_model_dataset`); `benchmark` overrides the checkpoint's."""
+    loaded = load_model(checkpoint)
+    dataset = open_model_dataset(loaded, checkpoint, root, split, benchmark)
+    return _pseudo_label_opened(loaded.model, dataset, config or FALConfig(), loaded.spec, device, show_progress)
+
+
+def _pseudo_label_opened(model, dataset: Dataset, config: FALConfig, spec: InputSpec | None, device: str,
+                         show_progress: bool) -> list[Path]:
+    """Pseudo-label and write every sequence of an opened dataset (closed after)."""
     written = []
     kept = instants = gt_boxes = 0
     try:
+        if dataset.layout == "rvt":
+            raise ConfigError(f"{dataset.root}: RVT data stores fixed windows only; pseudo labels need the raw events")
+        spec = model_spec(model, dataset, spec)
         for sequence in dataset.sequences:
             labelled = base_times(sequence)
             steps = max(len(label_grid(sequence, config)) - 1, 0)
             with progress_bar(total=steps, desc=f"pseudo-label {sequence.name}", unit="step", disable=not show_progress,
-                      leave=False) as bar:
+                              leave=False) as bar:
                 boxes = pseudo_label_sequence(model, sequence, dataset.benchmark, config, spec, device, bar.update)
             path = pseudo_label_path(sequence)
             write_boxes(path, boxes)
@@ -255,38 +256,6 @@ def pseudo_label_dataset(model, root: str | Path, split: str = "train", config: 
     return written
 
 
-def pseudo_label_checkpoint(checkpoint: str | Path, root: str | Path, split: str = "train",
-                            config: FALConfig | None = None, benchmark: str | None = None, device: str = "cpu",
-                            show_progress: bool = True) -> list[Path]:
-    """`pseudo_label_dataset` with a teacher from any flexdet checkpoint: its input specification, and for a
-    training checkpoint its data settings (layout, benchmark, downsample); `benchmark` overrides the benchmark."""
-    from flexdet.models.checkpoint import load_model
-
-    loaded = load_model(checkpoint)
-    data = (loaded.train_config or {}).get("data", {})
-    return pseudo_label_dataset(loaded.model, root, split, config, data.get("layout", "auto"),
-                                benchmark or stored_benchmark(data), int(data.get("downsample", 1)), device,
-                                show_progress, loaded.spec)
-
-
-def _frames(model, sequence: Sequence, spec: InputSpec, grid: np.ndarray, step: int, steps: int, views: int,
-            shown: tuple[int, ...] | None) -> tuple[np.ndarray | None, tuple[int, ...] | None]:
-    """The (views, H, W, 3) frames of this step, or None when every view's frame is the one already encoded.
-    Forward: the specification's frame for the window [grid[step], grid[step + 1]); reversed: the mirror of
-    latest_at_start, the earliest frame at or after the reversed window's start (its end in real time)."""
-    if not model.config.use_frames:
-        return None, shown
-    wanted = [spec.frame_index(sequence.frame_times, int(grid[step]), int(grid[step + 1]))]
-    if views == 2:
-        after = int(np.searchsorted(sequence.frame_times, int(grid[steps - step]), side="left"))
-        wanted.append(min(after, len(sequence.frame_times) - 1))
-    wanted = tuple(wanted)
-    if wanted == shown:
-        return None, shown
-    stack = np.stack([sequence.frame(max(i, 0), spec) for i in wanted])
-    return spec.paired_frames(stack, [j if i >= 0 else -1 for j, i in enumerate(wanted)]), wanted
-
-
 def _rows(boxes: np.ndarray, t: int) -> np.ndarray:
     out = boxes.copy()
     out["t"] = int(t)
@@ -297,10 +266,6 @@ def _to_label_file(rows: np.ndarray, track_ids: np.ndarray, benchmark: Benchmark
     """Pseudo rows back to the label file: scale undone, class ids mapped back (an evaluated class that
     several file classes merge into takes the smallest, e.g. DSEC 2-class car -> car), tracker ids."""
     out = benchmark.to_label_frame(rows)
-    if benchmark.class_map is not None:
-        inverse = {}
-        for source, target in sorted(benchmark.class_map.items()):
-            inverse.setdefault(int(target), int(source))
-        out["class_id"] = [inverse[int(c)] for c in rows["class_id"]]
+    out["class_id"] = benchmark.label_class_ids()[np.asarray(rows["class_id"], np.int64)]
     out["track_id"] = track_ids
     return out
