@@ -59,3 +59,12 @@ def surfaces_batch(t, x, y, p, starts_us, ends_us, use_events_span, tau_us, out,
         last = np.full(2 * plane, NEVER, np.int64)
         latest_range(t, x, y, p, lo, hi, last, plane, width)
         decay(last, t_ref, tau, out[i])
+
+
+# The same kernels without a parallel loop, for a single window (a live stream's step). A parallel region
+# of one task still hands it to a Numba worker and waits for it: when the workers have slept through a
+# model's inference (onnxruntime runs its own threads), waking them cost more than building the window
+# (measured: representation p50 on the onnxruntime backend 2x torch's, whose step kept the CPU busy).
+counts_one = numba.njit(cache=True, nogil=True)(counts_batch.py_func)
+voxels_one = numba.njit(cache=True, nogil=True)(voxels_batch.py_func)
+surfaces_one = numba.njit(cache=True, nogil=True)(surfaces_batch.py_func)

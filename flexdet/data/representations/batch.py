@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flexdet.data.representations._batch_kernels import counts_batch, surfaces_batch, voxels_batch
+from flexdet.data.representations._batch_kernels import (
+    counts_batch,
+    counts_one,
+    surfaces_batch,
+    surfaces_one,
+    voxels_batch,
+    voxels_one,
+)
 from flexdet.data.representations._columns import (
     MAX_BINS,
     EventsLike,
@@ -99,14 +106,17 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
     plane = height * width
     if timing is not None and config.kind not in ("stacked_histogram", "event_frame"):
         raise ConfigError(f"build_windows: `timing` applies to the counting representations, not {config.kind}")
+    one = len(ends) == 1  # a single window: no parallel region (see _batch_kernels.counts_one)
     if config.kind in ("stacked_histogram", "event_frame"):
         bins = config.bins if config.kind == "stacked_histogram" else 1
         timing = t if timing is None else _sorted_timing(timing)
-        counts_batch(t, x, y, p, timing, starts, ends, by_events, bins, flat, width, height, config.count_clip)
+        (counts_one if one else counts_batch)(t, x, y, p, timing, starts, ends, by_events, bins, flat, width, height,
+                                              config.count_clip)
     elif config.kind == "voxel_grid":
-        voxels_batch(t, x, y, p, starts, ends, by_events, config.bins, flat, width, height)
+        (voxels_one if one else voxels_batch)(t, x, y, p, starts, ends, by_events, config.bins, flat, width, height)
     else:
-        surfaces_batch(t, x, y, p, starts, ends, by_events, float(config.tau_us or 0.0), flat, width, plane)
+        (surfaces_one if one else surfaces_batch)(t, x, y, p, starts, ends, by_events, float(config.tau_us or 0.0),
+                                                  flat, width, plane)
     return deliver(out, as_tensor)
 
 
