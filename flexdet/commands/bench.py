@@ -11,7 +11,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `flexdet bench`."""
     parser.add_argument("--model", help="export folder, .onnx, .pt, .engine or a preset name (with --server: also "
                                         "run the streams in process for comparison)")
-    parser.add_argument("--backend", default="auto", choices=("torch", "onnxruntime", "tensorrt", "auto"))
+    parser.add_argument("--backend", default="auto", choices=("torch", "onnxruntime", "tensorrt", "auto"),
+                        help="what runs the network (default: auto = TensorRT where it imports and CUDA is there, "
+                             "torch on another CUDA device, else onnxruntime; with onnxruntime an export folder's "
+                             "CPU model is used when `flexdet export --target cpu` wrote one)")
     parser.add_argument("--steps", type=int, default=200, help="timed steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--height", type=int, help="input height for a preset / bare checkpoint (default 240)")
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the runtime, stream the events through it, print the figures."""
     from flexdet.errors import ConfigError
 
+    check_options(args)
     if args.server:
         return _run_server(args)
     if not args.model:
@@ -89,7 +93,38 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'stage':<16}{'p50 ms':>10}{'p99 ms':>10}")
     for stage in ("representation", "inference", "postprocess", "total"):
         print(f"{stage:<16}{report[stage + '_ms_p50']:>10.3f}{report[stage + '_ms_p99']:>10.3f}")
+    print(frame_encoder_line(report, runtime.metadata.use_frames, args.frame_every, args.steps))
     return 0
+
+
+def frame_encoder_line(report: dict, use_frames: bool, frame_every: int, steps: int) -> str:
+    """Whether and how often the frame encoder ran in the timed steps (its time is part of "inference")."""
+    if not use_frames:
+        return "frame encoder: none (event-only model)"
+    runs = report["frame_encoder_runs"]
+    return (f"frame encoder: ran {runs} times in {steps} timed steps (a new frame every {frame_every} steps; "
+            f"its time is inside inference)")
+
+
+_POSITIVE = ("steps", "step_us", "frame_every", "height", "width", "threads", "streams")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse impossible option values before anything loads (a model can take seconds to export or build)."""
+    from flexdet.errors import ConfigError
+
+    for name in _POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("warmup", "events_per_step"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if not args.event_rate > 0 or args.event_rate == float("inf"):
+        raise ConfigError(f"--event-rate must be a positive number of events per second, got {args.event_rate}")
+    if bool(args.height) != bool(args.width):
+        raise ConfigError("give --height and --width together")
 
 
 def _run_server(args: argparse.Namespace) -> int:

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, help="sensor width in px (--preset only; default 304)")
     parser.add_argument("--window-us", type=int, default=None,
                         help="event window per step (default: the checkpoint's, 50000 for a preset)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (refused if it already holds an export)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the export an existing --out holds")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (export on a CUDA device)")
     parser.add_argument("--engine", action="store_true", help="also build TensorRT engines (needs tensorrt)")
     parser.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension")
@@ -39,8 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from flexdet.export.metadata import metadata_for_model
 
     require_output_dir(args.out)
+    _refuse_existing_export(args.out, args.overwrite)
     if bool(args.checkpoint) == bool(args.preset):
         raise ConfigError("give either a CHECKPOINT or --preset NAME")
+    device = args.device or ("cuda" if args.fp16 and torch.cuda.is_available() else "cpu")
+    if args.fp16 and not str(device).startswith("cuda"):
+        raise ConfigError(f"--fp16: a half-precision graph is traced on a CUDA device and runs fast only on a GPU "
+                          f"(TensorRT, onnxruntime CUDA); the device here is {device}. Export float32 (leave out "
+                          f"--fp16), or run this on a machine with a GPU")
     if args.opset < 17:
         raise ConfigError(f"--opset {args.opset}: flexdet exports at opset >= 17 (LayerNormalization)")
     classes = args.classes.split(",") if args.classes else None
@@ -62,9 +69,21 @@ def run(args: argparse.Namespace) -> int:
     if args.window_us:
         spec = spec.replace(window_us=args.window_us)
     metadata = metadata_for_model(model.eval(), spec, classes)
-    device = args.device or ("cuda" if args.fp16 and torch.cuda.is_available() else "cpu")
     written = export_bundle(model.eval(), metadata, args.out, opset=args.opset, fp16=args.fp16,
                             dynamic_batch=args.dynamic_batch, engine=args.engine, device=device)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _refuse_existing_export(out: str, overwrite: bool) -> None:
+    """Like `flexdet train`: an --out that already holds an export is replaced only with --overwrite."""
+    from pathlib import Path
+
+    from flexdet.errors import ConfigError
+    from flexdet.export.bundle import CHECKPOINT_NAME, METADATA_NAME, ONNX_NAME
+
+    held = [name for name in (METADATA_NAME, ONNX_NAME, CHECKPOINT_NAME) if (Path(out) / name).exists()]
+    if held and not overwrite:
+        raise ConfigError(f"{out} already holds an export ({', '.join(held)}); replace it with --overwrite, or "
+                          f"choose another --out")

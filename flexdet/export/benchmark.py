@@ -64,9 +64,11 @@ def benchmark(runtime: StreamingRuntime, events: np.ndarray, steps: int, step_us
     times = {stage: [] for stage in STAGES}
     windows = step_windows(events, warmup + steps, step_us, window_us)
     start = None
+    encodes_before = 0
     for k, (chunk, t_end) in enumerate(windows):
         if k == warmup:
             start = time.perf_counter()
+            encodes_before = _frame_encodes(runtime)
         new_frame = frame is not None and (k == 0 or (frame_every and k % frame_every == 0))
         runtime.step(chunk, t_end=t_end, frame=frame if new_frame else None)
         if k >= warmup:
@@ -74,9 +76,15 @@ def benchmark(runtime: StreamingRuntime, events: np.ndarray, steps: int, step_us
                 times[stage].append(runtime.timings[stage] * 1e3)
     elapsed = time.perf_counter() - start
     report = {"backend": runtime.backend_name, "steps": steps, "steps_per_s": steps / elapsed,
+              "frame_encoder_runs": _frame_encodes(runtime) - encodes_before,
               "events_per_step": float(np.mean([len(c) for c, _ in step_windows(events, steps, step_us,
                                                                                   window_us)]))}
     for stage in STAGES:
         report[f"{stage}_ms_p50"] = float(np.percentile(times[stage], 50))
         report[f"{stage}_ms_p99"] = float(np.percentile(times[stage], 99))
     return report
+
+
+def _frame_encodes(runtime) -> int:
+    """How many times the runtime's frame encoder has run (0 for an event-only model)."""
+    return int(getattr(runtime, "frame_encodes", 0))
