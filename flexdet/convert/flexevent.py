@@ -20,8 +20,8 @@ import torch
 
 from flexdet.convert import rvt
 from flexdet.convert.safe_unpickle import load_foreign_checkpoint
-from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
+from flexdet.datasets.benchmarks import get_benchmark
 from flexdet.errors import CheckpointError
 from flexdet.models.config import ModelConfig
 
@@ -29,9 +29,10 @@ from flexdet.models.config import ModelConfig
 # eighth class, train, has no boxes); the 2-class mode scores bus and truck as car.
 CLASS_MODES = {2: ("2class", ["car", "pedestrian"]),
                7: ("8class", ["pedestrian", "rider", "car", "bus", "truck", "bicycle", "motorcycle"])}
-# config/dataset/dsec.yaml and data/dsec_utils/dsec_data.py: 640x480 sensor, top 430 rows, halved -> 320x215;
+# config/dataset/dsec.yaml and data/dsec_utils/dsec_data.py: 640x480 sensor, top 430 rows, halved -> 320x215,
+# DSEC-Det's frame (the dsec2 benchmark's geometry: events pre-halved by integrate-and-fire, frames bicubic);
 # dual_frequency: a sub-window of ratio 0.5 placed by a hash seeded with 42 at evaluation.
-SENSOR_HW, CROP_HEIGHT, SCALE = (480, 640), 430, 2
+GEOMETRY = get_benchmark("dsec2").geometry(event_downscale="integrate_fire", frame_resize="cubic")
 SUB_WINDOW_RATIO, SUB_WINDOW_SEED = 0.5, 42
 PIXEL_MEAN, PIXEL_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # rnndet.yaml, RGB, 0-255
 _RESNET_STAGES = {"res2": "layer1", "res3": "layer2", "res4": "layer3", "res5": "layer4"}
@@ -64,7 +65,7 @@ def flexevent_from_payload(source: str, payload: dict) -> rvt.ConvertedModel:
     weights = {(k[len("mdl."):] if k.startswith("mdl.") else k): v for k, v in state.items()}
     config = model_config(source, weights)
     mode, classes = CLASS_MODES[config.num_classes]
-    height, width = CROP_HEIGHT // SCALE, SENSOR_HW[1] // SCALE
+    width, height = GEOMETRY.size
     model = rvt.loaded_detector(source, config, lambda: map_state_dict(source, weights, config), "FlexEvent",
                                 (height, width))
     return rvt.ConvertedModel(
@@ -74,8 +75,8 @@ def flexevent_from_payload(source: str, payload: dict) -> rvt.ConvertedModel:
                      "ranking": "objectness * class_confidence", "reported_score": "class_confidence",
                      "nms": "per-class (batched)"},
         input={"representation": "stacked_histogram", "time_norm": "events", "end_inclusive": False,
-               "bins": rvt.BINS, "clip": rvt.COUNT_CUTOFF, "window_us": rvt.WINDOW_US, "sensor_hw": SENSOR_HW,
-               "downscale": SCALE, "input_hw": (height, width), "padded_hw": model.padded_size(height, width),
+               "bins": rvt.BINS, "clip": rvt.COUNT_CUTOFF, "window_us": rvt.WINDOW_US,
+               "sensor_hw": (GEOMETRY.sensor_height, GEOMETRY.sensor_width), "downscale": GEOMETRY.scale, "input_hw": (height, width), "padded_hw": model.padded_size(height, width),
                "channel_order": "polarity * bins + bin", "sub_window": "hashed",
                "sub_window_ratio": SUB_WINDOW_RATIO, "sub_window_seed": SUB_WINDOW_SEED,
                "frame": "previous annotated frame, top 430 rows, bicubic to 320x215"})
@@ -86,9 +87,7 @@ def input_spec() -> InputSpec:
     rule), rows below 215 dropped, RVT's histograms over [start, end) binned by the window's first and last event;
     the second view FlexEvent's hashed half window; the frame cropped and resized bicubically. Windows end on the
     millisecond grid of the halved file's time origin, as FlexEvent's reads through ms_to_idx do."""
-    geometry = Geometry(SENSOR_HW[1], SENSOR_HW[0], CROP_HEIGHT, SCALE, frame_resize="cubic",
-                        event_downscale="integrate_fire")
-    return InputSpec(geometry, bins=rvt.BINS, clip=rvt.COUNT_CUTOFF, time_norm="events", end_inclusive=False,
+    return InputSpec(GEOMETRY, bins=rvt.BINS, clip=rvt.COUNT_CUTOFF, time_norm="events", end_inclusive=False,
                      window_us=rvt.WINDOW_US, dual_windows=True, sub_window="hashed",
                      sub_window_ratio=SUB_WINDOW_RATIO, sub_window_seed=SUB_WINDOW_SEED, end_grid_us=1000)
 

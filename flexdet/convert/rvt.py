@@ -23,6 +23,7 @@ from flexdet.convert import ssm
 from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
+from flexdet.datasets.benchmarks import get_benchmark
 from flexdet.errors import CheckpointError
 from flexdet.models.checkpoint import bounded_build, load_weights
 from flexdet.models.config import ModelConfig
@@ -31,9 +32,9 @@ from flexdet.models.detector import FlexDetector
 SIZES = {32: "RVT-T", 48: "RVT-S", 64: "RVT-B"}  # embed_dim -> released model
 HEAD_DIMS = {32: 32, 48: 24, 64: 32}  # RVT's experiment configs (small uses dim_head 24)
 DATASETS = {
-    # classes, sensor (H, W), downscale (RVT halves 1 Mpx), partition_split_32
-    "gen1": (["car", "pedestrian"], (240, 304), 1, 1),
-    "gen4": (["pedestrian", "two-wheeler", "car"], (720, 1280), 2, 2),
+    # RVT's dataset name: flexdet's benchmark (classes, sensor), RVT's downscale (it halves 1 Mpx), partition_split_32
+    "gen1": ("gen1", 1, 1),
+    "gen4": ("1mpx", 2, 2),
 }
 NUM_CLASSES_TO_DATASET = {2: "gen1", 3: "gen4"}
 WINDOW_US, BINS, COUNT_CUTOFF = 50_000, 10, 10  # stacked_histogram_dt=50_nbins=10, count_cutoff 10
@@ -69,8 +70,10 @@ def rvt_from_payload(source: str, payload: dict) -> ConvertedModel:
     weights = {k[len("mdl."):]: v for k, v in state.items() if k.startswith("mdl.")}
     rvt_config = _stored_config(source, payload)
     config, dataset = _model_config(source, weights, rvt_config)
-    classes, sensor_hw, downscale, _ = DATASETS[dataset]
-    height, width = sensor_hw[0] // downscale, sensor_hw[1] // downscale
+    name, downscale, _ = DATASETS[dataset]
+    benchmark = get_benchmark(name)
+    classes, (sensor_w, sensor_h) = benchmark.class_names, benchmark.sensor_size
+    sensor_hw, (height, width) = (sensor_h, sensor_w), (sensor_h // downscale, sensor_w // downscale)
     model = loaded_detector(source, config, lambda: map_state_dict(source, weights, config), "RVT/SSM",
                             (height, width))
     padded = model.padded_size(height, width)
@@ -158,12 +161,13 @@ def _model_config(source: str, weights: dict[str, torch.Tensor], rvt_config: dic
     num_classes = int(_tensor(source, weights, "yolox_head.cls_preds.0.weight", 4).shape[0])
     name = rvt_config.get("dataset", {}).get("name") if isinstance(rvt_config.get("dataset"), dict) else None
     dataset = name or NUM_CLASSES_TO_DATASET.get(num_classes)
-    if not isinstance(dataset, str) or dataset not in DATASETS or len(DATASETS[dataset][0]) != num_classes:
+    if not isinstance(dataset, str) or dataset not in DATASETS or \
+            get_benchmark(DATASETS[dataset][0]).num_classes != num_classes:
         raise CheckpointError(f"{source}: cannot tell the RVT dataset: {num_classes} classes, config says "
                               f"{dataset!r} (gen1 has 2 classes, gen4 3)")
     options = architecture_options(
         source, weights, _setting(source, rvt_config, "model.backbone.stage.attention.dim_head", int, None, 1, 1024),
-        _setting(source, rvt_config, "model.backbone.partition_split_32", int, DATASETS[dataset][3], 1, 64))
+        _setting(source, rvt_config, "model.backbone.partition_split_32", int, DATASETS[dataset][2], 1, 64))
     options["conf_thresh"] = _setting(source, rvt_config, "model.postprocess.confidence_threshold", float,
                                       CONF_THRESH, 0.0, 1.0)
     options["nms_thresh"] = _setting(source, rvt_config, "model.postprocess.nms_threshold", float, NMS_THRESH,
@@ -250,9 +254,16 @@ def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelC
                                           f"expected {3 * dim} rows (q, k, v of width {dim})")
                 out[target + f"attn.qkv.{p}"] = qkv.reshape(heads, 3, config.head_dim, -1).transpose(0, 1).reshape(
                     qkv.shape)
-            for gamma_key, proj in (("ls1.gamma", "attn.proj"), ("ls2.gamma", "mlp.fc2")):
+            for gamma_key, proj, src in (("ls1.gamma", "attn.proj", "self_attn.proj"),
+                                         ("ls2.gamma", "mlp.fc2", "mlp.net.2")):
                 if prefix + gamma_key in weights:  # LayerScale: x + g * (W a + b) = x + (g W) a + g b
                     gamma = take(prefix + gamma_key)
+                    scaled = (out[target + f"{proj}.weight"], out[target + f"{proj}.bias"])
+                    shapes = [tuple(t.shape) for t in (gamma, *scaled)]
+                    if shapes[0] != (dim,) or len(shapes[1]) != 2 or shapes[1][0] != dim or shapes[2] != (dim,):
+                        names = ", ".join(f"'mdl.{prefix}{k}'" for k in (gamma_key, f"{src}.weight", f"{src}.bias"))
+                        raise CheckpointError(f"{source}: {names} have shapes {shapes}, expected ({dim},), ({dim}, n), "
+                                              f"({dim},)")
                     out[target + f"{proj}.weight"] = out[target + f"{proj}.weight"] * gamma[:, None]
                     out[target + f"{proj}.bias"] = out[target + f"{proj}.bias"] * gamma
         if config.recurrence == "lstm":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from flexdet.data.boxes import clip_boxes
+from flexdet.data.geometry import Geometry
 from flexdet.errors import ConfigError
 
 GRANULARITIES = ("instant", "sequence")
@@ -83,13 +84,16 @@ class Benchmark:
         """Number of evaluated classes (ids 0..num_classes-1)."""
         return len(self.class_names)
 
+    def geometry(self, event_downscale: str = "bin", frame_resize: str = "area") -> Geometry:
+        """The frame boxes are scored in, as the model input frame: the sensor's crop and scale, with how events
+        and frames reach it."""
+        width, height = self.sensor_size
+        return Geometry(int(width), int(height), self.crop_height, int(self.scale), frame_resize, event_downscale)
+
     @property
     def eval_size(self) -> tuple[int, int]:
         """(width, height) of the frame boxes are scored in."""
-        width, height = self.sensor_size
-        if self.crop_height is not None:
-            height = min(height, self.crop_height)
-        return width // self.scale, height // self.scale
+        return self.geometry().size
 
     def downsampled(self, factor: int) -> Benchmark:
         """The benchmark at `factor` times lower resolution: scale and size thresholds follow (RVT's rule)."""

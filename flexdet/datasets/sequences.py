@@ -196,9 +196,7 @@ class Dataset:
     def geometry(self) -> Geometry:
         """The benchmark's crop and scale of this dataset's sensor with the dataset's downscale rule: the input
         frame it is scored in."""
-        width, height = self.benchmark.sensor_size
-        return Geometry(int(width), int(height), self.benchmark.crop_height, int(self.benchmark.scale),
-                        event_downscale=self.event_downscale)
+        return self.benchmark.geometry(self.event_downscale)
 
     @property
     def has_frames(self) -> bool:
