@@ -340,11 +340,19 @@ def test_a_stored_confidence_threshold_is_saved_in_the_model_and_used(rvt_state,
 def _variants(state: dict) -> dict[str, tuple[dict, dict | None, str]]:
     stem = "mdl.backbone.stages.0.downsample_cf2cl.conv.weight"
     qkv = "mdl.backbone.stages.0.att_blocks.0.att_window.self_attn.qkv.weight"
+    # LayerScale is folded into the projection it scales (g * W, g * b): shapes that broadcast must not pass
+    proj = "mdl.backbone.stages.0.att_blocks.0.att_window.self_attn.proj.weight"
+    fc2_bias = "mdl.backbone.stages.0.att_blocks.0.att_grid.mlp.net.2.bias"
+    gamma = "mdl.backbone.stages.0.att_blocks.0.att_window.ls1.gamma"
+    width = int(state[proj].shape[1]) if proj in state else 1
     cyclic: dict = {"model": {}}
     cyclic["model"]["backbone"] = cyclic
     return {
         "wrong shape": ({**state, qkv: torch.zeros(7, 5)}, None, "self_attn.qkv"),
         "wrong head shape": ({**state, "mdl.yolox_head.reg_preds.0.weight": torch.zeros(3, 3)}, None, "reg_preds"),
+        "projection weight of one row": ({**state, proj: torch.full((1, width), 0.01)}, None, "self_attn.proj"),
+        "scalar projection bias": ({**state, fc2_bias: torch.tensor(0.01)}, None, "mlp.net.2.bias"),
+        "one LayerScale value": ({**state, gamma: torch.tensor([0.5])}, None, "ls1.gamma"),
         "non-tensor value": ({**state, stem: [1.0, 2.0]}, None, stem),
         "non-string key": ({**state, 7: torch.zeros(1)}, None, "7"),
         "odd hyper-parameter type": (state, {"model": {"backbone": {"partition_split_32": {"a": 1}}}},
