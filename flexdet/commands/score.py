@@ -22,21 +22,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flexdet.datasets.benchmarks import BENCHMARKS
+
 if TYPE_CHECKING:
     from flexdet.datasets.benchmarks import Benchmark
     from flexdet.datasets.sequences import LabelFiles
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-BENCHMARK_NAMES = ("gen1", "1mpx", "dsec2", "dsec8", "flexevent2", "flexevent8", "synthetic")
-# The label layouts each benchmark scores and the class ids its label files hold (synthetic: dataset.yaml's).
-BENCHMARK_LAYOUTS = {"gen1": ("gen1", "rvt"), "1mpx": ("gen1", "rvt"), "dsec2": ("dsec",), "dsec8": ("dsec",),
-                     "flexevent2": ("dsec",), "flexevent8": ("dsec",)}
-LABEL_CLASS_IDS = {"gen1": 2, "1mpx": 7, "dsec2": 8, "dsec8": 8, "flexevent2": 8, "flexevent8": 8}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The score command's options."""
-    parser.add_argument("--benchmark", required=True, choices=BENCHMARK_NAMES,
+    parser.add_argument("--benchmark", required=True, choices=tuple(BENCHMARKS),
                         help="rules to score by: Gen1 / 1Mpx as RVT scores them, DSEC-Det 2 or 8 classes as DAGr "
                              "(dsec2/8) or as FlexEvent's evaluator (flexevent2/8), or a flexdet synthetic dataset "
                              "(its dataset.yaml's classes and size, as flexdet eval scores it)")
@@ -144,10 +141,11 @@ def fitting_benchmark(name: str, labels: LabelFiles) -> Benchmark:
     benchmark = get_benchmark(name)
     layout = labels.synthetic_layout or labels.layout
     width, height = benchmark.sensor_size
-    if layout not in BENCHMARK_LAYOUTS[name]:
+    if layout not in benchmark.layouts:
+        fitting = [n for n in BENCHMARKS if n != "synthetic" and layout in get_benchmark(n).layouts]
         raise ConfigError(f"--benchmark {name} does not fit {layout} labels (it scores "
-                          f"{' / '.join(BENCHMARK_LAYOUTS[name])} labels of a {width}x{height} sensor); pick one of "
-                          f"{', '.join(n for n, fits in BENCHMARK_LAYOUTS.items() if layout in fits)}")
+                          f"{' / '.join(benchmark.layouts)} labels of a {width}x{height} sensor); pick one of "
+                          f"{', '.join(fitting)}")
     if labels.size is not None and labels.size != benchmark.sensor_size:
         raise ConfigError(f"--benchmark {name} does not fit these labels: they are a flexdet synthetic dataset of "
                           f"{labels.size[0]}x{labels.size[1]} (dataset.yaml) and {name} scores a {width}x{height} "
@@ -157,9 +155,11 @@ def fitting_benchmark(name: str, labels: LabelFiles) -> Benchmark:
 
 def check_class_ids(name: str, labels: LabelFiles, rows: list[np.ndarray]) -> None:
     """Refuse labels holding class ids that the benchmark's label files never have (1 Mpx labels under gen1)."""
+    from flexdet.datasets.benchmarks import get_benchmark
     from flexdet.errors import ConfigError
 
-    allowed = set(labels.synthetic.class_map) if name == "synthetic" else set(range(LABEL_CLASS_IDS[name]))
+    allowed = set(labels.synthetic.class_map) if name == "synthetic" else \
+        set(range(get_benchmark(name).file_classes))
     for path, boxes in zip(labels.files.values(), rows):
         unknown = sorted(set(np.unique(boxes["class_id"]).tolist()) - allowed)
         if unknown:

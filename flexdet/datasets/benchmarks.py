@@ -61,7 +61,8 @@ class Benchmark:
     `time_tol_us` of it; `granularity` "instant" scores each labelled instant with the prediction set
     nearest to it in time (RVT's validation), "sequence" pools every prediction within the tolerance
     (the Prophesee toolbox over whole files). Instants whose ground truth is all filtered out are not
-    scored unless `score_empty_instants` (flexdet's own dense-stream rule).
+    scored unless `score_empty_instants` (flexdet's own dense-stream rule). `layouts`: the label layouts it scores;
+    `file_classes`: how many class ids (0..n-1) its label files hold (None: the evaluated classes).
     """
 
     name: str
@@ -78,6 +79,8 @@ class Benchmark:
     time_tol_us: int = 0
     granularity: str = "instant"
     score_empty_instants: bool = False
+    layouts: tuple[str, ...] = ()
+    file_classes: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -176,7 +179,8 @@ class Benchmark:
         return self.filter_boxes(boxes, recording_start_us) if self.filter_predictions else boxes
 
 
-PROPHESEE_RULES = dict(skip_us=500_000, clip="none", filter_predictions=True, time_tol_us=50_000)
+PROPHESEE_RULES = dict(skip_us=500_000, clip="none", filter_predictions=True, time_tol_us=50_000,
+                       layouts=("gen1", "rvt"))
 DSEC_CLASSES = ("pedestrian", "rider", "car", "bus", "truck", "bicycle", "motorcycle", "train")
 # DAGr's 2-class DSEC-Det benchmark (classes = ("car", "pedestrian"), DSEC.MAPPING): car, bus and truck
 # score as car (0), pedestrian as pedestrian (1); rider, bicycle, motorcycle and train are not evaluated.
@@ -184,21 +188,23 @@ DSEC_TWO_CLASS_MAP = {2: 0, 3: 0, 4: 0, 0: 1}
 # DAGr's test filter at half resolution (diag > 15, sides > 10); FlexEvent's training filter (> 20, > 10).
 DSEC_EVAL_FILTER = SizeFilter(min_diag=15.0, min_side=10.0, strict=True)
 DSEC_TRAIN_FILTER = SizeFilter(min_diag=20.0, min_side=10.0, strict=True)
-DSEC_RULES = dict(clip="last_pixel", filter_predictions=False, time_tol_us=0)
+DSEC_RULES = dict(clip="last_pixel", filter_predictions=False, time_tol_us=0, layouts=("dsec",),
+                  file_classes=len(DSEC_CLASSES))
 
 
 def gen1_benchmark() -> Benchmark:
     """Prophesee Gen1 as RVT scores it (304x240, car/pedestrian): t > 0.5 s, diagonal >= 30, sides >= 10."""
     size = SizeFilter(min_diag=30.0, min_side=10.0)
     return Benchmark(name="gen1", class_names=("car", "pedestrian"), sensor_size=(304, 240),
-                     eval_filter=size, train_filter=size, **PROPHESEE_RULES)
+                     eval_filter=size, train_filter=size, file_classes=2, **PROPHESEE_RULES)
 
 
 def one_megapixel_benchmark() -> Benchmark:
     """Prophesee 1Mpx as RVT scores it (1280x720): classes 0-2 only, t > 0.5 s, diagonal >= 60, sides >= 20."""
     size = SizeFilter(min_diag=60.0, min_side=20.0)
     return Benchmark(name="1mpx", class_names=("pedestrian", "two-wheeler", "car"), sensor_size=(1280, 720),
-                     class_map={0: 0, 1: 1, 2: 2}, eval_filter=size, train_filter=size, **PROPHESEE_RULES)
+                     class_map={0: 0, 1: 1, 2: 2}, eval_filter=size, train_filter=size, file_classes=7,
+                     **PROPHESEE_RULES)
 
 
 def dsec_two_class_benchmark() -> Benchmark:
@@ -242,7 +248,7 @@ def synthetic_benchmark(class_names: Sequence[str], width: int, height: int, min
         raise ConfigError("the synthetic benchmark needs the dataset's class names (dataset.yaml 'classes')")
     size = SizeFilter(min_side=float(min_side))
     return Benchmark(name="synthetic", class_names=tuple(class_names), sensor_size=(int(width), int(height)),
-                     eval_filter=size, train_filter=size, score_empty_instants=True)
+                     eval_filter=size, train_filter=size, score_empty_instants=True, layouts=("synthetic",))
 
 
 BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
