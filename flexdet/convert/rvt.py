@@ -229,6 +229,8 @@ def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelC
     used."""
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
+    # RVT applies LayerScale in every attention block or in none: one gamma missing is a damaged file
+    layer_scale = any(re.match(r"backbone\.stages\.\d+\.att_blocks\.\d+\.att_\w+\.ls[12]\.gamma$", k) for k in weights)
 
     def take(key: str) -> torch.Tensor:
         used.add(key)
@@ -256,7 +258,7 @@ def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelC
                     qkv.shape)
             for gamma_key, proj, src in (("ls1.gamma", "attn.proj", "self_attn.proj"),
                                          ("ls2.gamma", "mlp.fc2", "mlp.net.2")):
-                if prefix + gamma_key in weights:  # LayerScale: x + g * (W a + b) = x + (g W) a + g b
+                if layer_scale or prefix + gamma_key in weights:  # LayerScale: x + g * (W a + b) = x + (g W) a + g b
                     gamma = take(prefix + gamma_key)
                     scaled = (out[target + f"{proj}.weight"], out[target + f"{proj}.bias"])
                     shapes = [tuple(t.shape) for t in (gamma, *scaled)]
