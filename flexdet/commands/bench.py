@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,12 +83,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     report["model"], report["schedule"] = args.model, args.schedule
+    model_file = getattr(runtime.backend, "path", None)
+    report["model_file"] = None if model_file is None else str(model_file)
+    report["session"] = getattr(runtime.backend, "session_options", None)
     report["states"] = getattr(stepper, "count", 1)
     report["height"], report["width"] = runtime.sensor_size
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{args.model} on {report['backend']} at {report['height']}x{report['width']}, "
+    graph = f" ({Path(report['model_file']).name}, {report['session'] or 'default settings'})" \
+        if report["model_file"] else ""
+    print(f"{args.model} on {report['backend']}{graph} at {report['height']}x{report['width']}, "
           f"{report['events_per_step']:.0f} events/step, schedule {args.schedule} ({report['states']} states): "
           f"{report['steps_per_s']:.1f} steps/s")
     print(f"{'stage':<16}{'p50 ms':>10}{'p99 ms':>10}")

@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (refused if it already holds an export)")
     parser.add_argument("--overwrite", action="store_true", help="replace the export an existing --out holds")
     parser.add_argument("--fp16", action="store_true", help="half-precision graph (export on a CUDA device)")
+    parser.add_argument("--target", choices=("any", "cpu"), default="any",
+                        help="cpu: also write model_cpu.onnx (onnxruntime's optimised float32 graph, outputs checked "
+                             "against model.onnx) and cpu.json (the thread settings that ran it fastest on this "
+                             "machine); onnxruntime on a CPU (bench, demo, eval's runtime) then loads it. "
+                             "Default any: the portable model.onnx only")
     parser.add_argument("--engine", action="store_true", help="also build TensorRT engines (needs tensorrt)")
     parser.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17 for LayerNormalization)")
@@ -48,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fp16: a half-precision graph is traced on a CUDA device and runs fast only on a GPU "
                           f"(TensorRT, onnxruntime CUDA); the device here is {device}. Export float32 (leave out "
                           f"--fp16), or run this on a machine with a GPU")
+    if args.target == "cpu" and (args.fp16 or args.engine):
+        raise ConfigError("--target cpu writes a float32 CPU model; leave out --fp16 / --engine (GPU artifacts)")
     if args.opset < 17:
         raise ConfigError(f"--opset {args.opset}: flexdet exports at opset >= 17 (LayerNormalization)")
     classes = args.classes.split(",") if args.classes else None
@@ -71,6 +78,16 @@ def run(args: argparse.Namespace) -> int:
     metadata = metadata_for_model(model.eval(), spec, classes)
     written = export_bundle(model.eval(), metadata, args.out, opset=args.opset, fp16=args.fp16,
                             dynamic_batch=args.dynamic_batch, engine=args.engine, device=device)
+    if args.target == "cpu":
+        from pathlib import Path
+
+        from flexdet.export.cpu import CPU_CHOICE_NAME, write_cpu_variant
+
+        choice = write_cpu_variant(args.out, metadata)
+        written["cpu_model"] = Path(args.out) / choice["model"]
+        timings = ", ".join(f"{name} {ms:.1f} ms" for name, ms in choice["inference_ms"].items())
+        written["cpu_choice"] = Path(args.out) / CPU_CHOICE_NAME
+        print(f"CPU model: {choice['chosen']} fastest here ({timings} per step)")
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

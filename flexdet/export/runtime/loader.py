@@ -31,6 +31,7 @@ class Artifacts:
     onnx: Path | None = None
     engine: Path | None = None
     checkpoint: Path | None = None
+    cpu: tuple[Path, dict] | None = None  # `flexdet export --target cpu`'s model and session settings
 
     def sibling(self, base: Path | None, suffix: str) -> Path | None:
         """The frame encoder beside `base` (fused models only), with `suffix`."""
@@ -68,6 +69,9 @@ def load_runtime(path: os.PathLike[str] | str, backend: str = "auto", device: st
         engine = TorchBackend(artifacts.model, artifacts.metadata, device=device, **opts)
     elif backend == "onnxruntime":
         onnx_path = artifacts.onnx or _export_temporary(artifacts, resources, device)
+        if artifacts.cpu is not None and _on_cpu(device, opts):
+            onnx_path, session = artifacts.cpu
+            opts = {**session, **opts}  # the caller's own settings win
         from flexdet.export.runtime.onnx_backend import OnnxRuntimeBackend
 
         engine = OnnxRuntimeBackend(onnx_path, artifacts.metadata, artifacts.sibling(onnx_path, ".onnx"), **opts)
@@ -132,8 +136,12 @@ def _agreed_metadata(artifacts: Artifacts, json_path: Path | None) -> None:
 
 def _resolve_directory(folder: Path) -> Artifacts:
     onnx_path, engine_path = folder / ONNX_NAME, (folder / ONNX_NAME).with_suffix(ENGINE_SUFFIX)
+    from flexdet.export.cpu import read_cpu_choice
+
     artifacts = Artifacts(onnx=onnx_path if onnx_path.is_file() else None,
                           engine=engine_path if engine_path.is_file() else None)
+    if artifacts.onnx is not None:
+        artifacts.cpu = read_cpu_choice(folder)
     if (folder / METADATA_NAME).is_file() or artifacts.onnx is not None:
         _agreed_metadata(artifacts, folder / METADATA_NAME if (folder / METADATA_NAME).is_file() else None)
     if (folder / CHECKPOINT_NAME).is_file():
@@ -179,6 +187,12 @@ def _metadata_json(path: Path) -> DeployMetadata:
     except UnicodeDecodeError as exc:
         raise FormatError(path, f"not UTF-8 text ({exc.reason})", offset=exc.start) from None
     return DeployMetadata.from_json(text, source=str(path))
+
+
+def _on_cpu(device: str | None, opts: dict) -> bool:
+    """Whether an onnxruntime session will run on the CPU (no CUDA device asked for, CPU provider only)."""
+    providers = opts.get("providers") or ["CPUExecutionProvider"]
+    return not str(device or "cpu").startswith("cuda") and list(providers) == ["CPUExecutionProvider"]
 
 
 def _choose_backend(backend: str, device: str | None) -> str:

@@ -18,9 +18,11 @@ _LEVELS = ("disable", "basic", "extended", "layout", "all")
 
 def make_session(path: os.PathLike[str] | str, providers: Sequence[str] | None = None,
                  intra_op_num_threads: int | None = None, graph_optimization_level: str = "all",
-                 allow_spinning: bool = False):
+                 allow_spinning: bool = False, execution_mode: str = "sequential",
+                 inter_op_num_threads: int | None = None, enable_cpu_mem_arena: bool = True):
     """An onnxruntime InferenceSession with explicit threads and graph optimisation level. Worker threads do
-    not spin-wait between runs by default: spinning steals the CPU from the representation and NMS stages."""
+    not spin-wait between runs by default: spinning steals the CPU from the representation and NMS stages.
+    execution_mode "parallel" runs independent branches on `inter_op_num_threads` threads."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -32,8 +34,15 @@ def make_session(path: os.PathLike[str] | str, providers: Sequence[str] | None =
                                 getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT",
                                         ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
                                 ort.GraphOptimizationLevel.ORT_ENABLE_ALL)))
+    if execution_mode not in ("sequential", "parallel"):
+        raise ConfigError(f"execution_mode must be 'sequential' or 'parallel', got {execution_mode!r}")
     options = ort.SessionOptions()
     options.graph_optimization_level = levels[graph_optimization_level]
+    options.enable_cpu_mem_arena = bool(enable_cpu_mem_arena)
+    if execution_mode == "parallel":
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        if inter_op_num_threads:
+            options.inter_op_num_threads = int(inter_op_num_threads)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     if intra_op_num_threads:
         options.intra_op_num_threads = int(intra_op_num_threads)
@@ -51,6 +60,8 @@ class OnnxRuntimeBackend:
     def __init__(self, onnx_path: Path, metadata: DeployMetadata, encoder_path: Path | None = None,
                  **session_options) -> None:
         self.metadata = metadata
+        self.path = Path(onnx_path)
+        self.session_options = dict(session_options)
         self.session = make_session(onnx_path, **session_options)
         self.encoder = make_session(encoder_path, **session_options) if encoder_path is not None else None
         inputs = {i.name: i for i in self.session.get_inputs()}
