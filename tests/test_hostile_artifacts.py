@@ -354,6 +354,8 @@ def _variants(state: dict) -> dict[str, tuple[dict, dict | None, str]]:
         "scalar projection bias": ({**state, fc2_bias: torch.tensor(0.01)}, None, "mlp.net.2.bias"),
         "one LayerScale value": ({**state, gamma: torch.tensor([0.5])}, None, "ls1.gamma"),
         "one LayerScale gamma missing": ({k: v for k, v in state.items() if k != gamma}, None, "ls1.gamma"),
+        "integer projection weight": ({**state, proj: torch.ones(width, width, dtype=torch.int64)}, None,
+                                      "self_attn.proj"),
         "non-tensor value": ({**state, stem: [1.0, 2.0]}, None, stem),
         "non-string key": ({**state, 7: torch.zeros(1)}, None, "7"),
         "odd hyper-parameter type": (state, {"model": {"backbone": {"partition_split_32": {"a": 1}}}},

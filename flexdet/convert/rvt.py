@@ -262,10 +262,12 @@ def map_state_dict(source: str, weights: dict[str, torch.Tensor], config: ModelC
                     gamma = take(prefix + gamma_key)
                     scaled = (out[target + f"{proj}.weight"], out[target + f"{proj}.bias"])
                     shapes = [tuple(t.shape) for t in (gamma, *scaled)]
-                    if shapes[0] != (dim,) or len(shapes[1]) != 2 or shapes[1][0] != dim or shapes[2] != (dim,):
+                    if shapes[0] != (dim,) or len(shapes[1]) != 2 or shapes[1][0] != dim or shapes[2] != (dim,) \
+                            or not all(t.is_floating_point() for t in (gamma, *scaled)):
                         names = ", ".join(f"'mdl.{prefix}{k}'" for k in (gamma_key, f"{src}.weight", f"{src}.bias"))
-                        raise CheckpointError(f"{source}: {names} have shapes {shapes}, expected ({dim},), ({dim}, n), "
-                                              f"({dim},)")
+                        kinds = [str(t.dtype).replace("torch.", "") for t in (gamma, *scaled)]
+                        raise CheckpointError(f"{source}: {names} are {kinds} of shapes {shapes}, expected floating "
+                                              f"({dim},), ({dim}, n), ({dim},)")
                     out[target + f"{proj}.weight"] = out[target + f"{proj}.weight"] * gamma[:, None]
                     out[target + f"{proj}.bias"] = out[target + f"{proj}.bias"] * gamma
         if config.recurrence == "lstm":
