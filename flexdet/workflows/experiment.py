@@ -15,14 +15,26 @@ pseudo-label quality against the dense truth, settings, wall time).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from flexdet.atomic import atomic_write_text
+from flexdet.atomic import atomic_path, atomic_write_text
+from flexdet.config import apply_overrides
 from flexdet.errors import ConfigError
+from flexdet.evaluation.evaluate import evaluate_checkpoint
+from flexdet.evaluation.results import metrics_markdown, plot_ap_vs_rate, write_metrics_json
+from flexdet.fal.quality import pseudo_label_quality
+from flexdet.training.config import load_train_config
+from flexdet.training.recipes import apply_recipe
+from flexdet.training.trainer import train_or_reuse
+from flexdet.workflows.fal_chain import run_fal_chain
+from flexdet.workflows.quickstart import make_data
 
 RATES_HZ = (20.0, 45.0, 90.0, 180.0)
 MODELS = ("events", "frames", "fusion", "fusion@chains", "fusion+fal")
@@ -77,8 +89,6 @@ class FrequencyOptions:
 
 def budget_config(budget: str, inputs: str, overrides: list[str]):
     """The budget recipe for one input kind, with overrides."""
-    from flexdet.training.config import load_train_config
-
     if budget not in BUDGETS:
         raise ConfigError(f"--budget must be one of {BUDGETS}, got {budget!r}")
     return load_train_config(preset=f"frequency_{budget}", overrides=[f"model.inputs={inputs}", *overrides])
@@ -87,8 +97,6 @@ def budget_config(budget: str, inputs: str, overrides: list[str]):
 def model_config(budget: str, model: str, rates_hz: tuple[float, ...], overrides: list[str], seed: int = 0):
     """The recipe of one compared model: the budget recipe for its inputs, the S5 variant of its model size,
     multi-rate clips at `rates_hz` (sparse labels, clips ending on labels), the seed; user overrides last."""
-    from flexdet.config import apply_overrides
-
     name = ModelName.parse(model)
     config = budget_config(budget, name.inputs, [])
     changes: dict = {"run.seed": seed}
@@ -102,8 +110,6 @@ def model_config(budget: str, model: str, rates_hz: tuple[float, ...], overrides
 
 def fal_base(config):
     """The recipe with the teacher's share of the budget: steps - fal.student.steps."""
-    from flexdet.config import apply_overrides
-
     teacher_steps = config.optim.steps - config.fal.student.steps
     if teacher_steps < 1:
         raise ConfigError(f"fal.student.steps ({config.fal.student.steps}) must be below optim.steps "
@@ -119,12 +125,6 @@ def run_folder(model: str, seed: int) -> str:
 
 def run_frequency(out: str | Path, options: FrequencyOptions | None = None) -> list[dict]:
     """Run the experiment into `out`; returns the rows written to `frequency.json`."""
-    from flexdet.config import apply_overrides
-    from flexdet.fal.quality import pseudo_label_quality
-    from flexdet.training.trainer import train_or_reuse
-    from flexdet.workflows.fal_chain import run_fal_chain
-    from flexdet.workflows.quickstart import make_data
-
     options = options or FrequencyOptions()
     if not options.models or not options.seeds:
         raise ConfigError("--models and --seeds must name at least one model and one seed")
@@ -176,10 +176,6 @@ def evaluate_or_reuse(checkpoint: Path, data: Path, rates_hz: tuple[float, ...],
     the states held and their memory), and the seconds that took; kept beside the checkpoint
     (`frequency_eval[_<schedule>].json`, keyed by its size, mtime, the rates and the schedule) so a rerun of the
     experiment scores only what changed."""
-    import json
-
-    from flexdet.evaluation.evaluate import evaluate_checkpoint
-
     kind, frame_rule = SCHEDULES[schedule]
     stat = Path(checkpoint).stat()
     key = {"checkpoint": [stat.st_size, stat.st_mtime_ns], "data": str(data), "rates_hz": [float(r) for r in rates_hz],
@@ -219,11 +215,6 @@ def fal_ablations(config, teacher: Path, data: Path, out: Path, options: Frequen
     """Two runs that separate what FAL's pseudo labels add from what its budget split costs:
     "student on GT only": the teacher fine-tuned exactly like the student but without pseudo labels;
     "FlexEvent regime": a teacher trained with the fusion model's whole budget, then the student on top."""
-    from flexdet.config import apply_overrides
-    from flexdet.training.recipes import apply_recipe
-    from flexdet.training.trainer import train_or_reuse
-    from flexdet.workflows.fal_chain import run_fal_chain
-
     gt_only = apply_overrides(apply_recipe(fal_base(config), "student", init=str(teacher)), {"data.labels": "sparse"})
     gt_only_checkpoint = train_or_reuse(gt_only, data, out / "ablations" / "student_gt_only")
     regime = apply_overrides(config, {"optim.steps": config.optim.steps + config.fal.student.steps})
@@ -254,8 +245,6 @@ def write_frequency(out: Path, rows: list[dict], options: FrequencyOptions, timi
                     extra: dict | None = None) -> None:
     """frequency.json (every seed's rows), frequency.md (means over seeds), frequency.png, learning_curves.png
     and README.md (table, verdicts, FAL teacher, pseudo-label quality, ablations, settings, wall time)."""
-    from flexdet.evaluation.results import metrics_markdown, plot_ap_vs_rate, write_metrics_json
-
     extra = extra or {}
     write_metrics_json(out / "frequency.json", rows)
     means = mean_rows(rows)
@@ -321,11 +310,6 @@ def _quality_markdown(rows: list[dict]) -> str:
 
 def plot_learning_curves(path: Path, runs: dict[str, Path]) -> None:
     """PNG of the logged total training loss against step for each run folder's TensorBoard log."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from flexdet.atomic import atomic_path
-
     figure = Figure(figsize=(8, 4), layout="constrained")
     FigureCanvasAgg(figure)
     axis = figure.subplots()

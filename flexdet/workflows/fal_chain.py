@@ -15,8 +15,14 @@ from pathlib import Path
 
 from flexdet.atomic import atomic_write_text
 from flexdet.config import apply_overrides
+from flexdet.datasets.sequences import open_dataset
 from flexdet.errors import ConfigError
+from flexdet.evaluation.evaluate import evaluate_checkpoint
+from flexdet.evaluation.results import write_results
+from flexdet.fal.generate import pseudo_label_checkpoint
 from flexdet.training.config import TrainConfig
+from flexdet.training.recipes import apply_recipe
+from flexdet.training.trainer import train_or_reuse
 
 
 @dataclass
@@ -33,12 +39,6 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
                   eval_split: str | None = "test", progress: bool = True) -> ChainResult:
     """Teacher (base recipe + teacher overlay, `optim.steps` of the base) -> pseudo-label the training split ->
     student (`fal.student` lr / steps) -> stream evaluation of teacher and student on `eval_split` (None: skip)."""
-    from flexdet.evaluation.evaluate import evaluate_checkpoint
-    from flexdet.evaluation.results import write_results
-    from flexdet.fal.generate import pseudo_label_checkpoint
-    from flexdet.training.recipes import apply_recipe
-    from flexdet.training.trainer import train_or_reuse
-
     out = Path(out)
     base = apply_overrides(base, {"run.progress": progress})
     check_chain_inputs(base, data, eval_split)
@@ -66,8 +66,6 @@ def run_fal_chain(base: TrainConfig, data: str | Path, out: str | Path, rates_hz
 def check_chain_inputs(base: TrainConfig, data: str | Path, eval_split: str | None) -> None:
     """Open the training split and the evaluation split before any training, so an empty or missing split ends
     the chain in seconds, not after teacher and student have trained."""
-    from flexdet.datasets.sequences import open_dataset
-
     data_config = base.data
     open_dataset(data, data_config.train_split, data_config.layout, data_config.benchmark,
                  data_config.downsample, data_config.event_downscale).close()

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flexdet.atomic import atomic_write_text
+from flexdet.data.synthetic import generate_dataset, load_preset
+from flexdet.evaluation.evaluate import evaluate_checkpoint
+from flexdet.evaluation.results import metrics_markdown, write_results
+from flexdet.progress import progress_bar
+from flexdet.training.config import load_train_config
+from flexdet.training.trainer import train_or_reuse
 
 MODELS = ("fusion", "events", "frames")
 RATES_HZ = (20.0, 60.0, 90.0, 180.0)
@@ -31,9 +37,6 @@ class QuickstartOptions:
 
 def make_data(out: Path, preset: str, progress: bool) -> Path:
     """Generate (or reuse) the synthetic dataset under `out/data`."""
-    from flexdet.data.synthetic import generate_dataset, load_preset
-    from flexdet.progress import progress_bar
-
     config = load_preset(preset)
     with progress_bar(total=config.dataset.sequences, desc="synthetic data", unit="seq", disable=not progress) as bar:
         return generate_dataset(out / "data", config, progress=lambda plan: bar.update(1))
@@ -41,9 +44,6 @@ def make_data(out: Path, preset: str, progress: bool) -> Path:
 
 def train_model(inputs: str, data: Path, run_dir: Path, options: QuickstartOptions) -> Path:
     """Train one nano model with the quickstart recipe, or reuse a finished checkpoint in `run_dir`."""
-    from flexdet.training.config import load_train_config
-    from flexdet.training.trainer import train_or_reuse
-
     config = load_train_config(preset="quickstart", overrides=[f"model.inputs={inputs}", *options.overrides,
                                                                 f"run.progress={str(options.progress).lower()}"])
     return train_or_reuse(config, data, run_dir)
@@ -51,9 +51,6 @@ def train_model(inputs: str, data: Path, run_dir: Path, options: QuickstartOptio
 
 def run_quickstart(out: str | Path, options: QuickstartOptions | None = None) -> list[dict]:
     """Run everything into `out`; returns the metric rows written to `out/metrics.json`."""
-    from flexdet.evaluation.evaluate import evaluate_checkpoint
-    from flexdet.evaluation.results import write_results
-
     options = options or QuickstartOptions()
     out = Path(out)
     timings: dict[str, float] = {}
@@ -97,8 +94,6 @@ def rate_table(rows: list[dict]) -> str:
 
 
 def _report(rows: list[dict], timings: dict[str, float]) -> str:
-    from flexdet.evaluation.results import metrics_markdown
-
     table = metrics_markdown(rows, ["model", "rate_hz", "AP", "AP50", "AP75", "APs", "APm", "APl", "steps_scored"])
     times = "\n".join(f"- {name}: {seconds:.0f} s" for name, seconds in timings.items())
     return ("# flexdet quickstart\n\nThree nano detectors trained on the synthetic quickstart set (`data/`), "
