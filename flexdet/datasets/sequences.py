@@ -12,13 +12,20 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from flexdet.config import parse_yaml
 from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.geometry import Geometry, check_event_downscale
+from flexdet.data.halved_events import events_file
 from flexdet.data.input_spec import InputSpec
+from flexdet.data.labels import read_boxes
+from flexdet.data.readers import open_recording
+from flexdet.data.readers.rvt import LABELS_RELATIVE, RvtSequence, read_window_index
 from flexdet.datasets.benchmarks import Benchmark, get_benchmark
+from flexdet.datasets.dsec_split import TRACKS, dsec_folders, dsec_label_files, split_folder
+from flexdet.datasets.ground_truth import dense_labels_at, labels_at
 from flexdet.errors import ConfigError, FlexdetError, FormatError
 
 # RVT's dataset.sequence_length (config/experiment/<dataset>/default.yaml): its streaming evaluation starts a
@@ -110,14 +117,10 @@ class Sequence:
         """The open event recording (opened once, closed by `close`); for a `geometry` whose events are reduced
         beforehand (event_downscale "integrate_fire"), the recording's reduced file instead, written on first use
         (`flexdet.data.halved_events`)."""
-        from flexdet.data.halved_events import events_file
-
         source = self.events_path if self.events_path is not None else self.path
         if geometry is not None and self.stored is None:
             source = events_file(source, geometry)
         if source not in self._recordings:
-            from flexdet.data.readers import open_recording
-
             self._recordings[source] = open_recording(source)
         return self._recordings[source]
 
@@ -125,8 +128,6 @@ class Sequence:
                      ) -> np.ndarray:
         """(N, spec.channels, H, W) uint8 model inputs of the windows [starts, ends) (`InputSpec.model_inputs`
         over the events read once; RVT sequences hand out their stored windows)."""
-        from flexdet.data.readers.rvt import RvtSequence
-
         starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         ends = np.asarray(ends, dtype=np.int64).reshape(-1)
         recording = self.recording(spec.geometry)
@@ -140,8 +141,6 @@ class Sequence:
 
     def frame(self, index: int, spec: InputSpec) -> np.ndarray:
         """Frame `index` as an input-sized HxWx3 uint8 RGB image."""
-        import cv2
-
         if self._frame_files is None:
             self._frame_files = sorted(self.frame_dir.glob("*.png"))
             if len(self._frame_files) != len(self.frame_times):
@@ -157,8 +156,6 @@ class Sequence:
         """Label-frame boxes at `t`: dense labels (synthetic, interpolated on the 1 ms grid) or the labels
         of the instant `t` (empty when `t` is not labelled); with stored windows, `t` is a window end and the
         labels are those of the label frame RVT scores on that window."""
-        from flexdet.datasets.ground_truth import dense_labels_at, labels_at
-
         if self.stored is not None:
             t = self.stored.end_labels.get(int(t), -1)
         if self.dense is not None:
@@ -288,9 +285,6 @@ def label_files(root: str | Path, split: str) -> LabelFiles:
     """Every labelled sequence of `split` under `root` (a dataset of any layout flexdet reads or writes, or a
     folder of `<name>_bbox.npy`), events or not; a sequence its split names but whose labels are missing is an
     error, never left out."""
-    from flexdet.data.readers.rvt import LABELS_RELATIVE
-    from flexdet.datasets.dsec_split import TRACKS, dsec_label_files
-
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: labels folder not found")
@@ -383,8 +377,6 @@ def _synthetic_sequences(root: Path, split: str, manifest: dict) -> list[Sequenc
 def _synthetic_dsec_folder(root: Path, split: str, name: str) -> Path:
     """Where a synthetic DSEC sequence lives: the official layout keeps val in train/ (datasets written by
     earlier flexdet versions have a val/ folder)."""
-    from flexdet.datasets.dsec_split import split_folder
-
     legacy = root / split / name
     return legacy if legacy.is_dir() else root / split_folder(split) / name
 
@@ -398,14 +390,10 @@ def _synthetic_gen1_dense(root: Path, split: str, name: str) -> Path:
 
 def _dsec_folders(root: Path, split: str) -> list[Path]:
     """DSEC-Det's split as dsec-det applies it: named sequences of `root/train` (train, val) or `root/test`."""
-    from flexdet.datasets.dsec_split import dsec_folders
-
     return dsec_folders(root, split)
 
 
 def _dsec_sequence(folder: Path, dense_name: str | None = None) -> Sequence:
-    from flexdet.data.labels import read_boxes
-
     tracks = folder / "object_detections" / "left" / "tracks.npy"
     labels = read_boxes(tracks) if tracks.is_file() else np.zeros(0, BOX_DTYPE)
     stamps = folder / "images" / "timestamps.txt"
@@ -424,8 +412,6 @@ def _dsec_sequence(folder: Path, dense_name: str | None = None) -> Sequence:
 
 
 def _gen1_sequence(dat: Path, dense_path: Path | None = None) -> Sequence:
-    from flexdet.data.labels import read_boxes
-
     stem = dat.name[:-len("_td.dat")]
     label_path = dat.with_name(f"{stem}_bbox.npy")
     if not label_path.is_file():
@@ -439,8 +425,6 @@ def _gen1_sequence(dat: Path, dense_path: Path | None = None) -> Sequence:
 def _prophesee_benchmark(sequences: list[Sequence]) -> str:
     """gen1 or 1mpx for a Prophesee tree: the DAT header's sensor size, else the label classes (1Mpx has
     ids up to 6, Gen1 only car 0 / pedestrian 1)."""
-    from flexdet.data.readers import open_recording
-
     if not sequences:
         return "gen1"
     with open_recording(sequences[0].events_path) as recording:
@@ -452,8 +436,6 @@ def _prophesee_benchmark(sequences: list[Sequence]) -> str:
 def _rvt_benchmark(folder: Path, benchmark: str, downsample: int) -> tuple[Benchmark, int]:
     """The benchmark of RVT data (auto: gen1 at 304x240, 1mpx at 1280x720 or RVT's half size 640x360) and the
     downsampling its stored histograms already have (a `downsample` that contradicts it is refused)."""
-    from flexdet.data.readers.rvt import RvtSequence
-
     with RvtSequence(folder) as recording:
         stored = (recording.width, recording.height)
     if benchmark == "auto":
@@ -487,9 +469,6 @@ def _rvt_downscale(folder: Path, factor: int, event_downscale: str) -> str:
 def _rvt_sequence(folder: Path, sequence_length: int) -> Sequence:
     """An RVT sequence whose stream runs its stored windows from `sequence_length` - 1 windows before the first
     label frame's (RVT's streaming evaluation start), each label frame scored on its own window."""
-    from flexdet.data.labels import read_boxes
-    from flexdet.data.readers.rvt import LABELS_RELATIVE, read_window_index
-
     index = read_window_index(folder)
     path = folder / LABELS_RELATIVE
     try:
