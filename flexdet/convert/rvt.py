@@ -23,6 +23,7 @@ from flexdet.convert import ssm
 from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
+from flexdet.data.readers.rvt import DOWNSCALE_RULE as RVT_DOWNSCALE
 from flexdet.datasets.benchmarks import get_benchmark
 from flexdet.errors import CheckpointError
 from flexdet.models.checkpoint import bounded_build, load_weights
@@ -130,7 +131,7 @@ def input_spec(converted: ConvertedModel) -> InputSpec:
     interpolate(scale_factor=0.5, mode="nearest-exact") does (geometry event_downscale "nearest_exact")."""
     spec = converted.input
     height, width = spec["sensor_hw"]
-    geometry = Geometry(width, height, scale=spec["downscale"], event_downscale="nearest_exact")
+    geometry = Geometry(width, height, scale=spec["downscale"], event_downscale=RVT_DOWNSCALE)
     return InputSpec(geometry, bins=spec["bins"], clip=spec["clip"], time_norm=spec["time_norm"],
                      end_inclusive=spec["end_inclusive"], window_us=spec["window_us"])
 

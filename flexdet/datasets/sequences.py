@@ -22,6 +22,7 @@ from flexdet.data.halved_events import events_file
 from flexdet.data.input_spec import InputSpec
 from flexdet.data.labels import read_boxes
 from flexdet.data.readers import open_recording
+from flexdet.data.readers.rvt import DOWNSCALE_RULE as RVT_DOWNSCALE
 from flexdet.data.readers.rvt import LABELS_RELATIVE, RvtSequence, read_window_index
 from flexdet.datasets.benchmarks import Benchmark, get_benchmark
 from flexdet.datasets.dsec_split import TRACKS, dsec_folders, dsec_label_files, split_folder
@@ -33,9 +34,6 @@ from flexdet.errors import ConfigError, FlexdetError, FormatError
 RVT_SEQUENCE_LENGTH = {"gen1": 21, "1mpx": 5}
 # The rule of RVT's stored histograms (InputSpec fields): bins by the window's first/last event, end included.
 RVT_INPUT_RULE = {"time_norm": "events", "end_inclusive": True}
-# How RVT's stored windows at a fraction of the sensor were made (its 1 Mpx `ds2_nearest`: the full-resolution
-# histogram halved by nearest-exact interpolation), as the geometry's event_downscale.
-RVT_DOWNSCALE_RULE = "nearest_exact"
 # FAL's pseudo labels beside a Gen1 recording's labels: `<name>_pseudo_bbox.npy` (flexdet.fal.generate).
 PSEUDO_SUFFIX = "_pseudo"
 
@@ -456,14 +454,14 @@ def _rvt_benchmark(folder: Path, benchmark: str, downsample: int) -> tuple[Bench
 
 
 def _rvt_downscale(folder: Path, factor: int, event_downscale: str) -> str:
-    """The downscale rule of RVT windows stored at 1/`factor` of the sensor: RVT's own (RVT_DOWNSCALE_RULE) when
+    """The downscale rule of RVT windows stored at 1/`factor` of the sensor: RVT's own (RVT_DOWNSCALE) when
     they are reduced, refusing another; at full resolution the rule changes nothing and stays as asked."""
     if factor == 1:
         return event_downscale
-    if event_downscale not in ("auto", RVT_DOWNSCALE_RULE):
+    if event_downscale not in ("auto", RVT_DOWNSCALE):
         raise ConfigError(f"{folder}: RVT's stored windows are halved by sampling (event_downscale "
-                          f"{RVT_DOWNSCALE_RULE}); data.event_downscale {event_downscale!r} cannot change that")
-    return RVT_DOWNSCALE_RULE
+                          f"{RVT_DOWNSCALE}); data.event_downscale {event_downscale!r} cannot change that")
+    return RVT_DOWNSCALE
 
 
 def _rvt_sequence(folder: Path, sequence_length: int) -> Sequence:
@@ -498,9 +496,9 @@ def _stored_histograms(recording, starts: np.ndarray, ends: np.ndarray, spec: In
         raise ConfigError(f"{recording.path}: RVT's stored windows are RVT histograms (time_norm=events, "
                           f"end_inclusive) but this input specification asks for time_norm={spec.time_norm}, "
                           f"end_inclusive={spec.end_inclusive}: evaluate this model on the raw recordings")
-    if spec.geometry.scale > 1 and spec.geometry.event_downscale != RVT_DOWNSCALE_RULE:
+    if spec.geometry.scale > 1 and spec.geometry.event_downscale != RVT_DOWNSCALE:
         raise ConfigError(f"{recording.path}: RVT's stored windows are reduced by sampling (event_downscale "
-                          f"{RVT_DOWNSCALE_RULE}) but this model's inputs were binned ({spec.geometry.event_downscale}): "
+                          f"{RVT_DOWNSCALE}) but this model's inputs were binned ({spec.geometry.event_downscale}): "
                           "evaluate it on the raw recordings")
     if spec.dual_windows or np.any(ends - starts != recording.window_us):
         raise ConfigError(f"{recording.path}: RVT data stores {recording.window_us} µs windows only "

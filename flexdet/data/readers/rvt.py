@@ -19,6 +19,9 @@ from flexdet.errors import FlexdetError, FormatError
 
 REPRESENTATIONS_DIR = "event_representations_v2"
 LABELS_RELATIVE = Path("labels_v2") / "labels.npz"
+# How RVT makes windows at a fraction of the sensor (its 1 Mpx `ds2_nearest`: the full-resolution histogram halved
+# by nearest-exact interpolation), as the geometry's event_downscale: its stored windows and its models' inputs.
+DOWNSCALE_RULE = "nearest_exact"
 
 
 def is_rvt_sequence(path: Path) -> bool:
