@@ -13,6 +13,7 @@ import pytest
 from test_fal import confident_teacher
 
 from flexdet.data.boxes import BOX_DTYPE
+from flexdet.data.clock import fine_grid
 from flexdet.data.labels import read_boxes
 from flexdet.datasets.benchmarks import DSEC_CLASSES, dsec_eight_class_benchmark, dsec_two_class_benchmark
 from flexdet.errors import ConfigError
@@ -25,7 +26,7 @@ from flexdet.fal.flextune import (
     flextune_labels,
     student_pseudo_rows,
 )
-from flexdet.fal.generate import fine_grid, pseudo_label_dataset, split_pseudo_labels
+from flexdet.fal.generate import pseudo_label_dataset, split_pseudo_labels
 from flexdet.training.recipes import TrainingLabels
 
 FIELDS = ("t", "x", "y", "w", "h", "class_id", "class_confidence", "track_id")

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from test_datasets import tiny_dataset
 
+from flexdet.data.clock import fine_grid
 from flexdet.data.labels import BOX_DTYPE
 from flexdet.data.writers import write_boxes
 from flexdet.datasets.sequences import open_dataset
-from flexdet.fal.generate import base_times, fine_grid, pseudo_label_path
+from flexdet.fal.generate import base_times, pseudo_label_path
 from flexdet.fal.quality import match_boxes, pseudo_label_quality
 
 

@@ -146,3 +146,18 @@ def test_batched_builder_rejects_bad_events():
     ev["x"][100] = 12
     with pytest.raises(FlexdetError, match="event 100 has x=12"):
         build_windows(ev, 10, 12, [50_000, 100_000], 50_000)
+
+
+def test_fine_grid_is_the_clock_stepping_each_gap():
+    """FAL's teacher grid splits each gap into `factor` steps exactly as a stream with stride gap / factor ends them."""
+    from fractions import Fraction
+
+    from flexdet.data.clock import fine_grid, step_end
+
+    base = np.array([0, 50_000, 100_003, 150_001, 210_000])
+    for factor in (1, 2, 3, 7, 9):
+        expected = [step_end(int(a), j, Fraction(int(b - a), factor)) for a, b in zip(base[:-1], base[1:])
+                    for j in range(factor)] + [int(base[-1])]
+        assert fine_grid(base, factor).tolist() == expected
+    with pytest.raises(ConfigError, match="factor"):
+        fine_grid(base, 0)

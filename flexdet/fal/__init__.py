@@ -22,7 +22,7 @@ _EXPORTS = {
     "merge_directions": "flexdet.fal.pseudo_labels",
     "BoxTracker": "flexdet.fal.tracker",
     "track_filter": "flexdet.fal.tracker",
-    "fine_grid": "flexdet.fal.generate",
+    "fine_grid": "flexdet.data.clock",
     "teacher_predictions": "flexdet.fal.generate",
     "pseudo_label_sequence": "flexdet.fal.generate",
     "pseudo_label_dataset": "flexdet.fal.generate",

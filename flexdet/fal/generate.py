@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from flexdet.data.boxes import BOX_DTYPE
+from flexdet.data.clock import fine_grid
 from flexdet.data.input_spec import InputSpec
 from flexdet.data.writers import write_boxes
 from flexdet.datasets.benchmarks import Benchmark
@@ -51,20 +52,6 @@ from flexdet.models.checkpoint import load_model
 from flexdet.progress import progress_bar
 
 PSEUDO_LABELS_NAME = "pseudo_tracks.npy"
-
-
-def fine_grid(base_times: np.ndarray, factor: int) -> np.ndarray:
-    """The base instants with `factor - 1` instants inserted in every interval, at a + round(j (b - a) /
-    factor) (exact integers, halves up), so jittered label times keep their own spacing."""
-    base = np.asarray(base_times, dtype=np.int64)
-    if len(base) < 2:
-        return base.copy()
-    if np.any(np.diff(base) <= 0):
-        raise ConfigError("fine_grid: base instants must be strictly increasing")
-    starts, gaps = base[:-1, None], np.diff(base)[:, None]
-    j = np.arange(int(factor), dtype=np.int64)[None, :]
-    inner = starts + (2 * j * gaps + int(factor)) // (2 * int(factor))
-    return np.append(inner.reshape(-1), base[-1])
 
 
 def base_times(sequence: Sequence) -> np.ndarray:
