@@ -10,6 +10,19 @@ import torch
 from flexdet.cli import main as cli_main
 
 
+def fused_nano_model(path, root, split: str):
+    """A seeded fused nano model saved with the input specification of `split` of the dataset at `root`."""
+    from flexdet.datasets import open_dataset
+    from flexdet.models import build_model
+    from flexdet.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = build_model("nano", num_classes=2, use_frames=True).eval()
+    dataset = open_dataset(root, split)
+    spec = dataset.input_spec(bins=model.config.in_channels // 2)
+    dataset.close()
+    return save_model(path, model, spec, ["pedestrian", "car"])
+
 def test_a_text_file_renamed_dat_is_not_a_dat_file(tmp_path, capsys):
     for name, text in (("notes.dat", "hello world, this is plain text\n" * 20),
                        ("README.dat", "# flexdet\n\nReal-time object detection with event cameras.\n" * 5)):
@@ -120,21 +133,13 @@ def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(train_only_dataset
 
 
 def test_interframe_evaluation_honours_rates_and_explains_its_rows(train_only_dataset, tmp_path, capsys):
-    from flexdet.datasets import open_dataset
     from flexdet.evaluation.evaluate import interframe_schedule
-    from flexdet.models import build_model
-    from flexdet.models.checkpoint import save_model
 
     assert [d.delta_us for d in interframe_schedule([180, 20, 40])] == [5555, 50_000, 25_000]  # DAGr's own deltas
     assert len(interframe_schedule(None)) == 10 and interframe_schedule(None)[0].rate_hz is None
     with pytest.raises(Exception, match="at most 50 ms"):
         interframe_schedule([10])
-    torch.manual_seed(0)
-    model = build_model("nano", num_classes=2, use_frames=True).eval()
-    dataset = open_dataset(train_only_dataset, "train")
-    spec = dataset.input_spec(bins=model.config.in_channels // 2)
-    dataset.close()
-    checkpoint = save_model(tmp_path / "model.pt", model, spec, ["pedestrian", "car"])
+    checkpoint = fused_nano_model(tmp_path / "model.pt", train_only_dataset, "train")
     assert cli_main(["eval", str(checkpoint), "--data", str(train_only_dataset), "--split", "train",
                      "--schedule", "interframe", "--rates", "20,90", "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
@@ -200,20 +205,12 @@ def test_eval_of_a_fused_model_on_event_only_data_of_its_size_names_the_missing_
     """Same size, no frames: eval crashed in the frame branch (TypeError on the missing frame times)."""
     from flexdet.config import apply_overrides
     from flexdet.data.synthetic import generate_dataset, load_preset
-    from flexdet.datasets import open_dataset
-    from flexdet.models import build_model
-    from flexdet.models.checkpoint import save_model
 
     config = apply_overrides(load_preset("gen1"), {
         "scene.width": 96, "scene.height": 64, "scene.duration_s": 0.3, "dataset.sequences": 1,
         "dataset.split": [0.0, 0.0, 1.0], "dataset.workers": 1})
     data = generate_dataset(tmp_path / "gen1", config)
-    torch.manual_seed(0)
-    model = build_model("nano", num_classes=2, use_frames=True).eval()
-    dataset = open_dataset(data, "test")
-    spec = dataset.input_spec(bins=model.config.in_channels // 2)
-    dataset.close()
-    checkpoint = save_model(tmp_path / "model.pt", model, spec, ["pedestrian", "car"])
+    checkpoint = fused_nano_model(tmp_path / "model.pt", data, "test")
     assert cli_main(["eval", str(checkpoint), "--data", str(data), "--rates", "20", "--out", str(tmp_path / "e")]) == 2
     line = one_error_line(capsys, "eval")
     assert "the model expects RGB frames, which this data lacks" in line and "inputs but" not in line
