@@ -80,6 +80,29 @@ def test_a_model_pt_whose_own_input_spec_is_200000_px_a_side_is_refused_at_load(
         assert loaded.spec.sensor_size == (width, height)
 
 
+
+def test_an_export_without_model_pt_whose_copies_agree_on_200000_px_is_refused_at_load(tmp_path):
+    """metadata.json and model.onnx both saying 200000x200000 (no model.pt to load): bounded as model.pt is."""
+    import onnx
+
+    from flexdet.export.metadata import METADATA_KEY
+    from flexdet.export.runtime.loader import load_runtime
+
+    folder = tmp_path / "export"
+    assert main(["export", "--preset", "nano", "--height", "48", "--width", "64", "--out", str(folder)]) == 0
+    (folder / "model.pt").unlink()
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["input"]["geometry"]["sensor_width"] = metadata["input"]["geometry"]["sensor_height"] = 200_000
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    graph = onnx.load(str(folder / "model.onnx"))
+    [entry] = [prop for prop in graph.metadata_props if prop.key == METADATA_KEY]
+    entry.value = json.dumps(metadata)
+    onnx.save(graph, str(folder / "model.onnx"))
+    with pytest.raises(CheckpointError, match=r"input\.geometry\.sensor_width = 200000 is past 8192 px") as info:
+        load_runtime(folder, backend="onnxruntime")
+    assert "\n" not in str(info.value)
+
+
 # -- 4. one .npy header check for the RVT arrays, the label files and the npz event members -----------------
 
 

@@ -67,12 +67,10 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_model(args.checkpoint)
         model, spec, classes = loaded.model, loaded.require_spec(), classes or loaded.classes
     else:
-        from flexdet.data.input_spec import identity_spec
-        from flexdet.models import build_model
+        from flexdet.models.builder import random_preset
 
-        torch.manual_seed(args.seed)
-        model = build_model(args.preset, num_classes=args.num_classes, use_frames=args.frames)
-        spec = identity_spec(args.height or 240, args.width or 304, bins=model.config.in_channels // 2)
+        model, spec = random_preset(args.preset, args.num_classes, args.frames, args.seed, args.height or 240,
+                                    args.width or 304)
     if args.window_us:
         spec = spec.replace(window_us=args.window_us)
     metadata = metadata_for_model(model.eval(), spec, classes)

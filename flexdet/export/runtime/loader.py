@@ -96,16 +96,10 @@ def resolve_artifacts(path: os.PathLike[str] | str, height: int | None = None, w
     text = os.fspath(path)
     file = Path(text)
     if text in PRESETS and not file.exists():
-        import torch
-
-        from flexdet.data.input_spec import identity_spec
         from flexdet.export.metadata import metadata_for_model
-        from flexdet.models import build_model
+        from flexdet.models.builder import random_preset
 
-        torch.manual_seed(seed)
-        model = build_model(text, num_classes=num_classes, use_frames=use_frames).eval()
-        spec = identity_spec(height or 240, width or 304, bins=model.config.in_channels // 2, window_us=window_us,
-                             dual_windows=model.config.dual_windows)
+        model, spec = random_preset(text, num_classes, use_frames, seed, height or 240, width or 304, window_us)
         return Artifacts(metadata_for_model(model, spec, classes), model=model)
     if not file.exists():
         raise CheckpointError(f"{file}: no such file or directory (nor a preset name: {PRESETS})")
@@ -132,6 +126,10 @@ def _agreed_metadata(artifacts: Artifacts, json_path: Path | None) -> None:
         copies[str(artifacts.onnx)] = read_onnx_metadata(artifacts.onnx)
     check_agreement({name: to_dict(metadata) for name, metadata in copies.items()})
     artifacts.metadata_source, artifacts.metadata = next(iter(copies.items()))
+    try:  # an export without model.pt: bounded here as load_model bounds a model.pt's own specification
+        artifacts.metadata.input.check_size(artifacts.metadata_source)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _resolve_directory(folder: Path) -> Artifacts:
