@@ -94,7 +94,7 @@ def clean_artifact(kind: str, folder: Path) -> Path:
 
         torch.manual_seed(0)
         model = build_model("nano", num_classes=2, use_frames=False).eval()
-        save_model(model_pt, model, identity_spec(48, 64, bins=model.config.in_channels // 2), ["car", "person"])
+        save_model(model_pt, model, identity_spec(48, 64, bins=model.config.bins), ["car", "person"])
     if kind == "model":
         return model_pt
     export = folder / "export"

@@ -77,7 +77,7 @@ def test_info_on_a_model_checkpoint_describes_it(tmp_path, capsys):
 
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=True).eval()
-    spec = InputSpec(Geometry(320, 240, scale=2), bins=model.config.in_channels // 2, window_us=25_000)
+    spec = InputSpec(Geometry(320, 240, scale=2), bins=model.config.bins, window_us=25_000)
     folder = tmp_path / "export"
     folder.mkdir()
     checkpoint = save_model(folder / "model.pt", model, spec, ["pedestrian", "car"])

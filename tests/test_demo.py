@@ -495,7 +495,7 @@ def test_a_fused_model_on_a_source_without_frames_is_said(tmp_path, synthetic_se
 
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=True).eval()
-    spec = identity_spec(128, 160, bins=model.config.in_channels // 2, window_us=50_000)
+    spec = identity_spec(128, 160, bins=model.config.bins, window_us=50_000)
     checkpoint = save_model(tmp_path / "fused.pt", model, spec, ["pedestrian", "car"])
     events_only = tmp_path / "events.npz"
     write_npz(events_only, random_events(20_000, 160, 128, 200_000), 160, 128)

@@ -82,7 +82,7 @@ def nano_model_pt(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=False).eval()
-    spec = identity_spec(48, 64, bins=model.config.in_channels // 2)
+    spec = identity_spec(48, 64, bins=model.config.bins)
     return save_model(tmp_path_factory.mktemp("nano") / "model.pt", model, spec)
 
 

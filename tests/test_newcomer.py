@@ -19,7 +19,7 @@ def fused_nano_model(path, root, split: str):
     torch.manual_seed(0)
     model = build_model("nano", num_classes=2, use_frames=True).eval()
     dataset = open_dataset(root, split)
-    spec = dataset.input_spec(bins=model.config.in_channels // 2)
+    spec = dataset.input_spec(bins=model.config.bins)
     dataset.close()
     return save_model(path, model, spec, ["pedestrian", "car"])
 

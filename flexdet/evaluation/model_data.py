@@ -45,7 +45,7 @@ def model_spec(model: torch.nn.Module, dataset: Dataset, spec: InputSpec | None 
     """The model's input specification on `dataset` (None: the dataset's geometry, bins from the model), refused
     when its size or its RGB frames do not fit the data."""
     if spec is None:
-        spec = dataset.input_spec(bins=model.config.in_channels // 2, dual_windows=model.config.dual_windows)
+        spec = dataset.input_spec(bins=model.config.bins, dual_windows=model.config.dual_windows)
     if spec.size != dataset.geometry.size or (model.config.use_frames and not dataset.has_frames):
         raise ConfigError(f"{dataset.root}: {model_data_mismatch(spec, model.config.use_frames, dataset)}")
     return spec

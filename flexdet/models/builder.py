@@ -30,6 +30,6 @@ def random_preset(preset: str, num_classes: int = 2, use_frames: bool = False, s
     `height` sensor fed whole: what `flexdet export --preset` writes and a preset name runs (timing, not detection)."""
     torch.manual_seed(seed)
     model = build_model(preset, num_classes=num_classes, use_frames=use_frames).eval()
-    spec = identity_spec(height, width, bins=model.config.in_channels // 2, window_us=window_us,
+    spec = identity_spec(height, width, bins=model.config.bins, window_us=window_us,
                          dual_windows=model.config.dual_windows)
     return model, spec

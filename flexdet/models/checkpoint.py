@@ -256,7 +256,7 @@ def _legacy_training_spec(model: torch.nn.Module, config: dict, dataset: dict) -
     else:
         geometry = Geometry(width * scale, height * scale, None, scale)
     rates = data.get("rates_hz") or [20.0]
-    return InputSpec(geometry, bins=int(data.get("bins") or model.config.in_channels // 2),
+    return InputSpec(geometry, bins=int(data.get("bins") or model.config.bins),
                      window_us=window_of(rates[0]), dual_windows=bool(model.config.dual_windows))
 
 

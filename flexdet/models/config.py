@@ -109,6 +109,11 @@ class ModelConfig:
         """Inputs are zero-padded bottom/right to a multiple of this."""
         return 32 * self.partition_split
 
+    @property
+    def bins(self) -> int:
+        """Time bins per polarity of the stacked histogram each event view brings (in_channels = 2 x bins)."""
+        return self.in_channels // 2
+
     def validate(self) -> None:
         """Raise ConfigError for values no network can be built from."""
         for name in ("widths", "attention_stages", "spectral_stages", "fuse_stages"):
