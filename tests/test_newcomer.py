@@ -224,7 +224,7 @@ def test_info_on_a_run_folder_describes_its_training_checkpoint(fused_run, train
     assert facts["path"] == str(fused_run / "checkpoints" / "last.pt")
     assert (facts["kind"], facts["inputs"], facts["step"], facts["steps"]) == \
            ("flexdet training checkpoint", "fusion", 1, 1)
-    assert (facts["data"], facts["downsample"]) == (str(train_only_dataset), 2)
+    assert (facts["data"], facts["downsample"], facts["benchmark"]) == (str(train_only_dataset), 2, "synthetic")
     assert (facts["input"]["width"], facts["input"]["height"]) == (48, 32)
     assert cli_main(["info", str(fused_run / "checkpoints" / "last.pt")]) == 0
     out = capsys.readouterr().out

@@ -62,6 +62,7 @@ def describe_model(path: str) -> dict:
     its kind, the model (size preset, inputs, classes, parameters), the input it expects and, for a training
     checkpoint, the step reached and the data it was trained on. A file that is not a flexdet checkpoint raises
     the loader's CheckpointError (naming the file, and `flexdet convert` for a published one)."""
+    from flexdet.datasets.benchmarks import stored_benchmark
     from flexdet.errors import CheckpointError
     from flexdet.models.checkpoint import load_model, read_torch_file
 
@@ -94,7 +95,7 @@ def describe_model(path: str) -> dict:
         payload = read_torch_file(loaded.path, "flexdet training checkpoint")
         optim = loaded.train_config.get("optim", {}) if isinstance(loaded.train_config, dict) else {}
         facts.update(step=payload.get("step"), steps=optim.get("steps"), data=loaded.dataset.get("root"),
-                     layout=loaded.dataset.get("layout"), benchmark=loaded.dataset.get("protocol"),
+                     layout=loaded.dataset.get("layout"), benchmark=stored_benchmark(loaded.dataset),
                      downsample=loaded.dataset.get("downsample"))
     return facts
 
