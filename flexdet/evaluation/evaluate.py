@@ -1,5 +1,5 @@
-"""Evaluation runners at any detection rate, producing predictions files and COCO metrics via the evaluation
-core (coco_eval, protocols, ground_truth, results).
+"""Evaluation at any detection rate: the schedules that run a model over a dataset through the stream driver, their
+scoring (coco_eval, the benchmark's rules, ground_truth) and the prediction and result files (results).
 
 - stream: each test sequence runs continuously at R Hz (windows tile time, step k ends at t0 + k/R, state
   carried, the frame branch re-encodes only when a newer frame exists at a window's start); every step

@@ -25,7 +25,7 @@ from flexdet.data.boxes import BOX_DTYPE
 from flexdet.data.synthetic.config import CLASS_NAMES, SynthConfig
 from flexdet.errors import ConfigError
 
-DSEC_CLASS_IDS = {"pedestrian": 0, "car": 2}  # DSEC-Det ids, so its 2-class protocol applies unchanged
+DSEC_CLASS_IDS = {"pedestrian": 0, "car": 2}  # DSEC-Det ids, so its 2-class benchmark applies unchanged
 GEN1_CLASS_IDS = {"car": 0, "pedestrian": 1}
 GEN1_BOX_DTYPE = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
                            ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
