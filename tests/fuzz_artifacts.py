@@ -513,7 +513,7 @@ def run(kind: str, indices: list[int], seed: int = 0, timeout_s: float = 120.0, 
     """Outcome of every case of `kind`, run by child processes of at most `batch` cases; a crash or a hang ends
     the child, is recorded for its case, and a fresh child continues after it. Returns {index: (outcome,
     [detail, peak RSS MB, seconds])} plus {-1: ("legit", [peak RSS MB of the clean artefact])}."""
-    work = folder or tempfile.mkdtemp(prefix=f"fuzz-{kind}-")
+    work = folder or tempfile.mkdtemp(prefix=f"fuzz-{kind}-")  # a folder of its own is removed at the end
     results: dict[int, tuple[str, list]] = {}
 
     def on_line(line: str) -> None:
@@ -534,6 +534,8 @@ def run(kind: str, indices: list[int], seed: int = 0, timeout_s: float = 120.0, 
     drive(lambda chunk: [sys.executable, __file__, "--child", kind, json.dumps(chunk), str(seed), work], indices,
           first_timeout_s=first_timeout_s, timeout_s=timeout_s, on_line=on_line, on_hang=on_hang,
           on_crash=on_crash, key=lambda _, index: index, batch=batch, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if folder is None:  # the clean artefacts (112 MB for FlexEvent) and any case a crash left
+        __import__("shutil").rmtree(work, ignore_errors=True)
     return results
 
 
