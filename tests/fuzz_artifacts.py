@@ -56,7 +56,7 @@ FLEXEVENT_IO = ROOT / "tests" / "fixtures" / "flexevent" / "flexevent_2class_io.
 FLEXEVENT_FPN_WIDTH, FLEXEVENT_HEAD_WIDTH = 16, 16
 DANGEROUS = [("os", "system"), ("posix", "system"), ("subprocess", "check_call"), ("builtins", "exec"),
              ("builtins", "eval"), ("builtins", "__import__"), ("nt", "system"), ("torch", "load"),
-             ("numpy", "load"), ("shutil", "rmtree"), ("flexdet.convert.safe_unpickle", "ForeignObject"),
+             ("numpy", "load"), ("shutil", "rmtree"), ("flexdet.models.safe_unpickle", "ForeignObject"),
              ("torch.serialization", "load"), ("pickle", "loads"), ("builtins", "getattr"),
              ("omegaconf.dictconfig", "DictConfig"), ("torch._utils", "_rebuild_tensor_v2")]
 
@@ -72,7 +72,7 @@ def clean_artifact(kind: str, folder: Path) -> Path:
     if kind == "rvt":
         path = folder / "rvt.ckpt"
         if not path.is_file():
-            from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
+            from flexdet.models.safe_unpickle import load_foreign_checkpoint, to_plain
 
             payload = load_foreign_checkpoint(RVT_CKPT)
             config = {"model": {"backbone": {"partition_split_32": 1}, "postprocess": {

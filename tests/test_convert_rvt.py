@@ -13,12 +13,12 @@ import torch
 from torchvision.ops import box_iou
 
 from flexdet.convert.rvt import convert_rvt, input_spec
-from flexdet.convert.safe_unpickle import load_foreign_checkpoint
 from flexdet.data.events import EVENT_DTYPE
 from flexdet.data.representations.histogram import stacked_histogram
 from flexdet.data.representations.rvt_histogram import rvt_stacked_histogram
 from flexdet.errors import CheckpointError
 from flexdet.models.postprocess import postprocess
+from flexdet.models.safe_unpickle import load_foreign_checkpoint
 
 PEER = Path("../shared/data/peers/rvt")
 CKPT, IO = PEER / "rvt_random.ckpt", PEER / "rvt_random_io.npz"

@@ -62,7 +62,7 @@ def rvt_state() -> dict:
     """The RVT fixture's state dict as plain tensors (`mdl.*` keys)."""
     if not RVT_CKPT.is_file():
         pytest.skip("RVT peer fixture is not available (../shared/data/peers/rvt next to the checkout)")
-    from flexdet.convert.safe_unpickle import load_foreign_checkpoint
+    from flexdet.models.safe_unpickle import load_foreign_checkpoint
 
     return dict(load_foreign_checkpoint(RVT_CKPT)["state_dict"])
 
@@ -244,7 +244,7 @@ def test_a_zip_bomb_member_is_refused_from_its_declared_size(tmp_path):
 
 
 def test_a_damaged_pickle_member_or_persistent_id_is_a_one_line_error(tmp_path):
-    from flexdet.convert.safe_unpickle import load_foreign_checkpoint
+    from flexdet.models.safe_unpickle import load_foreign_checkpoint
 
     torch.save({"state_dict": {"x": torch.zeros(4)}}, tmp_path / "a.ckpt")
     data = bytearray((tmp_path / "a.ckpt").read_bytes())

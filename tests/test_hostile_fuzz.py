@@ -83,7 +83,7 @@ def test_the_small_flexevent_checkpoint_is_the_release_layout_and_converts(artif
     import torch
 
     from flexdet.convert import convert_checkpoint
-    from flexdet.convert.safe_unpickle import load_foreign_checkpoint
+    from flexdet.models.safe_unpickle import load_foreign_checkpoint
 
     io = np.load(artifacts_fuzz.FLEXEVENT_IO)
     official = dict(zip((str(k) for k in io["keys"]),
@@ -114,9 +114,9 @@ def test_the_injected_calls_do_run_code_when_loaded_unsafely_and_never_here(arti
 
     import torch
 
-    from flexdet.convert.safe_unpickle import load_foreign_checkpoint
     from flexdet.errors import FlexdetError
     from flexdet.models.checkpoint import load_model
+    from flexdet.models.safe_unpickle import load_foreign_checkpoint
 
     canary = tmp_path / "CANARY"
     injected = artifacts_fuzz._inject(pickle.dumps({"a": 1}, protocol=2), "os", "system", str(canary))

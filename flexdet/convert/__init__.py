@@ -9,7 +9,7 @@ def convert_checkpoint(path: os.PathLike[str] | str):
     """Any supported published checkpoint (RVT, SSM's S5-ViT, FlexEvent), recognised by its tensors ->
     (ConvertedModel, its InputSpec)."""
     from flexdet.convert import flexevent, rvt
-    from flexdet.convert.safe_unpickle import load_foreign_checkpoint
+    from flexdet.models.safe_unpickle import load_foreign_checkpoint
 
     source = os.fspath(path)
     payload = load_foreign_checkpoint(source)

@@ -19,11 +19,11 @@ import re
 import torch
 
 from flexdet.convert import rvt
-from flexdet.convert.safe_unpickle import load_foreign_checkpoint
 from flexdet.data.input_spec import InputSpec
 from flexdet.datasets.benchmarks import get_benchmark
 from flexdet.errors import CheckpointError
 from flexdet.models.config import ModelConfig
+from flexdet.models.safe_unpickle import load_foreign_checkpoint
 
 # data/dsec_utils/class_config.py: model classes per class mode (the 8-class mode has 7 outputs: DSEC's
 # eighth class, train, has no boxes); the 2-class mode scores bus and truck as car.

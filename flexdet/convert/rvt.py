@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from flexdet.convert import ssm
-from flexdet.convert.safe_unpickle import load_foreign_checkpoint, to_plain
 from flexdet.data.geometry import Geometry
 from flexdet.data.input_spec import InputSpec
 from flexdet.data.readers.rvt import DOWNSCALE_RULE as RVT_DOWNSCALE
@@ -29,6 +28,7 @@ from flexdet.errors import CheckpointError
 from flexdet.models.checkpoint import bounded_build, load_weights
 from flexdet.models.config import ModelConfig
 from flexdet.models.detector import FlexDetector
+from flexdet.models.safe_unpickle import load_foreign_checkpoint, to_plain
 
 SIZES = {32: "RVT-T", 48: "RVT-S", 64: "RVT-B"}  # embed_dim -> released model
 HEAD_DIMS = {32: 32, 48: 24, 64: 32}  # RVT's experiment configs (small uses dim_head 24)

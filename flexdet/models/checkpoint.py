@@ -54,7 +54,7 @@ class LoadedModel:
 def read_torch_file(path: os.PathLike[str] | str, what: str, map_location: str | torch.device = "cpu") -> Any:
     """`torch.load(path, weights_only=True)`; a missing file, a file torch did not write or one holding pickled
     objects raises a one-line CheckpointError (`what` names what was expected)."""
-    from flexdet.convert.safe_unpickle import check_members
+    from flexdet.models.safe_unpickle import check_members
 
     file = Path(path)
     if not file.is_file():
