@@ -22,7 +22,7 @@ from torch import nn
 
 from flexdet.atomic import clean_stale_temporaries
 from flexdet.config import save_yaml, to_dict
-from flexdet.data.clock import window_of
+from flexdet.data.clock import stride_of, window_of
 from flexdet.data.input_spec import InputSpec
 from flexdet.datasets import Dataset, WindowCache, open_dataset
 from flexdet.errors import CheckpointError, ConfigError
@@ -162,7 +162,7 @@ class Trainer:
             return
         from flexdet.models.s5 import set_step_scale
 
-        windows = [1e6 / float(self.config.data.rates_hz[clip.rate_index]) for clip in clips]
+        windows = [float(stride_of(self.config.data.rates_hz[clip.rate_index])) for clip in clips]
         scales = torch.tensor(windows) / float(self.detector.config.s5_train_window_us)
         set_step_scale(self.detector, float(scales[0]) if len(set(windows)) == 1 else scales.to(self.context.device))
 
