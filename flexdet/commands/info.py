@@ -64,7 +64,7 @@ def describe_model(path: str) -> dict:
     the loader's CheckpointError (naming the file, and `flexdet convert` for a published one)."""
     from flexdet.datasets.benchmarks import stored_benchmark
     from flexdet.errors import CheckpointError
-    from flexdet.models.checkpoint import load_model, read_torch_file
+    from flexdet.models.checkpoint import load_model
 
     try:
         loaded = load_model(path)
@@ -92,9 +92,8 @@ def describe_model(path: str) -> dict:
                           "window_us": spec.window_us, "time_norm": spec.time_norm,
                           "frame_rule": spec.frame_rule if config.use_frames else None}
     if loaded.train_config is not None:
-        payload = read_torch_file(loaded.path, "flexdet training checkpoint")
         optim = loaded.train_config.get("optim", {}) if isinstance(loaded.train_config, dict) else {}
-        facts.update(step=payload.get("step"), steps=optim.get("steps"), data=loaded.dataset.get("root"),
+        facts.update(step=loaded.step, steps=optim.get("steps"), data=loaded.dataset.get("root"),
                      layout=loaded.dataset.get("layout"), benchmark=stored_benchmark(loaded.dataset),
                      downsample=loaded.dataset.get("downsample"))
     return facts

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     benchmark = fitting_benchmark(args.benchmark, labels)
     predictions = prediction_files(Path(args.predictions), Path(args.labels), labels, args.split)
     gt_rows = [read_boxes(path, known_only=True) for path in labels.files.values()]
-    check_class_ids(args.benchmark, labels, gt_rows)
+    check_class_ids(benchmark, labels, gt_rows)
     dt_rows = [read_predictions(path) for path in predictions]
     benchmark = benchmark.downsampled(args.downsample)
     granularity = args.granularity or benchmark.granularity
@@ -153,13 +153,12 @@ def fitting_benchmark(name: str, labels: LabelFiles) -> Benchmark:
     return benchmark
 
 
-def check_class_ids(name: str, labels: LabelFiles, rows: list[np.ndarray]) -> None:
+def check_class_ids(benchmark: Benchmark, labels: LabelFiles, rows: list[np.ndarray]) -> None:
     """Refuse labels holding class ids that the benchmark's label files never have (1 Mpx labels under gen1)."""
-    from flexdet.datasets.benchmarks import get_benchmark
     from flexdet.errors import ConfigError
 
-    allowed = set(labels.synthetic.class_map) if name == "synthetic" else \
-        set(range(get_benchmark(name).file_classes))
+    name = benchmark.name
+    allowed = set(benchmark.class_map) if name == "synthetic" else set(range(benchmark.file_classes))
     for path, boxes in zip(labels.files.values(), rows):
         unknown = sorted(set(np.unique(boxes["class_id"]).tolist()) - allowed)
         if unknown:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from flexdet.data.geometry import Geometry
-from flexdet.errors import ConfigError
+from flexdet.errors import CheckpointError, ConfigError
 
 TIME_NORMS = ("window", "events")
 SUB_WINDOWS = ("last_half", "hashed")
@@ -109,17 +109,17 @@ class InputSpec:
         return 2 * self.bins * self.views
 
     def check_size(self, source: str) -> None:
-        """Refuse (ConfigError naming `source` and the field) a sensor side past MAX_SENSOR_SIDE or a step input
-        of more than MAX_INPUT_VALUES values: what a loaded model's own specification may ask its runtime to
-        allocate is bounded by what a real sensor needs, not by the file."""
+        """Refuse (CheckpointError naming `source` and the field) a sensor side past MAX_SENSOR_SIDE or a step
+        input of more than MAX_INPUT_VALUES values: what a loaded model's or export's own specification may ask its
+        runtime to allocate is bounded by what a real sensor needs, not by the file."""
         for name, value in (("sensor_width", self.geometry.sensor_width),
                             ("sensor_height", self.geometry.sensor_height)):
             if int(value) > MAX_SENSOR_SIDE:
-                raise ConfigError(f"{source}: input.geometry.{name} = {value} is past {MAX_SENSOR_SIDE} px, the "
+                raise CheckpointError(f"{source}: input.geometry.{name} = {value} is past {MAX_SENSOR_SIDE} px, the "
                                   f"most a sensor side may have (the largest event sensors are 1280 px wide)")
         width, height = self.size
         if self.channels * width * height > MAX_INPUT_VALUES:
-            raise ConfigError(f"{source}: input.bins = {self.bins} at {width}x{height} makes a step input of "
+            raise CheckpointError(f"{source}: input.bins = {self.bins} at {width}x{height} makes a step input of "
                               f"{self.channels * width * height} values, past the {MAX_INPUT_VALUES} allowed")
 
     def replace(self, **changes: Any) -> InputSpec:

@@ -34,7 +34,7 @@ MODEL_FILE = "model.pt"
 class LoadedModel:
     """What a flexdet artefact holds: model (eval mode), input specification (None only for a training
     checkpoint of an early flexdet that recorded no input size), class names, and for a training checkpoint
-    its training config (plain data) and dataset info."""
+    its training config (plain data), dataset info and the step it was saved at."""
 
     def require_spec(self) -> InputSpec:
         """The input specification, or a CheckpointError saying it is unknown."""
@@ -49,6 +49,7 @@ class LoadedModel:
     path: Path
     train_config: dict | None = None
     dataset: dict = field(default_factory=dict)
+    step: int | None = None
 
 
 def read_torch_file(path: os.PathLike[str] | str, what: str, map_location: str | torch.device = "cpu") -> Any:
@@ -183,10 +184,7 @@ def load_model(path: os.PathLike[str] | str, map_location: str | torch.device = 
     if tag in (TRAIN_FORMAT, MODEL_FORMAT):
         loaded = (_training_checkpoint if tag == TRAIN_FORMAT else _model_checkpoint)(file, payload)
         if loaded.spec is not None:  # the input its runtime allocates: bounded by a real sensor, not by the file
-            try:
-                loaded.spec.check_size(str(file))
-            except FlexdetError as exc:
-                raise CheckpointError(str(exc)) from None
+            loaded.spec.check_size(str(file))
         return loaded
     raise CheckpointError(f"{file}: not a flexdet checkpoint (format tag {tag!r}); RVT and other published "
                           "checkpoints are read with `flexdet convert`")
@@ -214,7 +212,7 @@ def _training_checkpoint(file: Path, payload: dict) -> LoadedModel:
         raise CheckpointError(f"{file}: 'dataset' is not a mapping")
     spec = _stored_spec(file, payload) or _legacy_training_spec(model, payload["config"], dataset)
     return LoadedModel(model, spec, class_names(model, dataset.get("classes"), str(file)), file, payload["config"],
-                       dataset)
+                       dataset, payload.get("step"))
 
 
 def _model_checkpoint(file: Path, payload: dict) -> LoadedModel:

@@ -126,10 +126,8 @@ def _agreed_metadata(artifacts: Artifacts, json_path: Path | None) -> None:
         copies[str(artifacts.onnx)] = read_onnx_metadata(artifacts.onnx)
     check_agreement({name: to_dict(metadata) for name, metadata in copies.items()})
     artifacts.metadata_source, artifacts.metadata = next(iter(copies.items()))
-    try:  # an export without model.pt: bounded here as load_model bounds a model.pt's own specification
-        artifacts.metadata.input.check_size(artifacts.metadata_source)
-    except ConfigError as exc:
-        raise CheckpointError(str(exc)) from None
+    # An export without model.pt: bounded here as load_model bounds a model.pt's own specification.
+    artifacts.metadata.input.check_size(artifacts.metadata_source)
 
 
 def _resolve_directory(folder: Path) -> Artifacts:
