@@ -1,13 +1,13 @@
 """Stacked histogram rate on real EVT3 decode output at 1280x720, next to numpy bincount in the same run.
 
-Usage: python benchmarks/bench_histogram_rate.py [--events 10000000] [--repeat 7] [--check]
+Usage: python benchmarks/bench_histogram_rate.py [--events 50000000] [--repeat 7] [--check]
 
 The events are the 5,000 events of ../shared/data/real/evt3_gen41_1280x720_pedestrians.raw as flexdet's
 reader decodes them (a structured array, the layout every reader returns), tiled in time to --events events
 inside one 50 ms window: copy k keeps every event's x, y, p and relative time, shifted by k recording spans,
 and all times are then scaled into [0, 50 ms). So the pixels, polarities and their order are the sensor's;
-only the density is raised to a Gen4 sensor's peak (~1 G events/s x 50 ms = 50 M events; 10 M by default to
-keep the run short).
+only the density is raised to a Gen4 sensor's peak: ~1 G events/s x 50 ms = 50 M events, the default (one
+window at the peak; ~1 GB of events and ~15 s a run; a smaller --events weighs the per-window costs more).
 
 Each figure is the best of --repeat calls, kernel and baseline calls interleaved so that both see the same
 load (on a shared 2-core VM single calls vary 2x; the ratio holds better than either rate). The baseline is
@@ -71,7 +71,7 @@ def interleaved_best(fns: dict, repeat: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--events", type=int, default=50_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--check", action="store_true", help=f"exit 1 below {RATIO_TARGET:g}x numpy bincount")
     args = parser.parse_args(argv)
