@@ -37,6 +37,11 @@ def test_streams_are_rvts_stored_windows(split):
         assert (dataset.layout, dataset.benchmark.name, dataset.geometry.size) == ("rvt", "gen1", (304, 240))
         spec = dataset.input_spec(bins=10)
         assert (spec.time_norm, spec.end_inclusive) == ("events", True)  # the stored histograms' rule
+        with pytest.raises(ConfigError, match="stored windows are stacked histograms"):
+            dataset.input_spec(representation="voxel_grid", bins=10)
+        voxel_model_spec = spec.replace(representation="voxel_grid", time_norm="window")  # a checkpoint's own
+        with pytest.raises(ConfigError, match="stored windows are stacked histograms"):
+            dataset.sequences[0].model_inputs(voxel_model_spec, *stream_windows(dataset.sequences[0], 20))
         for sequence in dataset.sequences:
             folder = RVT_ROOT / split / sequence.name
             stored_ends = np.load(folder / REPR / "timestamps_us.npy")

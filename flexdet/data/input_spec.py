@@ -15,6 +15,13 @@ from typing import Any
 import numpy as np
 
 from flexdet.data.geometry import Geometry
+from flexdet.data.representations.kinds import (
+    COUNTING,
+    ENCODINGS,
+    KINDS,
+    channels_per_window,
+    model_input_dtype,
+)
 from flexdet.errors import CheckpointError, ConfigError
 
 TIME_NORMS = ("window", "events")
@@ -27,7 +34,7 @@ FRAME_RULES = ("latest_at_start", "latest_before_end")
 # step's input, i.e. up to 8192x8192 at 32 channels, or 1280x720 at 2330 channels.
 MAX_SENSOR_SIDE = 8192
 MAX_INPUT_VALUES = 2**31
-EVENT_ENCODING = "stacked histogram counts saturated at `clip`, as float32 (no scaling)"
+EVENT_ENCODING = ENCODINGS["stacked_histogram"]
 FRAME_ENCODING = "RGB uint8 / 255 -> [0, 1]; ImageNet mean/std applied inside the network"
 
 
@@ -36,10 +43,13 @@ class InputSpec:
     """How one detection step's input is made.
 
     Events of the window [end - length, end) (or [.., end] with `end_inclusive`, as RVT's preprocessing) are
-    mapped through `geometry` and counted into a stacked histogram of `bins` time bins per polarity, saturated
-    at `clip`. `time_norm`: "window" bins by the window bounds (flexdet), "events" by the window's first and
-    last event (RVT; with the geometry's "nearest_exact" downscale, of all the window's events in the kept
-    sensor rows, sampled or not, as RVT's full-resolution histogram has them). `window_us` is the window a
+    mapped through `geometry` and turned into the `representation`: "stacked_histogram" (RVT's; `bins` time bins
+    per polarity counted and saturated at `clip`, uint8), "event_frame" (counts per polarity saturated at
+    `clip`, uint8), "voxel_grid" (`bins` signed time bins, float32) or "time_surface" (per polarity, the decay
+    exp(-age / (window / 2)) of each pixel's latest event, float32). `time_norm`: "window" times events by the
+    window bounds (flexdet), "events" by the window's first and last event (RVT; with the geometry's
+    "nearest_exact" downscale, of all the window's events in the kept sensor rows, sampled or not, as RVT's
+    full-resolution histogram has them; counting representations only). `window_us` is the window a
     stream at the trained rate uses; any other window length can be asked for. With `dual_windows` a second
     histogram of a sub-window follows on the channel axis: `sub_window` "last_half", the half nearest the
     prediction instant (flexdet), or "hashed", FlexEvent's: round(ratio * length) long at an offset drawn from
@@ -73,8 +83,13 @@ class InputSpec:
             from flexdet.config import from_dict
 
             self.geometry = from_dict(Geometry, self.geometry, source="input.geometry")
-        if self.representation != "stacked_histogram":
-            raise ConfigError(f"input.representation {self.representation!r}: only stacked_histogram is supported")
+        if self.representation not in KINDS:
+            raise ConfigError(f"input.representation must be one of {KINDS}, got {self.representation!r}")
+        if self.representation not in COUNTING and self.time_norm == "events" and self.geometry.samples_events:
+            raise ConfigError(f"input.representation {self.representation}: time_norm 'events' with the "
+                              f"'nearest_exact' event downscale (RVT's rule) applies to counting representations only")
+        if self.event_encoding in ENCODINGS.values():  # a representation's own text: this representation's
+            self.event_encoding = ENCODINGS[self.representation]
         for name, low, high in (("bins", 1, 1024), ("clip", 1, 255), ("window_us", 1, 1 << 40),
                                 ("end_grid_us", 0, 1 << 40)):
             value = getattr(self, name)
@@ -104,9 +119,19 @@ class InputSpec:
         return 2 if self.dual_windows else 1
 
     @property
+    def channels_per_view(self) -> int:
+        """Channels of one window's representation (2 * bins for a stacked histogram)."""
+        return channels_per_window(self.representation, self.bins)
+
+    @property
     def channels(self) -> int:
-        """Channels of one step's input: 2 * bins per view."""
-        return 2 * self.bins * self.views
+        """Channels of one step's input: the representation's per view."""
+        return self.channels_per_view * self.views
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The array type of one step's input: uint8 counts, or float32 for a voxel grid or time surface."""
+        return model_input_dtype(self.representation)
 
     def check_size(self, source: str) -> None:
         """Refuse (CheckpointError naming `source` and the field) a sensor side past MAX_SENSOR_SIDE or a step
@@ -128,15 +153,16 @@ class InputSpec:
     # ----- the one input builder -----
     def model_inputs(self, events: np.ndarray, starts, ends, backwards: bool = False, sequence: str = "",
                      time_origin: int = 0) -> np.ndarray:
-        """(N, channels, H, W) uint8 inputs of the windows [starts[i], ends[i]) from time-sorted sensor events.
+        """(N, channels, H, W) inputs (`input_dtype`) of the windows [starts[i], ends[i]) from time-sorted sensor
+        events.
 
-        `backwards`: the windows are played in reverse time (time-reversed histograms; the dual half window is
+        `backwards`: the windows are played in reverse time (time-reversed representations; the dual half window is
         then the first half, the one nearest the prediction instant in the reversed stream). `sequence`: the
         recording's name, which the "hashed" sub-window draws its offset from. `time_origin`: the recording's
         time origin, where `end_grid_us` counts from. Empty windows give zeros.
         """
         from flexdet.data.representations import RepresentationConfig, build_windows
-        from flexdet.data.representations.reverse import reverse_histogram
+        from flexdet.data.representations.reverse import reverse_window
 
         starts = np.asarray(starts, np.int64).reshape(-1)
         ends = np.asarray(ends, np.int64).reshape(-1)
@@ -149,7 +175,8 @@ class InputSpec:
         if self.geometry.samples_events and self.time_norm == "events":
             timing = self.geometry.cropped(events)["t"]  # bins of the full-resolution window
         events = self.geometry.events(events)
-        config = RepresentationConfig(bins=self.bins, clip=self.clip, time_norm=self.time_norm)
+        config = RepresentationConfig(kind=self.representation, bins=self.bins, clip=self.clip,
+                                      time_norm=self.time_norm)
         extra = 1 if self.end_inclusive else 0
         views = [(starts, ends)]
         if self.dual_windows:
@@ -159,7 +186,8 @@ class InputSpec:
         for lo, hi in views:
             stop = np.minimum(hi + extra, read_end)
             plane = build_windows(events, height, width, stop, np.maximum(stop - lo, 0), config, timing=timing)
-            planes.append(reverse_histogram(plane, self.bins) if backwards else plane)
+            plane = plane.astype(self.input_dtype, copy=False)  # an event frame's counts fit uint8 (clip <= 255)
+            planes.append(reverse_window(plane, self.representation, self.bins) if backwards else plane)
         return planes[0] if len(planes) == 1 else np.concatenate(planes, axis=1)
 
     def read_end(self, ends: np.ndarray, time_origin: int = 0) -> np.ndarray:

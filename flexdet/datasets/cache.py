@@ -2,7 +2,7 @@
 or on disk.
 
 Training reads the same windows many times; building them once (seconds for the quickstart) turns each
-training step into array indexing. The disk cache is keyed by sequence, rate, size, channels and histogram rule.
+training step into array indexing. The disk cache is keyed by sequence, rate, size, channels, representation and its rule.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class WindowCache:
         shape = (len(ends), self.spec.channels, height, width)
         if self.cache_dir is not None:
             spec = self.spec
-            rule = (f"{spec.time_norm}{'i' if spec.end_inclusive else ''}c{spec.clip}"
+            kind = "" if spec.representation == "stacked_histogram" else f"{spec.representation}_"
+            rule = (f"{kind}{spec.time_norm}{'i' if spec.end_inclusive else ''}c{spec.clip}"
                     f"{'ne' if spec.geometry.samples_events else ''}"
                     f"{'if' if spec.geometry.event_downscale == 'integrate_fire' else ''}"
                     f"{f'h{spec.sub_window_seed}r{spec.sub_window_ratio:g}' if spec.sub_window == 'hashed' else ''}"
@@ -84,7 +85,7 @@ class WindowCache:
                                      f"ch{self.spec.channels}_{rule}.npy")
             if path.is_file():
                 cached = np.load(path, mmap_mode="r", allow_pickle=False)
-                if cached.shape == shape:
+                if cached.shape == shape and cached.dtype == spec.input_dtype:
                     return cached
         built = sequence.model_inputs(self.spec, starts, ends)
         if path is not None:

@@ -124,7 +124,7 @@ class Sequence:
 
     def model_inputs(self, spec: InputSpec, starts: np.ndarray, ends: np.ndarray, backwards: bool = False
                      ) -> np.ndarray:
-        """(N, spec.channels, H, W) uint8 model inputs of the windows [starts, ends) (`InputSpec.model_inputs`
+        """(N, spec.channels, H, W) model inputs (`spec.input_dtype`) of the windows [starts, ends) (`InputSpec.model_inputs`
         over the events read once; RVT sequences hand out their stored windows)."""
         starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         ends = np.asarray(ends, dtype=np.int64).reshape(-1)
@@ -133,7 +133,7 @@ class Sequence:
             return _stored_histograms(recording, starts, ends, spec)
         width, height = spec.size
         if len(ends) == 0:
-            return np.zeros((0, spec.channels, height, width), np.uint8)
+            return np.zeros((0, spec.channels, height, width), spec.input_dtype)
         events = recording.read(int(starts.min()), int(ends.max()) + (1 if spec.end_inclusive else 0))
         return spec.model_inputs(events, starts, ends, backwards, sequence=self.name, time_origin=recording.t_offset)
 
@@ -202,6 +202,7 @@ class Dataset:
         RVT data the histogram rule is the stored one (RVT_INPUT_RULE, and the downscale rule the dataset was
         opened with), whatever `fields` say."""
         if self.layout == "rvt":
+            check_stored_representation(self.root, fields.get("representation", "stacked_histogram"))
             fields.update(RVT_INPUT_RULE)
         return InputSpec(self.geometry, **fields)
 
@@ -489,9 +490,17 @@ def _rvt_sequence(folder: Path, sequence_length: int) -> Sequence:
     return Sequence(folder.name, folder, None, read_boxes(path), stored=stored)
 
 
+def check_stored_representation(path: Path, representation: str) -> None:
+    """RVT's stored windows are stacked histograms: any other representation needs the raw recordings."""
+    if representation != "stacked_histogram":
+        raise ConfigError(f"{path}: RVT's stored windows are stacked histograms but this input specification asks "
+                          f"for a {representation}: use the raw recordings")
+
+
 def _stored_histograms(recording, starts: np.ndarray, ends: np.ndarray, spec: InputSpec) -> np.ndarray:
     """RVT's precomputed windows whose END times are `ends`; only its own window length and size exist."""
     width, height = spec.size
+    check_stored_representation(recording.path, spec.representation)
     if any(getattr(spec, key) != value for key, value in RVT_INPUT_RULE.items()):
         raise ConfigError(f"{recording.path}: RVT's stored windows are RVT histograms (time_norm=events, "
                           f"end_inclusive) but this input specification asks for time_norm={spec.time_norm}, "

@@ -75,7 +75,8 @@ class StepDetector:
             events = make_events(np.array([0, window // 2]) + k * window, np.zeros(2), np.zeros(2), np.array([0, 1]))
             self.runtime.step(events, t_end=(k + 1) * window)
             if blank is not None:
-                self.runtime.step_inputs(np.zeros((1, self.runtime.spec.channels, height, width), np.uint8), blank)
+                spec = self.runtime.spec
+                self.runtime.step_inputs(np.zeros((1, spec.channels, height, width), spec.input_dtype), blank)
         self.reset()
 
     def __call__(self, step: StepInput) -> Detections:

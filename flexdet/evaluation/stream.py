@@ -126,10 +126,10 @@ class StreamRunner:
         return detection
 
     def _inputs(self, view: StreamView, lo: int, count: int) -> np.ndarray:
-        """(count, C, H, W) uint8 inputs of the view's windows lo.. lo + count; rows past its end (and all,
+        """(count, C, H, W) inputs of the view's windows lo.. lo + count; rows past its end (and all,
         frames-only) are zero."""
         width, height = self.spec.size
-        out = np.zeros((count, self.spec.channels, height, width), np.uint8)
+        out = np.zeros((count, self.spec.channels, height, width), self.spec.input_dtype)
         hi = min(lo + count, len(view.ends))
         if self.uses_events and hi > lo:
             reads = None if view.reads is None else view.reads.part(lo, hi)
@@ -167,7 +167,7 @@ class WindowReads(NamedTuple):
 
 def window_inputs(sequence: Sequence, spec: InputSpec, starts: np.ndarray, ends: np.ndarray,
                   reads: WindowReads | None = None, backwards: bool = False) -> np.ndarray:
-    """(N, C, H, W) uint8 model inputs of the windows [starts[k], ends[k]) (`Sequence.model_inputs`); with
+    """(N, C, H, W) model inputs of the windows [starts[k], ends[k]) (`Sequence.model_inputs`); with
     `reads`, window k's events are those FlexEvent's interframe sample reads (`WindowReads`): up to reads.ends[k]
     through the specification's read grid (`end_grid_us`, from the recording's time origin) instead of the grid at
     the window's end, and only where float32(t) < float32(reads.float32_cuts[k]). The window itself, so its hashed
@@ -181,7 +181,7 @@ def window_inputs(sequence: Sequence, spec: InputSpec, starts: np.ndarray, ends:
     limits = spec.read_end(np.asarray(reads.ends, np.int64).reshape(-1), int(recording.t_offset))
     cuts = np.asarray(reads.float32_cuts, np.float64).reshape(-1).astype(np.float32)
     width, height = spec.size
-    out = np.zeros((len(ends), spec.channels, height, width), np.uint8)
+    out = np.zeros((len(ends), spec.channels, height, width), spec.input_dtype)
     if len(ends) == 0:
         return out
     plain = spec.replace(end_grid_us=0)

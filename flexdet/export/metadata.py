@@ -86,7 +86,8 @@ def metadata_for_model(model: Any, spec: InputSpec, classes: list[str] | None = 
     config = model.config
     if spec.channels != config.in_channels * (2 if config.dual_windows else 1) or \
             spec.dual_windows != config.dual_windows:
-        raise ConfigError(f"input specification gives {spec.channels} channels (bins {spec.bins}, dual windows "
+        raise ConfigError(f"input specification gives {spec.channels} channels ({spec.representation}, bins "
+                          f"{spec.bins}, dual windows "
                           f"{spec.dual_windows}) but the model reads {config.in_channels} per view "
                           f"(dual windows {config.dual_windows})")
     return DeployMetadata(input=spec, classes=class_names(model, classes), use_frames=config.use_frames,

@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from flexdet.errors import CheckpointError, ConfigError
 from flexdet.export.bundle import CHECKPOINT_NAME, ONNX_NAME
 from flexdet.export.metadata import DeployMetadata, read_onnx_metadata
@@ -52,7 +54,8 @@ def write_python_repository(export_dir: os.PathLike[str] | str, out: os.PathLike
     options.validate()
     metadata, graphs = dynamic_batch_graphs(export_dir, Path(out) / name / "1")
     channels, height, width = metadata.input.channels, metadata.height, metadata.width
-    inputs = [_tensor(EVENTS_INPUT, "TYPE_UINT8", [channels, height, width])]
+    events_type = "TYPE_UINT8" if metadata.input.input_dtype == np.uint8 else "TYPE_FP32"  # the representation's
+    inputs = [_tensor(EVENTS_INPUT, events_type, [channels, height, width])]
     if metadata.use_frames:
         inputs.append(_tensor(FRAMES_INPUT, "TYPE_FP32", [3, height, width], optional=True))
     controls = [_control("START", "CONTROL_SEQUENCE_START"), _control("END", "CONTROL_SEQUENCE_END"),

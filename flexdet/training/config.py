@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from flexdet.config import apply_overrides, load_yaml
 from flexdet.data.geometry import check_event_downscale
 from flexdet.data.input_spec import FRAME_RULES, TIME_NORMS
+from flexdet.data.representations.kinds import KINDS
 from flexdet.errors import ConfigError
 from flexdet.fal.config import FALConfig
 
@@ -41,8 +42,9 @@ class DataConfig:
     halving: the sampled sensor pixel of each block only) or "auto" (RVT's stored 640x360 windows:
     nearest_exact, which they are; otherwise bin). Clips are `clip_steps` steps at one
     of `rates_hz` (window = 1/rate); `stream_fraction` of each batch are streaming clips (state carried).
-    `bins`, `clip`, `time_norm` ("window" or RVT's "events"), `end_inclusive` (RVT: the event at the window
-    end counts) define the stacked histograms and `frame_rule` which RGB frame a window is paired with
+    `representation` (stacked_histogram, voxel_grid, time_surface or event_frame), `bins`, `clip`, `time_norm`
+    ("window" or RVT's "events"), `end_inclusive` (RVT: the event at the window end counts) define the event
+    input and `frame_rule` which RGB frame a window is paired with
     (`flexdet.data.input_spec.InputSpec`; label-aligned training windows get the same frame under both rules, so
     "latest_before_end" only changes what off-label windows, and the checkpoint's runtime and demo, pair).
     `labels`: "auto" (dense ground truth where the data has it), "sparse" (the label file's instants only, what
@@ -60,6 +62,7 @@ class DataConfig:
     val_split: str = "val"
     downsample: int = 1
     event_downscale: str = "auto"
+    representation: str = "stacked_histogram"
     bins: int = 10
     clip: int = 10
     time_norm: str = "window"
@@ -147,6 +150,8 @@ def validate(config: TrainConfig) -> None:
     check_event_downscale(data.event_downscale)
     if data.time_norm not in TIME_NORMS:
         raise ConfigError(f"data.time_norm must be one of {TIME_NORMS}, got {data.time_norm!r}")
+    if data.representation not in KINDS:
+        raise ConfigError(f"data.representation must be one of {KINDS}, got {data.representation!r}")
     if data.frame_rule not in FRAME_RULES:
         raise ConfigError(f"data.frame_rule must be one of {FRAME_RULES}, got {data.frame_rule!r}")
     if not 1 <= data.clip <= 255:

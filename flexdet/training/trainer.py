@@ -24,6 +24,7 @@ from flexdet.atomic import clean_stale_temporaries
 from flexdet.config import save_yaml, to_dict
 from flexdet.data.clock import stride_of, window_of
 from flexdet.data.input_spec import InputSpec
+from flexdet.data.representations.kinds import channels_per_window
 from flexdet.datasets import Dataset, WindowCache, open_dataset
 from flexdet.errors import CheckpointError, ConfigError
 from flexdet.models.checkpoint import load_model, read_training_checkpoint, run_checkpoint
@@ -55,22 +56,22 @@ class TrainResult:
 
 
 def build_detector(config: TrainConfig, num_classes: int):
-    """The FlexDetector the recipe names: fusion (events + RGB), events only, or frames only; it reads
-    2 * data.bins channels per event view."""
+    """The FlexDetector the recipe names: fusion (events + RGB), events only, or frames only; it reads the
+    data's representation (2 * data.bins channels per event view for a stacked histogram)."""
     from flexdet.models import build_model
 
     inputs = config.model.inputs
-    options = {"in_channels": 2 * config.data.bins,
+    options = {"in_channels": channels_per_window(config.data.representation, config.data.bins),
                "s5_train_window_us": window_of(config.data.rates_hz[0]), **config.model.options}
     return build_model(config.model.preset, num_classes=num_classes, use_frames=inputs != "events",
                        use_events=inputs != "frames", **options)
 
 
 def training_input_spec(config: TrainConfig, dataset: Dataset, dual_windows: bool) -> InputSpec:
-    """The input specification a recipe trains with: the dataset's geometry, the data section's histogram
+    """The input specification a recipe trains with: the dataset's geometry, the data section's representation
     settings, the window of the first training rate."""
     data = config.data
-    return dataset.input_spec(bins=data.bins, clip=data.clip, time_norm=data.time_norm,
+    return dataset.input_spec(representation=data.representation, bins=data.bins, clip=data.clip, time_norm=data.time_norm,
                               end_inclusive=data.end_inclusive, window_us=window_of(data.rates_hz[0]),
                               dual_windows=dual_windows, frame_rule=data.frame_rule)
 

@@ -25,9 +25,8 @@ from flexdet.data.representations._columns import (
 )
 from flexdet.data.representations._dispatch import PARALLEL_SCAN_MIN_EVENTS, deliver
 from flexdet.data.representations._segments import search_left
+from flexdet.data.representations.kinds import COUNTING, KINDS, channels_per_window
 from flexdet.errors import ConfigError
-
-KINDS = ("stacked_histogram", "voxel_grid", "time_surface", "event_frame")
 
 
 @dataclass
@@ -54,7 +53,7 @@ class RepresentationConfig:
         if self.clip is not None:
             whole_number("clip", self.clip, 1, 65535)
         limit = 65535 if self.kind == "event_frame" else 255
-        if self.kind in ("stacked_histogram", "event_frame") and not 1 <= self.count_clip <= limit:
+        if self.kind in COUNTING and not 1 <= self.count_clip <= limit:
             raise ConfigError(f"clip must be in [1, {limit}] for {self.kind}, got {self.clip}")
         if self.tau_us is not None and not self.tau_us > 0:
             raise ConfigError(f"tau_us must be positive, got {self.tau_us}")
@@ -68,7 +67,7 @@ class RepresentationConfig:
 
     @property
     def channels(self) -> int:
-        return {"stacked_histogram": 2 * self.bins, "voxel_grid": self.bins}.get(self.kind, 2)
+        return channels_per_window(self.kind, self.bins)
 
     @property
     def dtype(self) -> np.dtype:
@@ -104,10 +103,10 @@ def build_windows(events: EventsLike, height: int, width: int, window_ends, wind
     flat = out.reshape(len(ends), -1)
     by_events = config.time_norm == "events"
     plane = height * width
-    if timing is not None and config.kind not in ("stacked_histogram", "event_frame"):
+    if timing is not None and config.kind not in COUNTING:
         raise ConfigError(f"build_windows: `timing` applies to the counting representations, not {config.kind}")
     one = len(ends) == 1  # a single window: no parallel region (see _batch_kernels.counts_one)
-    if config.kind in ("stacked_histogram", "event_frame"):
+    if config.kind in COUNTING:
         bins = config.bins if config.kind == "stacked_histogram" else 1
         timing = t if timing is None else _sorted_timing(timing)
         (counts_one if one else counts_batch)(t, x, y, p, timing, starts, ends, by_events, bins, flat, width, height,

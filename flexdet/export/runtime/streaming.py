@@ -137,12 +137,13 @@ class StreamingRuntime:
         return {"boxes": boxes, "scores": detection["scores"], "labels": detection["labels"], "raw": raw[0]}
 
     def step_inputs(self, inputs: np.ndarray, frames: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
-        """One step of B streams: inputs (B, C, H, W) uint8 from `spec.model_inputs`, frames (B, H, W, 3) uint8 at
-        input size (or None: keep the encoded ones). Returns B detections in input pixels."""
+        """One step of B streams: inputs (B, C, H, W) of `spec.input_dtype` from `spec.model_inputs`, frames
+        (B, H, W, 3) uint8 at input size (or None: keep the encoded ones). Returns B detections in input pixels."""
         start = time.perf_counter()
-        if inputs.dtype != np.uint8 or inputs.ndim != 4 or inputs.shape[1:] != (self.spec.channels,
-                                                                                 *self.input_size):
-            raise ConfigError(f"inputs must be uint8 (B, {self.spec.channels}, {self.input_size[0]}, "
+        spec = self.spec
+        if inputs.dtype != spec.input_dtype or inputs.ndim != 4 or inputs.shape[1:] != (spec.channels,
+                                                                                         *self.input_size):
+            raise ConfigError(f"inputs must be {spec.input_dtype} (B, {spec.channels}, {self.input_size[0]}, "
                               f"{self.input_size[1]}), got {inputs.dtype} {inputs.shape}")
         return self._run_batch(inputs, frames, start)[0]
 

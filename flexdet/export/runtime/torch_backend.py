@@ -72,7 +72,8 @@ class TorchBackend:
             tensor.copy_(new)
 
     def run(self, events: np.ndarray) -> torch.Tensor:
-        """(B, C, H, W) uint8 counts -> raw (B, A, 5 + K) on the device; the state advances one step."""
+        """(B, C, H, W) inputs (the specification's dtype) -> raw (B, A, 5 + K) on the device; the state advances
+        one step."""
         x = torch.from_numpy(events).to(self.device, non_blocking=True)
         if self._graph is not None:
             self._static_events.copy_(x)
@@ -90,9 +91,10 @@ class TorchBackend:
 
     def _capture(self) -> None:
         """Record one step into a CUDA graph reading static events/state buffers (warm-up on a side stream)."""
-        channels = self.model.config.in_channels * self.model.num_views
-        self._static_events = torch.zeros(1, channels, self.metadata.height, self.metadata.width,
-                                          dtype=torch.uint8, device=self.device)
+        spec = self.metadata.input
+        self._static_events = torch.zeros(1, spec.channels, self.metadata.height, self.metadata.width,
+                                          dtype=torch.from_numpy(np.empty(0, spec.input_dtype)).dtype,
+                                          device=self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side), torch.no_grad():
