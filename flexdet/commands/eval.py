@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", default="",
                         help="comma-separated extra outputs for other tools: prophesee (toolbox box files), "
                              "coco (the scored images as COCO json)")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch",
+                        help="what runs the model: torch (default; every schedule), or the model as deployed: "
+                             "onnxruntime (an export folder's graph, its CPU model from --target cpu on a CPU; a "
+                             "checkpoint is exported on the fly) or tensorrt; stream and global schedules")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", default="runs/eval", help="output folder")
 
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     export = [f.strip() for f in args.export.split(",") if f.strip()]
     rows = evaluate_checkpoint(args.checkpoint, args.data, rates, schedule, args.out, args.split,
                                benchmark=args.benchmark, export=export, interframe=args.interframe_rule,
-                               frame_rule=args.frame_rule)
+                               frame_rule=args.frame_rule, backend=args.backend)
     print(metrics_markdown(rows))
     if schedule == "interframe":
         print(INTERFRAME_NOTE)

@@ -52,6 +52,7 @@ from flexdet.evaluation.results import (
 )
 from flexdet.evaluation.stream import StreamRunner, WindowReads
 from flexdet.export.runtime.chains import chain_count
+from flexdet.export.runtime.streaming import StreamingRuntime
 from flexdet.models.checkpoint import load_model
 
 SCHEDULES = ("stream", "interframe", "global", "chains")
@@ -304,14 +305,17 @@ def _filtered(detection: dict, t: int, benchmark: Benchmark, recording_start: in
 def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | None, schedule: str = "stream",
              out_dir: str | Path | None = None, model_name: str = "model", progress: bool = True,
              spec: InputSpec | None = None, batch_size: int = 8, export: Seq[str] = (),
-             interframe: str = "auto", frame_rule: str | None = None) -> list[dict]:
+             interframe: str = "auto", frame_rule: str | None = None,
+             runtime: StreamingRuntime | None = None) -> list[dict]:
     """Metric rows ({model, schedule, rate_hz, AP, AP50, ...}) of `model` on `dataset`; with `out_dir`, the
     predictions per rate and sequence (label files' frame, dtype and class ids) and the `export` formats
     ("prophesee": the toolbox's box files, "coco": the scored images as COCO json). `spec`: the model's input
     specification (default: the dataset's geometry, bins from the model). Stream schedules run `batch_size`
     sequences side by side. Interframe: one row per rate's delta (`interframe_schedule`; None: DAGr's ten) under
     the rule `interframe` (stream, flexevent or auto: `interframe_rule`). `frame_rule` (None: the specification's)
-    pairs each window with a frame by another rule (`InputSpec.frame_rule`)."""
+    pairs each window with a frame by another rule (`InputSpec.frame_rule`). `runtime`: the exported model's stepper
+    (`load_runtime`) instead of `model` on torch, so a deployed graph is scored as it runs (stream and global
+    schedules; one sequence at a time unless its graph takes a dynamic batch)."""
     from flexdet.progress import progress_bar
 
     if schedule not in SCHEDULES:
@@ -324,7 +328,13 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
     spec = model_spec(model, dataset, spec)
     if frame_rule is not None:
         spec = dataclasses.replace(spec, frame_rule=frame_rule)
-    runner = StreamRunner(model, spec, dataset.benchmark)
+    if runtime is not None:
+        if schedule not in ("stream", "global"):
+            raise ConfigError(f"the {schedule} schedule forks recurrent states, which eval does on the torch backend "
+                              "only; score an exported runtime with --schedule stream or global")
+        if not runtime.metadata.dynamic_batch:
+            batch_size = 1
+    runner = StreamRunner(model, spec, dataset.benchmark, runtime=runtime)
     streamable = dataset.stream_rates(rates_hz)
     if schedule != "interframe" and streamable != [float(r) for r in rates_hz]:
         rates_hz = streamable
@@ -379,18 +389,28 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float] | None,
                         schedule: str = "stream", out_dir: str | Path | None = None, split: str = "test",
                         model_name: str | None = None, progress: bool = True, benchmark: str | None = None,
-                        export: Seq[str] = (), interframe: str = "auto", frame_rule: str | None = None) -> list[dict]:
+                        export: Seq[str] = (), interframe: str = "auto", frame_rule: str | None = None,
+                        backend: str = "torch") -> list[dict]:
     """Load any flexdet checkpoint, open `split` of the dataset the way it was trained (a training checkpoint's
     data settings; otherwise the layout's own benchmark: for a model fed by FlexEvent's DSEC pipeline on DSEC-Det,
-    FlexEvent's flexevent2 / flexevent8), evaluate with the checkpoint's input specification, write results."""
+    FlexEvent's flexevent2 / flexevent8), evaluate with the checkpoint's input specification, write results.
+    `backend` other than torch: the model as deployed (`load_runtime(checkpoint, backend)`: an export folder's
+    graph, its CPU model on a CPU with onnxruntime, or a graph exported on the fly)."""
     loaded = load_model(checkpoint)
     dataset = open_model_dataset(loaded, checkpoint, data_root, split, benchmark)
+    runtime = None
     try:
+        if backend != "torch":
+            from flexdet.export.runtime.loader import load_runtime
+
+            runtime = load_runtime(checkpoint, backend=backend)
         name = model_name or (loaded.train_config or {}).get("model", {}).get("inputs", "model")
         rows = evaluate(loaded.model, dataset, rates_hz, schedule, out_dir, name, progress, loaded.spec, export=export,
-                        interframe=interframe, frame_rule=frame_rule)
+                        interframe=interframe, frame_rule=frame_rule, runtime=runtime)
     finally:
         dataset.close()
+        if runtime is not None:
+            runtime.close()
     if out_dir is not None:
         write_results(out_dir, rows)
     return rows

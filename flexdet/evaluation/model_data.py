@@ -18,7 +18,9 @@ def open_model_dataset(loaded: LoadedModel, source: str | Path, data_root: str |
                        benchmark: str | None = None) -> Dataset:
     """`split` of `data_root` opened the way the checkpoint `source` was trained (a training checkpoint's layout,
     benchmark and downsample; otherwise the layout's own benchmark: for a model fed by FlexEvent's DSEC pipeline
-    on DSEC-Det, FlexEvent's flexevent2 / flexevent8); `benchmark` overrides. Its class count must be the model's."""
+    on DSEC-Det, FlexEvent's flexevent2 / flexevent8; and the model's own input scale, so an export of a model
+    trained at data.downsample 2 is scored at half resolution); `benchmark` overrides. Its class count must be the
+    model's."""
     model = loaded.model
     data = (loaded.train_config or {}).get("data", {})
     chosen = benchmark or stored_benchmark(data)
@@ -34,6 +36,11 @@ def open_model_dataset(loaded: LoadedModel, source: str | Path, data_root: str |
         frames = " with RGB frames" if model.config.use_frames else ""
         raise ConfigError(f"{exc} (the model was trained at data.downsample {downsample}{size}{frames}; "
                           f"{eval_fit_advice(data_root)})") from exc
+    scale = dataset.geometry.scale
+    if not data and loaded.spec is not None and loaded.spec.geometry.scale > scale \
+            and loaded.spec.geometry.scale % scale == 0:  # no training settings (an export): its own input scale
+        dataset.close()
+        dataset = open_dataset(data_root, split, "auto", chosen, loaded.spec.geometry.scale // scale)
     if dataset.benchmark.num_classes != model.config.num_classes:
         dataset.close()
         raise ConfigError(f"{source}: the model has {model.config.num_classes} classes but {data_root} is "

@@ -1,5 +1,5 @@
-"""The one stream driver: a detector stepped through windows of sequences with the stepper (torch backend), its
-inputs built by the model's input specification, several streams side by side as one batch. Evaluation's
+"""The one stream driver: a detector stepped through windows of sequences with the stepper (torch backend, or any
+runtime of the exported model), its inputs built by the model's input specification, several streams side by side as one batch. Evaluation's
 schedules, the interframe rules and FAL's teacher (forward and time-reversed streams) all run through it."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from flexdet.data.input_spec import InputSpec
 from flexdet.datasets.benchmarks import Benchmark
 from flexdet.datasets.sequences import Sequence
 from flexdet.export.metadata import metadata_for_model
-from flexdet.export.runtime.streaming import torch_runtime
+from flexdet.export.runtime.streaming import StreamingRuntime, torch_runtime
 
 CHUNK_STEPS = 128  # windows whose inputs are built at once (one event read per stream)
 
@@ -36,18 +36,22 @@ class StreamView:
 
 
 class StreamRunner:
-    """Drives one detector through sequences with the stepper (`StreamingRuntime`, torch backend), its inputs
-    built by the model's input specification; several sequences side by side as one batch."""
+    """Drives one detector through sequences with the stepper (`StreamingRuntime`: the model on the torch backend,
+    or `runtime`, an exported model on its own backend), its inputs built by the model's input specification;
+    several sequences side by side as one batch."""
 
     def __init__(self, model: torch.nn.Module, spec: InputSpec, benchmark: Benchmark | None = None,
-                 device: torch.device | str | None = None, postprocess: Mapping[str, Any] | None = None) -> None:
-        device = device if device is not None else next(model.parameters()).device
-        metadata = metadata_for_model(model, spec)
-        if postprocess:  # model-config postprocess fields used instead of the model's own (FlexTune's teacher)
-            metadata = dataclasses.replace(metadata, model_config={**metadata.model_config, **postprocess})
+                 device: torch.device | str | None = None, postprocess: Mapping[str, Any] | None = None,
+                 runtime: StreamingRuntime | None = None) -> None:
+        if runtime is None:
+            device = device if device is not None else next(model.parameters()).device
+            metadata = metadata_for_model(model, spec)
+            if postprocess:  # model-config postprocess fields used instead of the model's own (FlexTune's teacher)
+                metadata = dataclasses.replace(metadata, model_config={**metadata.model_config, **postprocess})
+            runtime = torch_runtime(model.eval(), metadata, device)
         self.spec = spec
         self.benchmark = benchmark
-        self.runtime = torch_runtime(model.eval(), metadata, device)
+        self.runtime = runtime
         self.uses_events = getattr(model.config, "use_events", True)
         self.uses_frames = model.config.use_frames
         self._frame_cache: tuple[str, np.ndarray] | None = None
