@@ -18,20 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from flexdet.data.events import EVENT_DTYPE
 from flexdet.data.readers import open_recording
 from flexdet.data.readers.evt_encode import encode_evt3, raw_header, write_raw
 from flexdet.data.writers import write_dat, write_dsec_h5
+from flexdet.export.benchmark import uniform_events
 
 
 def camera_like_events(n: int, width: int, height: int, duration_us: int, seed: int = 0) -> np.ndarray:
-    """Time-sorted events with row-wise readout order (what a sensor emits)."""
-    rng = np.random.default_rng(seed)
-    events = np.empty(n, dtype=EVENT_DTYPE)
-    events["t"] = np.sort(rng.integers(0, duration_us, n))
-    events["x"] = rng.integers(0, width, n)
-    events["y"] = rng.integers(0, height, n)
-    events["p"] = rng.integers(0, 2, n)
+    """`n` uniform events (`uniform_events`) in row-wise readout order within each microsecond (what a sensor
+    emits)."""
+    events = uniform_events(height, width, n * 1e6 / duration_us, duration_us, seed)
     return events[np.lexsort((events["x"], events["y"], events["t"]))]
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from fuzz_driver import drive
+from readers_helpers import random_events
 
 FORMATS = ("dat", "evt2", "evt3", "aedat4", "dsec", "npz")
 SUFFIX = {"dat": ".dat", "evt2": ".raw", "evt3": ".raw", "aedat4": ".aedat4", "dsec": ".h5", "npz": ".npz"}
@@ -53,24 +54,12 @@ DSEC_DTYPES = ("<u1", "<u2", "<u4", "<u8", "<i1", "<i2", "<i4", "<i8", ">u2", ">
 # ---------------------------------------------------------------------------------------------- seeds
 
 
-def _events(n: int, width: int, height: int, duration_us: int, seed: int) -> np.ndarray:
-    from flexdet.data.events import EVENT_DTYPE
-
-    rng = np.random.default_rng(seed)
-    events = np.empty(n, dtype=EVENT_DTYPE)
-    events["t"] = np.sort(rng.integers(0, duration_us, n))
-    events["x"] = rng.integers(0, width, n)
-    events["y"] = rng.integers(0, height, n)
-    events["p"] = rng.integers(0, 2, n)
-    return events
-
-
 def _written(kind: str) -> bytes:
     """A small file of `kind` written by flexdet's own writers."""
     from flexdet.data.readers.evt_encode import write_raw
     from flexdet.data.writers import write_dat
 
-    events = _events(400, 64, 48, 30_000, seed=3)
+    events = random_events(400, 64, 48, 30_000, seed=3)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"w{SUFFIX[kind]}"
         if kind == "dat":
@@ -282,7 +271,7 @@ def _dsec_file(rng: np.random.Generator) -> bytes:
     from flexdet.data.writers import dsec_ms_to_idx
 
     n = int(rng.integers(1, 600))
-    events = _events(n, 64, 48, int(rng.integers(1, 40_000)), seed=int(rng.integers(1 << 30)))
+    events = random_events(n, 64, 48, int(rng.integers(1, 40_000)), seed=int(rng.integers(1 << 30)))
     columns = {k: events[k].astype(np.int64) for k in "txyp"}
     index = dsec_ms_to_idx(columns["t"]).astype(np.int64)
     t_offset: object = np.int64(int(rng.integers(0, 2**40)))
@@ -366,7 +355,7 @@ def _dsec_file(rng: np.random.Generator) -> bytes:
 def _npz_file(rng: np.random.Generator) -> bytes:
     """An npz of t, x, y, p with mutated dtypes, byte orders, shapes, headers or zip fields."""
     n = int(rng.integers(1, 500))
-    events = _events(n, 64, 48, 30_000, seed=int(rng.integers(1 << 30)))
+    events = random_events(n, 64, 48, 30_000, seed=int(rng.integers(1 << 30)))
     arrays = {k: events[k].copy() for k in "txyp"}
     arrays.update(width=np.int64(64), height=np.int64(48))
     for _ in range(rng.integers(0, 3)):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from readers_helpers import random_events
 from test_datasets import tiny_dataset
 from test_trainer import TINY
 
@@ -27,15 +28,7 @@ H, W = 24, 32
 
 
 def _events(n: int = 4000, seed: int = 0, t0: int = 1_000, t1: int = 51_000) -> np.ndarray:
-    from flexdet.data.events import EVENT_DTYPE
-
-    rng = np.random.default_rng(seed)
-    events = np.zeros(n, EVENT_DTYPE)
-    events["t"] = np.sort(rng.integers(t0, t1, n))
-    events["x"] = rng.integers(0, W, n)
-    events["y"] = rng.integers(0, H, n)
-    events["p"] = rng.integers(0, 2, n)
-    return events
+    return random_events(n, W, H, t1 - t0, seed, t0)
 
 
 @pytest.mark.parametrize("kind, channels, dtype", [("stacked_histogram", 20, np.uint8), ("voxel_grid", 10, np.float32),
