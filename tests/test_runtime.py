@@ -66,13 +66,13 @@ def fused_dir(tmp_path_factory):
     return _exported_bundle(tmp_path_factory.mktemp("rt_fused"), 12, use_frames=True)
 
 
-def build(preset: str, use_frames: bool):
+def build(preset: str, use_frames: bool, **options):
     """A one-class random-weight model whose objectness/class logits are spread out: the prior-initialised
     head scores every anchor ~1e-4 (all tied), and near-equal class probabilities would make the argmax label
-    of random weights arbitrary between backends."""
+    of random weights arbitrary between backends. `options`: model config fields (e.g. in_channels)."""
     from flexdet.models import build_model
 
-    model = build_model(preset, num_classes=1, use_frames=use_frames).eval()
+    model = build_model(preset, num_classes=1, use_frames=use_frames, **options).eval()
     with torch.no_grad():
         for conv in [*model.head.obj_preds, *model.head.cls_preds]:
             conv.weight.normal_(0.0, 0.3)

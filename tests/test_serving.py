@@ -42,14 +42,15 @@ MAX_STREAMS, IDLE_S = 9, 4.0
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """An event-only and a fused nano model exported with a dynamic batch axis (random weights with spread-out
-    scores; re-exporting a one-stream export is tested in test_serving_repository.py)."""
+    """An event-only, a fused and a voxel-grid event-only nano model exported with a dynamic batch axis (random
+    weights with spread-out scores; re-exporting a one-stream export is tested in test_serving_repository.py)."""
     folders = {}
-    for seed, kind in ((21, "events"), (22, "fused")):
+    for seed, kind in ((21, "events"), (22, "fused"), (23, "voxel")):
         torch.manual_seed(seed)
-        model = build("nano", use_frames=kind == "fused")
+        voxel = {"representation": "voxel_grid", "bins": 5} if kind == "voxel" else {}
+        model = build("nano", use_frames=kind == "fused", **({"in_channels": 5} if voxel else {}))
         folders[kind] = tmp_path_factory.mktemp(f"serve_{kind}")
-        export_bundle(model, metadata_for_model(model, identity_spec(HEIGHT, WIDTH, window_us=WINDOW)),
+        export_bundle(model, metadata_for_model(model, identity_spec(HEIGHT, WIDTH, window_us=WINDOW, **voxel)),
                       folders[kind], dynamic_batch=True)
     return folders
 
@@ -61,6 +62,7 @@ def server(exports, tmp_path_factory):
     options = ServeOptions(max_streams=MAX_STREAMS, idle_timeout_s=IDLE_S, max_batch=8)
     write_python_repository(exports["events"], repository, options)
     write_python_repository(exports["fused"], repository, options, name="fused")
+    write_python_repository(exports["voxel"], repository, options, name="voxel")
     server = TritonServer(repository, http_port=free_port(), grpc_port=free_port())
     with server:
         yield server
@@ -118,6 +120,17 @@ def test_fused_stream_over_http_sends_frames_and_keeps_the_latest(server, export
     for k, (chunk, t_end) in enumerate(stream_windows(7, 6)):
         frame = frames[k // 2] if k % 2 == 0 else None
         assert_same(stream.step(chunk, t_end, frame=frame), local.step(chunk, t_end, frame=frame))
+    stream.close()
+
+
+def test_a_voxel_grid_model_is_served_float32_inputs_and_reproduces_its_in_process_detections(server, exports):
+    assert "TYPE_FP32" in (server.repository / "voxel" / "config.pbtxt").read_text().split("input")[1]
+    stream = Client(server.http_url, model="voxel").stream(8)
+    local = load_runtime(exports["voxel"], backend="onnxruntime", intra_op_num_threads=1)
+    outputs = [(stream.step(chunk, t_end), local.step(chunk, t_end)) for chunk, t_end in stream_windows(8, 5)]
+    assert sum(len(wanted["boxes"]) for _, wanted in outputs) > 0
+    for served, wanted in outputs:
+        assert_same(served, wanted)
     stream.close()
 
 
