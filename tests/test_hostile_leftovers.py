@@ -57,6 +57,7 @@ def _model_pt(path: Path, height: int, width: int, bins: int | None = None) -> P
 
 
 def test_a_model_pt_whose_own_input_spec_is_200000_px_a_side_is_refused_at_load(tmp_path):
+    from flexdet.data.input_spec import identity_spec
     from flexdet.models.checkpoint import load_model
 
     huge = _model_pt(tmp_path / "huge" / "model.pt", 200_000, 200_000)
@@ -72,8 +73,12 @@ def test_a_model_pt_whose_own_input_spec_is_200000_px_a_side_is_refused_at_load(
     assert "CheckpointError:" in result.stdout and "input.geometry.sensor_width" in result.stdout, \
         (result.stdout, result.stderr[-800:])
     # A step input past 2**31 values (here 200 bins a polarity at 4096x4096) is refused naming the bins.
-    with pytest.raises(CheckpointError, match=r"input\.bins = 200 at 4096x4096"):
+    with pytest.raises(CheckpointError, match=r"input\.bins = 200 \(stacked_histogram\) at 4096x4096"):
         load_model(_model_pt(tmp_path / "bins" / "model.pt", 4096, 4096, bins=200))
+    # The bound is in bytes: float32 voxel grids reach it at a quarter of the channels (8 bins at 8192x8192: 2 GiB).
+    identity_spec(8192, 8192, representation="voxel_grid", bins=8).check_size("voxel")
+    with pytest.raises(CheckpointError, match=r"voxel: input\.bins = 9 \(voxel_grid\) at 8192x8192 makes a step"):
+        identity_spec(8192, 8192, representation="voxel_grid", bins=9).check_size("voxel")
     # Real sensors, and a generous margin above them, load: 1280x720 (the largest event sensors), 8192 x 8192.
     for height, width in ((720, 1280), (8192, 8192)):
         loaded = load_model(_model_pt(tmp_path / f"{width}" / "model.pt", height, width))

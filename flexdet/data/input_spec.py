@@ -30,10 +30,10 @@ FRAME_RULES = ("latest_at_start", "latest_before_end")
 # A model input is sized by the sensor it was made for: refused past these when a model or export is loaded
 # (its runtime allocates a (channels, height, width) input, histograms and state for that size). The largest
 # event sensors made are 1280 px on a side (Prophesee / Sony IMX636 1280x720, Samsung DVS Gen4 1280x960; DSEC
-# and most datasets are 640x480 or smaller): 8192 px a side is 6.4x that, 2**31 values (2 GiB of uint8) one
-# step's input, i.e. up to 8192x8192 at 32 channels, or 1280x720 at 2330 channels.
+# and most datasets are 640x480 or smaller): 8192 px a side is 6.4x that, 2 GiB one step's input, i.e. up to
+# 8192x8192 at 32 uint8 channels (8 float32 ones), or 1280x720 at 2330 uint8 channels.
 MAX_SENSOR_SIDE = 8192
-MAX_INPUT_VALUES = 2**31
+MAX_INPUT_BYTES = 2**31
 EVENT_ENCODING = ENCODINGS["stacked_histogram"]
 FRAME_ENCODING = "RGB uint8 / 255 -> [0, 1]; ImageNet mean/std applied inside the network"
 
@@ -135,7 +135,7 @@ class InputSpec:
 
     def check_size(self, source: str) -> None:
         """Refuse (CheckpointError naming `source` and the field) a sensor side past MAX_SENSOR_SIDE or a step
-        input of more than MAX_INPUT_VALUES values: what a loaded model's or export's own specification may ask its
+        input of more than MAX_INPUT_BYTES: what a loaded model's or export's own specification may ask its
         runtime to allocate is bounded by what a real sensor needs, not by the file."""
         for name, value in (("sensor_width", self.geometry.sensor_width),
                             ("sensor_height", self.geometry.sensor_height)):
@@ -143,9 +143,10 @@ class InputSpec:
                 raise CheckpointError(f"{source}: input.geometry.{name} = {value} is past {MAX_SENSOR_SIDE} px, the "
                                   f"most a sensor side may have (the largest event sensors are 1280 px wide)")
         width, height = self.size
-        if self.channels * width * height > MAX_INPUT_VALUES:
-            raise CheckpointError(f"{source}: input.bins = {self.bins} at {width}x{height} makes a step input of "
-                              f"{self.channels * width * height} values, past the {MAX_INPUT_VALUES} allowed")
+        size = self.channels * width * height * self.input_dtype.itemsize
+        if size > MAX_INPUT_BYTES:
+            raise CheckpointError(f"{source}: input.bins = {self.bins} ({self.representation}) at {width}x{height} "
+                                  f"makes a step input of {size} bytes, past the {MAX_INPUT_BYTES} allowed")
 
     def replace(self, **changes: Any) -> InputSpec:
         return dataclasses.replace(self, **changes)
