@@ -1,21 +1,27 @@
 """CPU variants of an exported step graph: onnxruntime's offline-optimised graph, onnxruntime's transformer
 fusions, and static INT8 (QDQ) quantisation calibrated on the model's own event windows.
 
-`flexdet export --target cpu` writes the variant that measured fastest with accuracy kept (see
-benchmarks/bench_cpu_deploy.py and the README's performance section), records it in metadata.json as
-`cpu_model` with the session settings it was measured with (`cpu_session`), and the onnxruntime backend loads
-it whenever it runs on the CPU.
+`flexdet export --target cpu` writes the offline-optimised graph as model_cpu.onnx and, in cpu.json, the session
+settings that ran it fastest on the exporting machine (see benchmarks/bench_cpu_deploy.py and the README's CPU
+section); the onnxruntime backend loads them whenever it runs on the CPU.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from flexdet.errors import ConfigError, MissingDependencyError
+from flexdet.atomic import atomic_write_text
+from flexdet.errors import ConfigError, FormatError, MissingDependencyError
+from flexdet.export.benchmark import step_windows, uniform_events
+from flexdet.export.onnx_export import EVENTS_INPUT
+from flexdet.export.runtime.onnx_backend import make_session
 
 CPU_ONNX_NAME = "model_cpu.onnx"
 # The settings the CPU variant is loaded with (measured best on a shared 2-core VM, see the README): all graph
@@ -73,8 +79,6 @@ def calibration_feeds(onnx_path: os.PathLike[str] | str, windows: Iterable[np.nd
     """The step graph's full feeds (model input + recurrent state) along a stream of input windows, stepping
     the float graph so that the states the calibration sees are the ones the stream produces."""
     ort = _ort()
-    from flexdet.export.onnx_export import EVENTS_INPUT
-
     session = ort.InferenceSession(os.fspath(onnx_path), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
     outputs = [o.name for o in session.get_outputs()]
@@ -117,9 +121,7 @@ def quantized_int8(source: os.PathLike[str] | str, target: os.PathLike[str] | st
 
 
 def stream_windows(spec, events: np.ndarray, steps: int, step_us: int) -> Iterator[np.ndarray]:
-    """The model's input windows (1, C, H, W) uint8 along `events`, one per step of `step_us`."""
-    from flexdet.export.benchmark import step_windows
-
+    """The model's input windows (1, C, H, W) along `events`, one per step of `step_us`."""
     for chunk, t_end in step_windows(events, steps, step_us, spec.window_us):
         yield spec.model_inputs(chunk, [t_end - spec.window_us], [t_end])
 
@@ -143,13 +145,6 @@ def write_cpu_variant(folder: os.PathLike[str] | str, metadata, steps: int = 12,
 
     The variant must reproduce model.onnx's outputs on the timing windows within float32 rounding (checked:
     a mismatch raises ConfigError), so the CPU model's accuracy is the model's."""
-    import json
-    import time
-
-    from flexdet.atomic import atomic_write_text
-    from flexdet.export.benchmark import uniform_events
-    from flexdet.export.runtime.onnx_backend import make_session
-
     folder = Path(folder)
     source = folder / "model.onnx"
     target = optimized_graph(source, folder / CPU_ONNX_NAME)
@@ -188,12 +183,6 @@ def write_cpu_variant(folder: os.PathLike[str] | str, metadata, steps: int = 12,
 
 def read_cpu_choice(folder: os.PathLike[str] | str) -> tuple[Path, dict] | None:
     """(CPU model path, session settings) from an export folder's cpu.json, or None when it has none."""
-    import inspect
-    import json
-
-    from flexdet.errors import FormatError
-    from flexdet.export.runtime.onnx_backend import make_session
-
     path = Path(folder) / CPU_CHOICE_NAME
     if not path.is_file():
         return None
