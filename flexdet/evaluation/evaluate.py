@@ -329,9 +329,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
     if frame_rule is not None:
         spec = dataclasses.replace(spec, frame_rule=frame_rule)
     if runtime is not None:
-        if schedule not in ("stream", "global"):
-            raise ConfigError(f"the {schedule} schedule forks recurrent states, which eval does on the torch backend "
-                              "only; score an exported runtime with --schedule stream or global")
+        check_runtime_schedule(schedule)
         if not runtime.metadata.dynamic_batch:
             batch_size = 1
     runner = StreamRunner(model, spec, dataset.benchmark, runtime=runtime)
@@ -386,6 +384,14 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, rates_hz: Seq[float] | No
     return rows
 
 
+def check_runtime_schedule(schedule: str) -> None:
+    """An exported runtime is scored on the schedules that run one state per stream (stream, global): the others
+    fork recurrent states, which evaluation does on the torch backend."""
+    if schedule not in ("stream", "global"):
+        raise ConfigError(f"the {schedule} schedule forks recurrent states, which eval does on the torch backend "
+                          "only; score an exported runtime with --schedule stream or global")
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz: Seq[float] | None,
                         schedule: str = "stream", out_dir: str | Path | None = None, split: str = "test",
                         model_name: str | None = None, progress: bool = True, benchmark: str | None = None,
@@ -396,6 +402,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, rates_hz:
     FlexEvent's flexevent2 / flexevent8), evaluate with the checkpoint's input specification, write results.
     `backend` other than torch: the model as deployed (`load_runtime(checkpoint, backend)`: an export folder's
     graph, its CPU model on a CPU with onnxruntime, or a graph exported on the fly)."""
+    if backend != "torch":
+        check_runtime_schedule(schedule)  # before a graph is loaded or exported for nothing
     loaded = load_model(checkpoint)
     dataset = open_model_dataset(loaded, checkpoint, data_root, split, benchmark)
     runtime = None
