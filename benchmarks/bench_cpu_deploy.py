@@ -66,7 +66,7 @@ def export_preset(preset: str, folder: Path) -> float:
     spec = identity_spec(HEIGHT, WIDTH)
     export_bundle(model, metadata_for_model(model, spec), folder)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.forward_raw(torch.zeros(1, 2 * spec.bins, HEIGHT, WIDTH), None, *model.init_state(1, HEIGHT, WIDTH))
+        model.forward_raw(torch.zeros(1, spec.channels, HEIGHT, WIDTH), None, *model.init_state(1, HEIGHT, WIDTH))
     return float(counter.get_total_flops())
 
 

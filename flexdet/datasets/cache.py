@@ -2,7 +2,8 @@
 or on disk.
 
 Training reads the same windows many times; building them once (seconds for the quickstart) turns each
-training step into array indexing. The disk cache is keyed by sequence, rate, size, channels, representation and its rule.
+training step into array indexing. The disk cache is keyed by sequence, rate, size, channels, representation
+and its rule.
 """
 
 from __future__ import annotations

@@ -124,8 +124,8 @@ class Sequence:
 
     def model_inputs(self, spec: InputSpec, starts: np.ndarray, ends: np.ndarray, backwards: bool = False
                      ) -> np.ndarray:
-        """(N, spec.channels, H, W) model inputs (`spec.input_dtype`) of the windows [starts, ends) (`InputSpec.model_inputs`
-        over the events read once; RVT sequences hand out their stored windows)."""
+        """(N, spec.channels, H, W) model inputs (`spec.input_dtype`) of the windows [starts, ends)
+        (`InputSpec.model_inputs` over the events read once; RVT sequences hand out their stored windows)."""
         starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         ends = np.asarray(ends, dtype=np.int64).reshape(-1)
         recording = self.recording(spec.geometry)

@@ -1,6 +1,7 @@
 """The one stream driver: a detector stepped through windows of sequences with the stepper (torch backend, or any
-runtime of the exported model), its inputs built by the model's input specification, several streams side by side as one batch. Evaluation's
-schedules, the interframe rules and FAL's teacher (forward and time-reversed streams) all run through it."""
+runtime of the exported model), its inputs built by the model's input specification, several streams side by
+side as one batch. Evaluation's schedules, the interframe rules and FAL's teacher (forward and time-reversed
+streams) all run through it."""
 
 from __future__ import annotations
 

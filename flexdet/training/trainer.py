@@ -71,8 +71,9 @@ def training_input_spec(config: TrainConfig, dataset: Dataset, dual_windows: boo
     """The input specification a recipe trains with: the dataset's geometry, the data section's representation
     settings, the window of the first training rate."""
     data = config.data
-    return dataset.input_spec(representation=data.representation, bins=data.bins, clip=data.clip, time_norm=data.time_norm,
-                              end_inclusive=data.end_inclusive, window_us=window_of(data.rates_hz[0]),
+    return dataset.input_spec(representation=data.representation, bins=data.bins, clip=data.clip,
+                              time_norm=data.time_norm, end_inclusive=data.end_inclusive,
+                              window_us=window_of(data.rates_hz[0]),
                               dual_windows=dual_windows, frame_rule=data.frame_rule)
 
 
